@@ -1,0 +1,311 @@
+"""Experiment configs: one YAML file -> validated, typed dataclasses.
+
+An experiment is one small YAML file in `configs/` with the sections `model`, `data`,
+`train` and `export`. Any value can be overridden on the command line with
+`--set section.key=value` (the value is parsed as YAML, then converted to the field's type).
+Every problem is reported as a `ConfigError` naming the file (or the `--set` flag), the key,
+the bad value and what would be valid, so a typo never surfaces as a traceback mid-run.
+
+The `model` section is schema-less here on purpose: its keys are the registered model
+class's constructor arguments (see `tfgen.models.registry`), so adding a model needs no
+change to this file.
+"""
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+
+from tfgen.errors import ConfigError
+from tfgen.models import registry
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they become batches of [-1, 1] float images."""
+
+    source: Literal["digits", "tfds", "folder", "kaggle"] = "digits"
+    name: str = ""  # TFDS dataset name ("mnist") or Kaggle slug ("owner/dataset")
+    path: str = ""  # image folder; for kaggle, the sub-folder inside the download
+    split: str = "train"  # TFDS split, slicing allowed ("train[:10%]")
+    image_key: str = "image"  # TFDS feature holding the image
+    label_key: str = "label"  # TFDS feature holding the class label
+    data_dir: str = ""  # TFDS data_dir; empty means TFDS's default (~/tensorflow_datasets)
+    image_size: int = 32
+    channels: Literal[1, 3] = 1
+    batch_size: int = 64
+    random_flip: bool = False
+    cache: bool = True
+    shuffle_buffer: int = 10000
+    limit: int = 0  # use only the first N images; 0 means all
+
+    def problems(self):
+        """(key, expectation) for each out-of-range value."""
+        if self.source in ("tfds", "kaggle") and not self.name:
+            yield "name", f"a dataset name (required when source is {self.source!r})"
+        if self.source == "folder" and not self.path:
+            yield "path", "a folder of images (required when source is 'folder')"
+        if self.image_size < 8:
+            yield "image_size", "an integer >= 8"
+        if self.batch_size < 1:
+            yield "batch_size", "an integer >= 1"
+        if self.shuffle_buffer < 1:
+            yield "shuffle_buffer", "an integer >= 1"
+        if self.limit < 0:
+            yield "limit", "an integer >= 0 (0 means all images)"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, distribution and how often the run directory is written to."""
+
+    epochs: int = 50
+    steps_per_epoch: int = 0  # 0 means one pass over the data
+    learning_rate: float = 2e-4
+    d_learning_rate: Optional[float] = None  # discriminator's rate if it differs (TTUR)
+    beta_1: float = 0.5
+    beta_2: float = 0.999
+    seed: int = 0
+    distribute: Literal["auto", "none", "mirrored"] = "auto"
+    jit_compile: Literal["auto", True, False] = "auto"
+    sample_every: int = 5  # epochs between sample grids
+    num_samples: int = 64  # images in each sample grid (fixed latent batch)
+    checkpoint_every: int = 1  # epochs between checkpoints
+    keep_checkpoints: int = 3
+
+    def problems(self):
+        """(key, expectation) for each out-of-range value."""
+        if self.epochs < 1:
+            yield "epochs", "an integer >= 1"
+        if self.steps_per_epoch < 0:
+            yield "steps_per_epoch", "an integer >= 0 (0 means one pass over the data)"
+        if not self.learning_rate > 0:
+            yield "learning_rate", "a number > 0"
+        if self.d_learning_rate is not None and not self.d_learning_rate > 0:
+            yield "d_learning_rate", "a number > 0, or null to use learning_rate"
+        for key in ("beta_1", "beta_2"):
+            if not 0 <= getattr(self, key) < 1:
+                yield key, "a number in [0, 1)"
+        for key in ("sample_every", "num_samples", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, key) < 1:
+                yield key, "an integer >= 1"
+
+
+@dataclass
+class ExportConfig:
+    """What is exported at the end of training."""
+
+    saved_model: bool = True  # the generator as a TF SavedModel (plain TF can load it)
+    keras: bool = True  # the whole model as a .keras archive
+
+    def problems(self):
+        return ()
+
+
+@dataclass
+class ModelConfig:
+    """A registered model name plus its constructor arguments (validated against it)."""
+
+    name: str = "dcgan"
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    """A whole experiment. `to_dict()` round-trips through `load_config`."""
+
+    name: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    run_dir: str = "runs"
+
+    def to_dict(self):
+        """Plain dict with every value resolved, in the YAML file's layout."""
+        return {
+            "name": self.name,
+            "run_dir": self.run_dir,
+            "model": {"name": self.model.name, **self.model.params},
+            "data": dataclasses.asdict(self.data),
+            "train": dataclasses.asdict(self.train),
+            "export": dataclasses.asdict(self.export),
+        }
+
+
+_SECTIONS = {"data": DataConfig, "train": TrainConfig, "export": ExportConfig}
+_TOP_KEYS = ("name", "run_dir", "model", *_SECTIONS)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses duplicate keys instead of keeping the last one."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def resolve_config_path(name):
+    """Find a config: a path as given, else a bare name in ./configs or tfgen's configs/."""
+    candidates = [Path(name)]
+    for folder in (Path.cwd() / "configs", CONFIG_DIR):
+        candidates += [folder / name, folder / f"{name}.yaml"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    available = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(
+        f"config {name!r} not found (looked for it as a path and in {CONFIG_DIR}); "
+        f"available: {', '.join(available)}"
+    )
+
+
+def load_config(name, overrides=()):
+    """Load, override and validate a config. `overrides` are "section.key=value" strings."""
+    path = resolve_config_path(name)
+    try:
+        raw = yaml.load(path.read_text(), Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {_kind(raw)}")
+    origins = {}
+    for item in overrides:
+        _apply_override(raw, item, origins)
+    raw.setdefault("name", path.stem)
+    return _build(raw, path, origins)
+
+
+def _apply_override(raw, item, origins):
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.epochs=3")
+    try:
+        value = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError:
+        value = text
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+    node[leaf] = value
+    origins[key] = f"--set {item}"
+
+
+def _build(raw, path, origins):
+    def where(key):
+        return origins.get(key, str(path))
+
+    def fail(key, value, expectation):
+        raise ConfigError(f"{where(key)}: {key}: invalid value {value!r}; expected {expectation}")
+
+    _reject_unknown(raw, _TOP_KEYS, "", where)
+    name = raw["name"]
+    if not isinstance(name, str) or not _RUN_NAME.match(name) or ".." in name:
+        fail("name", name, "a run name of letters, digits, '.', '_' or '-' (no path separators)")
+    run_dir = _convert(raw.get("run_dir", "runs"), str, "run_dir", where)
+
+    sections = {}
+    for section, cls in _SECTIONS.items():
+        values = _section(raw, section, where)
+        hints = typing.get_type_hints(cls)
+        _reject_unknown(values, [f.name for f in dataclasses.fields(cls)], f"{section}.", where)
+        obj = cls(**{k: _convert(v, hints[k], f"{section}.{k}", where) for k, v in values.items()})
+        for key, expectation in obj.problems():
+            fail(f"{section}.{key}", getattr(obj, key), expectation)
+        sections[section] = obj
+
+    model_raw = dict(_section(raw, "model", where))
+    model_name = model_raw.pop("name", "dcgan")
+    if model_name not in registry.MODELS:
+        fail("model.name", model_name, "one of " + ", ".join(sorted(registry.MODELS)))
+    schema = registry.model_params(registry.get_model_class(model_name))
+    _reject_unknown(model_raw, ["name", *schema], "model.", where)
+    params = {k: default for k, (_, default) in schema.items()}
+    for key, value in model_raw.items():
+        params[key] = _convert(value, schema[key][0], f"model.{key}", where)
+    model = ModelConfig(name=model_name, params=params)
+    return Config(name=name, run_dir=run_dir, model=model, **sections)
+
+
+def _section(raw, section, where):
+    values = raw.get(section) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where(section)}: {section}: expected a mapping, got {_kind(values)}")
+    return values
+
+
+def _reject_unknown(values, valid, prefix, where):
+    for key in values:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise ConfigError(
+                f"{where(prefix + str(key))}: unknown key {prefix}{key}{hint}; "
+                f"valid keys: {', '.join(prefix + v for v in valid)}"
+            )
+
+
+def _convert(value, tp, key, where):
+    """Check `value` against the annotation `tp`, converting where it is unambiguous."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], key, where)
+    if origin is Literal:
+        for choice in typing.get_args(tp):
+            if value == choice and type(value) is type(choice):
+                return value
+        expectation = "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+        expectation = "true or false"
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        expectation = "an integer"
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-4" (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
+        expectation = "a number"
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        expectation = "a string"
+    else:
+        raise AssertionError(f"config field {key} has unsupported type {tp}")
+    raise ConfigError(f"{where(key)}: {key}: invalid value {value!r}; expected {expectation}")
+
+
+def _kind(value):
+    return type(value).__name__

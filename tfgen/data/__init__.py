@@ -1,0 +1,76 @@
+"""Data sources -> one `tf.data` pipeline.
+
+`build_dataset(cfg)` picks the source named by `data.source`, applies `data.limit`, checks
+that at least one full batch exists, reports skipped files once, and returns the batched
+dataset with what the model needs to know about it (`ImageData`).
+"""
+
+import logging
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from tfgen.data.digits import digits_source
+from tfgen.data.folder import folder_source
+from tfgen.data.kaggle import kaggle_source
+from tfgen.data.pipeline import build_pipeline
+from tfgen.data.tfds import tfds_source
+from tfgen.errors import DataError
+
+log = logging.getLogger("tfgen")
+
+SOURCES = {
+    "digits": digits_source,
+    "tfds": tfds_source,
+    "folder": folder_source,
+    "kaggle": kaggle_source,
+}
+
+
+@dataclass
+class ImageData:
+    """A batched training dataset and its facts."""
+
+    dataset: tf.data.Dataset  # float32 [B, S, S, C] in [-1, 1] (and int64 labels if asked)
+    num_examples: int
+    class_names: list
+    image_shape: tuple
+    description: str
+    skipped: list
+    batch_size: int
+
+    @property
+    def steps_per_epoch(self):
+        """Full batches in one pass (the last partial batch is dropped)."""
+        return self.num_examples // self.batch_size
+
+
+def build_dataset(cfg, seed=0, with_labels=False):
+    """`cfg` (a DataConfig) -> ImageData; DataError for anything the user must fix."""
+    source = SOURCES[cfg.source](cfg)
+    pairs, num_examples = source.pairs, source.num_examples
+    if cfg.limit:
+        pairs, num_examples = pairs.take(cfg.limit), min(num_examples, cfg.limit)
+    if source.skipped:
+        shown = ", ".join(source.skipped[:5]) + (" ..." if len(source.skipped) > 5 else "")
+        log.warning(
+            "skipped %d of %d image files that could not be decoded: %s",
+            len(source.skipped), len(source.skipped) + source.num_examples, shown,
+        )
+    if num_examples < cfg.batch_size:
+        raise DataError(
+            f"data.batch_size: {cfg.batch_size} is larger than the {num_examples} images "
+            f"in {source.description}; lower data.batch_size"
+        )
+    if with_labels and not source.class_names:
+        raise DataError(f"this model needs class labels, and {source.description} has none")
+    dataset = build_pipeline(pairs, cfg, seed, with_labels)
+    return ImageData(
+        dataset=dataset,
+        num_examples=num_examples,
+        class_names=source.class_names,
+        image_shape=(cfg.image_size, cfg.image_size, cfg.channels),
+        description=source.description,
+        skipped=source.skipped,
+        batch_size=cfg.batch_size,
+    )

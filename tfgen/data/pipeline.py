@@ -1,0 +1,91 @@
+"""The one preprocessing path every source goes through.
+
+Sources hand over `(image, label)` pairs with `image` a uint8 [H, W, C] tensor of any size
+and C in 1..4 (gray, gray+alpha, RGB, RGBA). From there every dataset is treated alike:
+alpha composited on white, converted to the configured channels, resized so the shorter side
+is `image_size` and centre-cropped; then cache, shuffle, scale to [-1, 1], flip, batch,
+prefetch.
+"""
+
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def to_rgba(image):
+    """uint8 [H, W, 1|2|3|4] -> float32 [H, W, 4] in [0, 255] (alpha 255 where absent)."""
+    image = tf.cast(image, tf.float32)
+    opaque = tf.fill(tf.concat([tf.shape(image)[:2], [1]], 0), 255.0)
+
+    def gray():
+        return tf.concat([tf.repeat(image[..., :1], 3, axis=-1), opaque], -1)
+
+    def gray_alpha():
+        return tf.concat([tf.repeat(image[..., :1], 3, axis=-1), image[..., 1:2]], -1)
+
+    def rgb():
+        return tf.concat([image[..., :3], opaque], -1)
+
+    def rgba():
+        return image[..., :4]
+
+    channels = tf.shape(image)[-1]
+    rgba_image = tf.switch_case(channels - 1, [gray, gray_alpha, rgb, rgba], default=rgba)
+    return tf.ensure_shape(rgba_image, [None, None, 4])
+
+
+def composite_on_white(rgba):
+    """RGBA [0, 255] -> RGB [0, 255] over a white background (transparent sprites)."""
+    alpha = rgba[..., 3:] / 255.0
+    return rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
+
+
+def resize_and_crop(image, size):
+    """Resize so the shorter side is `size` (keeping aspect), then centre-crop to size x size."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = size / tf.reduce_min(shape)
+    new_shape = tf.cast(tf.math.ceil(shape * scale), tf.int32)
+    image = tf.image.resize(image, new_shape, method="bilinear", antialias=True)
+    return tf.image.resize_with_crop_or_pad(image, size, size)
+
+
+def standardize(image, image_size, channels):
+    """uint8 [H, W, 1..4] -> uint8 [image_size, image_size, channels].
+
+    Kept in uint8 so the cache holds a quarter of the bytes of float images.
+    """
+    rgb = composite_on_white(to_rgba(image))
+    if channels == 1:
+        rgb = tf.image.rgb_to_grayscale(rgb)
+    image = resize_and_crop(rgb, image_size)
+    image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+    return tf.ensure_shape(image, [image_size, image_size, channels])
+
+
+def to_signed_unit(image):
+    """uint8 [0, 255] -> float32 [-1, 1], the range of the generators' tanh."""
+    return tf.cast(image, tf.float32) / 127.5 - 1.0
+
+
+def build_pipeline(pairs, cfg, seed, with_labels):
+    """Decoded `(image, label)` pairs -> shuffled, batched, prefetched training batches.
+
+    Batches are full (`drop_remainder`) so every step has the same shape: XLA compiles once
+    and each replica of a distributed step gets an equal share.
+    """
+    ds = pairs.map(
+        lambda image, label: (standardize(image, cfg.image_size, cfg.channels), label),
+        num_parallel_calls=AUTOTUNE,
+    )
+    if cfg.cache:
+        ds = ds.cache()
+    ds = ds.shuffle(cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+
+    def finish(image, label):
+        image = to_signed_unit(image)
+        if cfg.random_flip:
+            image = tf.image.random_flip_left_right(image, seed=seed)
+        return (image, label) if with_labels else image
+
+    ds = ds.map(finish, num_parallel_calls=AUTOTUNE)
+    return ds.batch(cfg.batch_size, drop_remainder=True).prefetch(AUTOTUNE)

@@ -1,0 +1,37 @@
+"""Choosing the `tf.distribute` strategy and whether the step is compiled with XLA."""
+
+import tensorflow as tf
+
+from tfgen.errors import ConfigError
+
+
+def make_strategy(name):
+    """`train.distribute` -> a strategy.
+
+    none: the default (one device). mirrored: MirroredStrategy over every local GPU, or over
+    every logical CPU device when there is no GPU (how the tests run it on one machine).
+    auto: mirrored when more than one GPU is visible, else none.
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "none" or (name == "auto" and len(gpus) < 2):
+        return tf.distribute.get_strategy()
+    devices = gpus or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+def resolve_jit_compile(setting, strategy):
+    """`train.jit_compile` -> bool.
+
+    auto means XLA wherever it works: always, except across several CPU replicas, where
+    TensorFlow cannot compile the replicated step (and Keras' own "auto" would silently turn
+    XLA off under any strategy, GPUs included).
+    """
+    multi_cpu = strategy.num_replicas_in_sync > 1 and not tf.config.list_logical_devices("GPU")
+    if setting == "auto":
+        return not multi_cpu
+    if setting and multi_cpu:
+        raise ConfigError(
+            "train.jit_compile: true is not supported across several CPU replicas; "
+            "use jit_compile: auto or false, or distribute: none"
+        )
+    return bool(setting)

@@ -1,0 +1,55 @@
+"""Turning model outputs into pictures: uint8 conversion, grids, PNG and GIF files."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(images):
+    """Images in [-1, 1] (any float array) -> uint8 [0, 255]."""
+    images = np.asarray(images, dtype=np.float32)
+    return np.round((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+
+
+def make_grid(images, columns=None, pad=2, min_width=512):
+    """uint8 [N, H, W, C] -> one uint8 [rows*, cols*, C] grid with white padding.
+
+    Small images are enlarged (nearest neighbour, integer factor) until the grid is at
+    least `min_width` pixels wide, so a grid of 16 px digits is still legible.
+    """
+    images = np.asarray(images)
+    n, h, w, c = images.shape
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), 255, np.uint8)
+    for i, image in enumerate(images):
+        r, col = divmod(i, columns)
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[top : top + h, left : left + w] = image
+    factor = max(1, math.ceil(min_width / grid.shape[1]))
+    return grid.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def to_pil(array):
+    """uint8 [H, W, 1|3] -> PIL image (mode L or RGB)."""
+    array = np.asarray(array)
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+
+
+def save_png(path, array):
+    """Write a uint8 [H, W, 1|3] array as PNG, creating parent folders."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    to_pil(array).save(path)
+
+
+def save_gif(path, frames, seconds_per_frame=0.4):
+    """Write PNG files (or arrays) as a looping GIF, holding the last frame longer."""
+    images = [Image.open(f).convert("RGB") if isinstance(f, (str, Path)) else to_pil(f) for f in frames]
+    if not images:
+        return
+    durations = [int(seconds_per_frame * 1000)] * len(images)
+    durations[-1] *= 4
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)

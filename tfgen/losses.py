@@ -1,0 +1,62 @@
+"""GAN losses as plain functions of discriminator logits.
+
+Each loss is a pair `(d_loss(real_logits, fake_logits, label_smoothing), g_loss(fake_logits))`
+returning per-example losses of shape [batch]; the model averages them over the *global*
+batch so gradients are the same on one device or many. Look a pair up with `gan_loss(name)`.
+"""
+
+import tensorflow as tf
+
+
+def _flat(logits):
+    return tf.reshape(tf.cast(logits, tf.float32), [tf.shape(logits)[0], -1])
+
+
+def non_saturating_d(real_logits, fake_logits, label_smoothing=0.0):
+    """Goodfellow et al. 2014, the D loss: -log D(x) - log(1 - D(G(z))).
+
+    One-sided label smoothing (Salimans et al. 2016) trains D towards 1 - label_smoothing
+    on real images only, so D is never rewarded for being confident on fakes.
+    """
+    real = _flat(real_logits)
+    fake = _flat(fake_logits)
+    real_loss = tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.fill(tf.shape(real), 1.0 - label_smoothing), logits=real
+    )
+    fake_loss = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.zeros_like(fake), logits=fake)
+    return tf.reduce_mean(real_loss, axis=1) + tf.reduce_mean(fake_loss, axis=1)
+
+
+def non_saturating_g(fake_logits):
+    """Goodfellow et al. 2014, the non-saturating G loss: -log D(G(z))."""
+    fake = _flat(fake_logits)
+    loss = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.ones_like(fake), logits=fake)
+    return tf.reduce_mean(loss, axis=1)
+
+
+def hinge_d(real_logits, fake_logits, label_smoothing=0.0):
+    """Lim & Ye 2017 / Miyato et al. 2018, the D loss: relu(1 - D(x)) + relu(1 + D(G(z))).
+
+    Label smoothing lowers the real margin to 1 - label_smoothing.
+    """
+    real = _flat(real_logits)
+    fake = _flat(fake_logits)
+    return tf.reduce_mean(tf.nn.relu(1.0 - label_smoothing - real), axis=1) + tf.reduce_mean(
+        tf.nn.relu(1.0 + fake), axis=1
+    )
+
+
+def hinge_g(fake_logits):
+    """Lim & Ye 2017, the G loss: -D(G(z))."""
+    return -tf.reduce_mean(_flat(fake_logits), axis=1)
+
+
+GAN_LOSSES = {
+    "non_saturating": (non_saturating_d, non_saturating_g),
+    "hinge": (hinge_d, hinge_g),
+}
+
+
+def gan_loss(name):
+    """(d_loss, g_loss) for a loss name in GAN_LOSSES."""
+    return GAN_LOSSES[name]

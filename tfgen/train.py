@@ -1,0 +1,183 @@
+"""`python -m tfgen.train --config digits_dcgan.yaml [--set key=value ...] [--resume]`
+
+The whole run in one place: config -> data -> strategy -> model -> fit -> export, writing
+everything needed to understand and reproduce it to `runs/<name>/`:
+
+    config.yaml        the fully resolved config (re-run it with --config runs/<name>/config.yaml)
+    metrics.csv        one row per epoch; curves.png draws it
+    samples/           epoch_NNN.png grids from one fixed latent batch; progress.gif animates them
+    checkpoints/       model, optimizers, seed state and epoch (resume with --resume)
+    logs/              TensorBoard
+    model.keras        the trained model (keras.saving.load_model after `import tfgen`)
+    saved_model/       the generator for plain TensorFlow: generate(z) -> images
+"""
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from tfgen import callbacks, distribute
+from tfgen.config import load_config
+from tfgen.data import build_dataset
+from tfgen.errors import ConfigError, RunError, TfgenError
+from tfgen.export import export_generator
+from tfgen.models import get_model_class
+
+log = logging.getLogger("tfgen")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m tfgen.train", description="Train a tfgen model from a YAML config."
+    )
+    parser.add_argument("--config", required=True, help="a file in configs/ (bare name) or a path")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    group.add_argument("--overwrite", action="store_true", help="delete an existing run of the same name first")
+    return parser.parse_args(argv)
+
+
+def prepare_run_dir(cfg, resume, overwrite):
+    """runs/<name>, refusing to silently reuse or escape it."""
+    root = Path(cfg.run_dir).expanduser().resolve()
+    run_dir = (root / cfg.name).resolve()
+    if root not in run_dir.parents:
+        raise RunError(f"run name {cfg.name!r} would leave the run folder {root}")
+    if resume:
+        if not (run_dir / "checkpoints").is_dir():
+            raise RunError(f"--resume: {run_dir} has no checkpoints to resume from")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise RunError(
+                f"run directory {run_dir} already exists; pass --resume to continue it, "
+                "--overwrite to replace it, or --set name=<new name>"
+            )
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+    return run_dir
+
+
+def build_model(cfg, image_shape, num_classes, jit_compile):
+    """The registered model with its optimizers, variables and optimizer slots all built."""
+    cls = get_model_class(cfg.model.name)
+    kwargs = dict(cfg.model.params, image_shape=image_shape, seed=cfg.train.seed)
+    if cls.needs_labels:
+        kwargs["num_classes"] = num_classes
+    try:
+        model = cls(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"model ({cfg.model.name}): {exc}") from None
+    train = cfg.train
+    optimizers = {}
+    for name in cls.optimizer_names:
+        rate = train.d_learning_rate if name.startswith("d_") and train.d_learning_rate else train.learning_rate
+        optimizers[name] = keras.optimizers.Adam(rate, beta_1=train.beta_1, beta_2=train.beta_2)
+    model.compile(**optimizers, jit_compile=jit_compile)
+    return model
+
+
+def fixed_latent(run_dir, num, latent_dim, seed):
+    """The latent batch behind every sample grid, stored so a resumed run reuses it."""
+    path = run_dir / "samples" / "latent.npy"
+    if path.exists():
+        return np.load(path)
+    latent = np.random.default_rng(seed).standard_normal((num, latent_dim)).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, latent)
+    return latent
+
+
+def train(cfg, run_dir, resume=False):
+    """Run `fit` for `cfg` in `run_dir`; returns the trained model."""
+    keras.utils.set_random_seed(cfg.train.seed)
+    strategy = distribute.make_strategy(cfg.train.distribute)
+    jit_compile = distribute.resolve_jit_compile(cfg.train.jit_compile, strategy)
+    model_cls = get_model_class(cfg.model.name)
+    data = build_dataset(cfg.data, seed=cfg.train.seed, with_labels=model_cls.needs_labels)
+    log.info(
+        "data: %s, %d images of %s, %d steps per epoch; %d replica(s), XLA %s",
+        data.description, data.num_examples, "x".join(map(str, data.image_shape)),
+        cfg.train.steps_per_epoch or data.steps_per_epoch, strategy.num_replicas_in_sync,
+        "on" if jit_compile else "off",
+    )
+    with strategy.scope():
+        model = build_model(cfg, data.image_shape, len(data.class_names), jit_compile)
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    checkpoint = tf.train.Checkpoint(model=model, seed_state=model.seed_generator.state.value, epoch=epoch)
+    manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints", cfg.train.keep_checkpoints)
+    if resume:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log.info("resumed from %s at epoch %d", manager.latest_checkpoint, int(epoch.numpy()))
+
+    last = cfg.train.epochs
+    latent = fixed_latent(run_dir, cfg.train.num_samples, model.latent_dim, cfg.train.seed)
+    fit_callbacks = [
+        keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=resume),
+        callbacks.Curves(run_dir / "metrics.csv", run_dir / "curves.png"),
+        callbacks.SampleGrid(run_dir, latent, cfg.train.sample_every, last),
+        callbacks.Checkpointer(manager, epoch, cfg.train.checkpoint_every, last),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
+    ]
+    dataset = data.dataset
+    if cfg.train.steps_per_epoch:
+        dataset = dataset.repeat()
+    model.fit(
+        dataset,
+        epochs=last,
+        initial_epoch=int(epoch.numpy()),
+        steps_per_epoch=cfg.train.steps_per_epoch or None,
+        callbacks=fit_callbacks,
+        shuffle=False,  # the pipeline shuffles
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    return model
+
+
+def export(cfg, model, run_dir):
+    """Write the end-of-training exports the config asks for."""
+    if cfg.export.keras:
+        model.save(run_dir / "model.keras")
+    if cfg.export.saved_model:
+        export_generator(model, run_dir / "saved_model")
+
+
+def main(argv=None):
+    """CLI entry point; returns the exit status (2 for errors the user can fix)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("tfgen: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set)
+        run_dir = prepare_run_dir(cfg, args.resume, args.overwrite)
+        if args.resume:  # continue the recorded experiment; --set may still extend it
+            cfg = load_config(str(run_dir / "config.yaml"), args.set)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        start = time.time()
+        model = train(cfg, run_dir, resume=args.resume)
+        export(cfg, model, run_dir)
+    except TfgenError as exc:
+        print(f"tfgen: error: {exc}", file=sys.stderr)
+        return 2
+    log.info("done in %.0f s; samples, curves, checkpoints and exports are in %s", time.time() - start, run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
