@@ -1,12 +1,16 @@
 """Choosing the `tf.distribute` strategy and whether the step is compiled with XLA."""
 
+import functools
+
 import tensorflow as tf
 
 from tfgen.errors import ConfigError
 
 
+@functools.lru_cache(maxsize=None)
 def make_strategy(name):
-    """`train.distribute` -> a strategy.
+    """`train.distribute` -> a strategy (one per process: several MirroredStrategy objects
+    in one process can collide in their collective-op keys).
 
     none: the default (one device). mirrored: MirroredStrategy over every local GPU, or over
     every logical CPU device when there is no GPU (how the tests run it on one machine).

@@ -158,9 +158,9 @@ def export(cfg, model, run_dir):
 
 def main(argv=None):
     """CLI entry point; returns the exit status (2 for errors the user can fix)."""
-    handler = logging.StreamHandler()
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("tfgen: %(message)s"))
-    log.addHandler(handler)
+    log.handlers = [handler]  # one handler on the current stderr, however often main runs
     log.setLevel(logging.INFO)
     args = parse_args(argv)
     try:

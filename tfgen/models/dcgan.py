@@ -86,7 +86,7 @@ class DCGAN(keras.Model):
         Building here, not lazily in the first step, is what lets the step run under XLA
         and `tf.distribute` (slots cannot be created inside a compiled, replicated step).
         """
-        super().compile(**kwargs)
+        super().compile(optimizer=None, **kwargs)
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
         d_optimizer.build(self.discriminator.trainable_variables)

@@ -1,0 +1,22 @@
+# `make train` and `make test` work on a fresh machine: both create .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= digits_dcgan.yaml
+ARGS ?= --overwrite
+
+.PHONY: train test clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+train: $(VENV)/.installed
+	$(PY) -m tfgen.train --config $(CONFIG) $(ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

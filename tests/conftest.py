@@ -1,0 +1,43 @@
+"""Test set-up: two logical CPU devices, so MirroredStrategy can be tested on one CPU.
+
+This must run before TensorFlow initialises its devices, which is why it lives here.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+
+TOY_CONFIG = """\
+model:
+  name: dcgan
+  latent_dim: 4
+  g_width: 4
+  d_width: 4
+data:
+  source: digits
+  image_size: 8
+  batch_size: 8
+  limit: 64
+train:
+  epochs: 2
+  steps_per_epoch: 2
+  sample_every: 1
+  num_samples: 4
+  distribute: none
+"""
+
+
+@pytest.fixture
+def toy_config(tmp_path):
+    """A tiny digits DCGAN config file whose runs land in tmp_path/runs."""
+    path = tmp_path / "toy.yaml"
+    path.write_text(TOY_CONFIG + f"run_dir: {tmp_path / 'runs'}\n")
+    return path

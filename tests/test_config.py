@@ -1,0 +1,115 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from tfgen.config import CONFIG_DIR, load_config
+from tfgen.errors import ConfigError
+
+
+def write(tmp_path, text, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_every_shipped_config_loads():
+    names = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+    assert "digits_dcgan.yaml" in names
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.name == name[: -len(".yaml")]
+
+
+def test_bare_name_finds_configs_dir_and_defaults_are_filled():
+    cfg = load_config("digits_dcgan.yaml")
+    assert cfg.data.source == "digits"
+    assert cfg.model.name == "dcgan"
+    # keys the file leaves out come from the model's constructor defaults
+    assert cfg.model.params["d_steps"] == 1
+    assert cfg.train.distribute == "auto"
+
+
+def test_overrides_convert_types(tmp_path):
+    path = write(tmp_path, "model: {name: dcgan}\n")
+    cfg = load_config(
+        str(path),
+        ["train.epochs=3", "model.latent_dim=64", "train.learning_rate=1e-4",
+         "data.random_flip=true", "train.d_learning_rate=null", "model.loss=hinge"],
+    )
+    assert cfg.train.epochs == 3 and isinstance(cfg.train.epochs, int)
+    assert cfg.model.params["latent_dim"] == 64
+    assert cfg.train.learning_rate == pytest.approx(1e-4)
+    assert cfg.data.random_flip is True
+    assert cfg.train.d_learning_rate is None
+    assert cfg.model.params["loss"] == "hinge"
+
+
+def test_yaml_exponent_without_dot_is_a_float(tmp_path):
+    # YAML 1.1 reads 2e-4 as the string "2e-4"
+    cfg = load_config(str(write(tmp_path, "train: {learning_rate: 2e-4}\n")))
+    assert cfg.train.learning_rate == pytest.approx(2e-4)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config("digits_dcgan.yaml", ["train.epochs=7"])
+    dumped = write(tmp_path, yaml.safe_dump(cfg.to_dict()), "resolved.yaml")
+    again = load_config(str(dumped))
+    assert again.to_dict() == cfg.to_dict()
+    assert dataclasses.asdict(again.train)["epochs"] == 7
+
+
+@pytest.mark.parametrize(
+    "text, overrides, expected",
+    [
+        ("train: {epochs: 3, epohcs: 4}\n", [], ["unknown key train.epohcs", "did you mean train.epochs"]),
+        ("model: {name: dcgan, latent: 4}\n", [], ["unknown key model.latent", "model.latent_dim"]),
+        ("model: {name: dgan}\n", [], ["model.name", "'dgan'", "dcgan"]),
+        ("data: {source: imagenet}\n", [], ["data.source", "'imagenet'", "'digits'", "'folder'"]),
+        ("train: {epochs: three}\n", [], ["train.epochs", "'three'", "an integer"]),
+        ("train: {epochs: 2.5}\n", [], ["train.epochs", "an integer"]),
+        ("data: {random_flip: 1}\n", [], ["data.random_flip", "true or false"]),
+        ("model: {loss: wasserstein}\n", [], ["model.loss", "'non_saturating'", "'hinge'"]),
+        ("data: {channels: 2}\n", [], ["data.channels", "one of 1, 3"]),
+        ("train: {learning_rate: -0.1}\n", [], ["train.learning_rate", "-0.1", "> 0"]),
+        ("data: {image_size: 0}\n", [], ["data.image_size", ">= 8"]),
+        ("data: {source: folder}\n", [], ["data.path", "required"]),
+        ("name: ../escape\n", [], ["name", "no path separators"]),
+        ("train: [1, 2]\n", [], ["train", "expected a mapping"]),
+        ("", ["train.epochs=abc"], ["--set train.epochs=abc", "an integer"]),
+        ("", ["trainepochs"], ["--set", "section.key=value"]),
+        ("", ["train.nope=1"], ["--set train.nope=1", "unknown key train.nope"]),
+    ],
+)
+def test_bad_values_name_file_key_value_and_what_is_valid(tmp_path, text, overrides, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), overrides)
+    message = str(info.value)
+    if not overrides:
+        assert str(path) in message
+    for part in expected:
+        assert part in message
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("train:\n\tepochs: 3\n", "not valid YAML"),
+        ("train: {epochs: 1}\ntrain: {epochs: 2}\n", "duplicate key 'train'"),
+        ("train: !!python/object/apply:os.system ['echo hi']\n", "not valid YAML"),
+        ("- just\n- a list\n", "expected a mapping"),
+    ],
+)
+def test_unsafe_or_malformed_yaml_is_refused(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert str(path) in str(info.value) and expected in str(info.value)
+
+
+def test_missing_config_lists_available():
+    with pytest.raises(ConfigError) as info:
+        load_config("no_such_config.yaml")
+    assert "no_such_config.yaml" in str(info.value)
+    assert "digits_dcgan.yaml" in str(info.value)

@@ -1,0 +1,139 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfgen  # noqa: F401  (registers the models for load_model)
+from tfgen import layers
+from tfgen.models import get_model_class
+
+DCGAN = get_model_class("dcgan")
+
+
+def toy(image_shape=(8, 8, 1), **kwargs):
+    params = dict(image_shape=image_shape, latent_dim=4, g_width=4, d_width=4, seed=1)
+    params.update(kwargs)
+    model = DCGAN(**params)
+    model.compile(
+        d_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5),
+        g_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5),
+        jit_compile=False,
+    )
+    return model
+
+
+def real_batch(model, n=8, seed=0):
+    return tf.random.stateless_uniform((n, *model.image_shape), seed=(seed, 0), minval=-1, maxval=1)
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (14, 14, 1), (28, 28, 1), (32, 32, 3), (64, 64, 3)])
+def test_shapes_and_range(shape):
+    model = toy(shape)
+    images = model(tf.random.normal((2, 4)))
+    assert images.shape == (2, *shape)
+    assert float(tf.reduce_min(images)) >= -1 and float(tf.reduce_max(images)) <= 1
+    assert model.discriminator(images).shape == (2, 1)
+
+
+def test_generator_follows_dcgan_rules():
+    model = toy((32, 32, 3))
+    g_layers = model.generator.layers
+    assert isinstance(g_layers[-1], keras.layers.Activation) and g_layers[-1].activation.__name__ == "tanh"
+    # BatchNorm in G everywhere but the output; none on D's input layer
+    assert sum(isinstance(l, keras.layers.BatchNormalization) for l in g_layers) == 3
+    d_layers = model.discriminator.layers
+    assert isinstance(d_layers[0], keras.layers.Conv2D) and isinstance(d_layers[1], keras.layers.LeakyReLU)
+    strides = [l.strides for l in d_layers if isinstance(l, keras.layers.Conv2D)]
+    assert strides == [(2, 2)] * 3
+
+
+@pytest.mark.parametrize("size", [0, 12, 50, 96 * 3])
+def test_sizes_without_a_plan_are_refused(size):
+    with pytest.raises(ValueError, match=f"image_size {size}"):
+        layers.resolution_plan(size)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"latent_dim": 0}, "latent_dim"), ({"d_dropout": 1.0}, "d_dropout"),
+    ({"label_smoothing": 0.6}, "label_smoothing"), ({"d_steps": 0}, "d_steps"),
+])
+def test_bad_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        toy(**kwargs)
+
+
+def snapshot(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+def changed(before, variables):
+    return [not np.allclose(b, v.numpy()) for b, v in zip(before, variables)]
+
+
+def test_discriminator_step_moves_only_d_weights():
+    model = toy()
+    d_before = snapshot(model.discriminator.trainable_variables)
+    g_before = snapshot(model.generator.trainable_variables)
+    logs = model.discriminator_step(real_batch(model))
+    assert all(changed(d_before, model.discriminator.trainable_variables))
+    assert not any(changed(g_before, model.generator.trainable_variables))
+    assert 0 < float(logs["real_score"]) < 1 and 0 < float(logs["fake_score"]) < 1
+
+
+def test_generator_step_moves_only_g_weights():
+    model = toy()
+    d_before = snapshot(model.discriminator.trainable_variables)
+    g_before = snapshot(model.generator.trainable_variables)
+    model.generator_step(8)
+    assert all(changed(g_before, model.generator.trainable_variables))
+    assert not any(changed(d_before, model.discriminator.trainable_variables))
+
+
+def test_d_steps_updates_d_that_many_times_per_g_update():
+    model = toy(d_steps=3)
+    model.train_step(real_batch(model))
+    assert int(model.d_optimizer.iterations) == 3
+    assert int(model.g_optimizer.iterations) == 1
+
+
+def test_fit_reports_losses_and_scores_as_probabilities():
+    model = toy()
+    data = tf.data.Dataset.from_tensor_slices(real_batch(model, 32)).batch(8)
+    history = model.fit(data, epochs=2, verbose=0, shuffle=False)
+    assert set(history.history) == {"d_loss", "g_loss", "real_score", "fake_score"}
+    for name in ("real_score", "fake_score"):
+        assert all(0 < v < 1 for v in history.history[name])
+
+
+def test_discriminator_learns_to_separate_real_from_fake():
+    """Only D trains: on bright 'real' images it must come to score reals above fakes."""
+    model = toy()
+    real = tf.random.stateless_uniform((8, 8, 8, 1), seed=(3, 0), minval=0.5, maxval=1.0)
+    step = tf.function(model.discriminator_step)
+    first = step(real)
+    for _ in range(150):
+        logs = step(real)
+    assert float(logs["d_loss"]) < float(first["d_loss"])
+    assert float(logs["real_score"]) > 0.6 > 0.4 > float(logs["fake_score"])
+
+
+def test_latent_draws_are_seeded_and_advance():
+    a, b = toy(seed=7), toy(seed=7)
+    first = a.sample_latent(3)
+    np.testing.assert_array_equal(first, b.sample_latent(3))
+    assert not np.allclose(first, a.sample_latent(3))  # the state advanced
+    assert not np.allclose(first, toy(seed=8).sample_latent(3))
+
+
+def test_keras_archive_round_trip_with_safe_mode(tmp_path):
+    model = toy((16, 16, 3), loss="hinge", d_dropout=0.2)
+    model.train_step(real_batch(model))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded, DCGAN)
+    assert loaded.get_config() == model.get_config()
+    z = tf.random.normal((4, 4))
+    np.testing.assert_allclose(loaded(z), model(z), atol=1e-6)
+    images = tf.zeros((2, 16, 16, 3))
+    np.testing.assert_allclose(loaded.discriminator(images), model.discriminator(images), atol=1e-6)

@@ -1,0 +1,45 @@
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfgen import losses
+
+
+def test_non_saturating_matches_hand_computed_values():
+    real = tf.constant([[0.0], [2.0]])
+    fake = tf.constant([[0.0], [-1.0]])
+    d = losses.non_saturating_d(real, fake).numpy()
+    # -log(sigmoid(r)) - log(1 - sigmoid(f))
+    expected = [2 * math.log(2), math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-1.0))]
+    np.testing.assert_allclose(d, expected, rtol=1e-5)
+    g = losses.non_saturating_g(fake).numpy()
+    np.testing.assert_allclose(g, [math.log(2), math.log1p(math.exp(1.0))], rtol=1e-5)
+
+
+def test_label_smoothing_only_touches_real_targets():
+    real = tf.constant([[3.0]])
+    fake = tf.constant([[-3.0]])
+    plain = losses.non_saturating_d(real, fake).numpy()[0]
+    smooth = losses.non_saturating_d(real, fake, label_smoothing=0.1).numpy()[0]
+    p = 1 / (1 + math.exp(-3.0))
+    real_term = -(0.9 * math.log(p) + 0.1 * math.log(1 - p))
+    fake_term = -math.log(1 - 1 / (1 + math.exp(3.0)))
+    assert smooth == pytest.approx(real_term + fake_term, rel=1e-5)
+    assert smooth > plain
+
+
+def test_hinge_matches_hand_computed_values():
+    real = tf.constant([[0.5], [2.0]])
+    fake = tf.constant([[-0.5], [-3.0]])
+    np.testing.assert_allclose(losses.hinge_d(real, fake).numpy(), [0.5 + 0.5, 0.0], atol=1e-6)
+    np.testing.assert_allclose(losses.hinge_g(fake).numpy(), [0.5, 3.0], atol=1e-6)
+
+
+def test_every_loss_name_resolves():
+    for name in losses.GAN_LOSSES:
+        d_loss, g_loss = losses.gan_loss(name)
+        logits = tf.zeros([3, 1])
+        assert d_loss(logits, logits).shape == [3]
+        assert g_loss(logits).shape == [3]
