@@ -21,7 +21,7 @@ def test_mirrored_uses_both_logical_cpus_and_xla_auto_turns_off():
 def test_training_under_mirrored_strategy_on_two_cpus(toy_config, tmp_path):
     cfg = load_config(str(toy_config), ["train.distribute=mirrored", "train.epochs=1"])
     run_dir = train.prepare_run_dir(cfg, resume=False, overwrite=False)
-    model = train.train(cfg, run_dir)
+    model, _ = train.train(cfg, run_dir)
     assert int(model.d_optimizer.iterations.numpy()) == 2 == int(model.g_optimizer.iterations.numpy())
     # mirrored variables stay identical on both replicas after the updates
     for variable in model.generator.trainable_variables + model.discriminator.trainable_variables:
@@ -55,7 +55,7 @@ def test_metrics_are_averaged_over_replicas():
     def shares():
         value = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.float32)
         logs = {"d_loss": value + 1.0}  # replica 0 contributes 1, replica 1 contributes 2
-        return model._update_trackers(logs)["d_loss"]
+        return model.update_trackers(logs)["d_loss"]
 
     result = strategy.run(tf.function(shares))
     assert [float(r) for r in strategy.experimental_local_results(result)] == [3.0, 3.0]

@@ -1,8 +1,10 @@
 """Exporting a trained model for use without tfgen.
 
-The generator becomes a TF SavedModel with a `generate(z)` signature (also the serving
-default) that plain TensorFlow, TF Serving or `keras.layers.TFSMLayer` can call; a small
-`tfgen.json` beside it records what the inputs and outputs mean.
+`export_saved_model` writes a TF SavedModel whose signatures are the model's
+`export_endpoints()` (the first is also `serving_default`), usable from plain TensorFlow,
+TF Serving or `keras.layers.TFSMLayer`. A `tfgen.json` beside it records what the inputs
+and outputs mean. Only the networks in the model's `export_networks` are stored (a GAN's
+discriminator stays behind).
 """
 
 import json
@@ -12,23 +14,34 @@ import keras
 import tensorflow as tf
 
 
-def export_generator(model, path):
-    """Write `model.generator` to `path` as a SavedModel: generate(z [B, latent_dim]) -> [-1, 1] images."""
+def generate_endpoint(model):
+    """(fn, input_signature) of generate(z [B, latent_dim]) -> images [B, H, W, C] in [-1, 1]."""
+    return (
+        lambda z: model.generate(z, training=False),
+        [tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")],
+    )
+
+
+def export_saved_model(model, path, class_names=()):
+    """Write `model`'s endpoints to the SavedModel folder `path`; returns the path."""
     path = Path(path)
     archive = keras.export.ExportArchive()
-    archive.track(model.generator)
-    archive.add_endpoint(
-        name="generate",
-        fn=lambda z: model.generator(z, training=False),
-        input_signature=[tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")],
-    )
+    for network in model.export_networks:
+        archive.track(getattr(model, network))
+    endpoints = model.export_endpoints()
+    for name, (fn, signature) in endpoints.items():
+        archive.add_endpoint(name=name, fn=fn, input_signature=signature)
     archive.write_out(str(path), verbose=False)
     metadata = {
         "model": model.registry_name,
         "latent_dim": model.latent_dim,
         "image_shape": list(model.image_shape),
+        "class_names": list(class_names),
         "output_range": [-1.0, 1.0],
-        "signatures": {"generate": "z float32 [batch, latent_dim] ~ N(0, I) -> images"},
+        "signatures": {
+            name: {spec.name: [d for d in spec.shape] for spec in signature}
+            for name, (_, signature) in endpoints.items()
+        },
     }
     (path / "tfgen.json").write_text(json.dumps(metadata, indent=2))
     return path

@@ -28,7 +28,7 @@ from tfgen import callbacks, distribute
 from tfgen.config import load_config
 from tfgen.data import build_dataset
 from tfgen.errors import ConfigError, RunError, TfgenError
-from tfgen.export import export_generator
+from tfgen.export import export_saved_model
 from tfgen.models import get_model_class
 
 log = logging.getLogger("tfgen")
@@ -103,7 +103,7 @@ def fixed_latent(run_dir, num, latent_dim, seed):
 
 
 def train(cfg, run_dir, resume=False):
-    """Run `fit` for `cfg` in `run_dir`; returns the trained model."""
+    """Run `fit` for `cfg` in `run_dir`; returns the trained model and its ImageData."""
     keras.utils.set_random_seed(cfg.train.seed)
     strategy = distribute.make_strategy(cfg.train.distribute)
     jit_compile = distribute.resolve_jit_compile(cfg.train.jit_compile, strategy)
@@ -145,15 +145,15 @@ def train(cfg, run_dir, resume=False):
         shuffle=False,  # the pipeline shuffles
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    return model
+    return model, data
 
 
-def export(cfg, model, run_dir):
+def export(cfg, model, run_dir, class_names):
     """Write the end-of-training exports the config asks for."""
     if cfg.export.keras:
         model.save(run_dir / "model.keras")
     if cfg.export.saved_model:
-        export_generator(model, run_dir / "saved_model")
+        export_saved_model(model, run_dir / "saved_model", class_names)
 
 
 def main(argv=None):
@@ -170,8 +170,8 @@ def main(argv=None):
             cfg = load_config(str(run_dir / "config.yaml"), args.set)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         start = time.time()
-        model = train(cfg, run_dir, resume=args.resume)
-        export(cfg, model, run_dir)
+        model, data = train(cfg, run_dir, resume=args.resume)
+        export(cfg, model, run_dir, data.class_names)
     except TfgenError as exc:
         print(f"tfgen: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,415 @@
+"""Data sources (digits, TFDS, folder, Kaggle) and the shared preprocessing pipeline."""
+
+import logging
+import sys
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from tfgen.config import DataConfig
+from tfgen.data import build_dataset
+from tfgen.data.folder import list_images
+from tfgen.data.pipeline import build_pipeline, standardize, to_rgba, to_signed_unit
+from tfgen.errors import DataError
+
+RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+
+
+def signed(rgb):
+    """uint8 colour -> the [-1, 1] value the pipeline should produce for it."""
+    return np.asarray(rgb, np.float32) / 127.5 - 1.0
+
+
+def collect(dataset):
+    """Every element of a batched dataset, concatenated along the batch axis."""
+    batches = list(dataset.as_numpy_iterator())
+    if isinstance(batches[0], tuple):
+        return tuple(np.concatenate(part) for part in zip(*batches))
+    return np.concatenate(batches)
+
+
+def folder_cfg(path, **kw):
+    kw = {"image_size": 8, "channels": 3, "batch_size": 2, "cache": False, "shuffle_buffer": 1, **kw}
+    return DataConfig(source="folder", path=str(path), **kw)
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def test_digits_batches_labels_and_facts():
+    cfg = DataConfig(source="digits", image_size=16, channels=1, batch_size=8, shuffle_buffer=64)
+    data = build_dataset(cfg, with_labels=True)
+    images, labels = next(iter(data.dataset))
+    assert images.dtype == tf.float32 and images.shape == (8, 16, 16, 1)
+    assert labels.dtype == tf.int64 and labels.shape == (8,)
+    images, labels = images.numpy(), labels.numpy()
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    assert images.min() == -1.0  # black background
+    assert (images > 0).any()  # bright ink
+    assert set(labels.tolist()) <= set(range(10))
+    assert data.num_examples == 1797
+    assert data.class_names == [str(i) for i in range(10)]
+    assert data.image_shape == (16, 16, 1)
+    assert data.skipped == []
+    assert data.steps_per_epoch == 1797 // 8
+
+
+def test_digits_three_channels_are_gray():
+    cfg = DataConfig(source="digits", image_size=8, channels=3, batch_size=4, shuffle_buffer=16)
+    data = build_dataset(cfg)
+    images = next(iter(data.dataset)).numpy()  # no labels asked: images only
+    assert images.shape == (4, 8, 8, 3)
+    np.testing.assert_array_equal(images[..., 0], images[..., 1])
+    np.testing.assert_array_equal(images[..., 0], images[..., 2])
+
+
+def test_digits_limit():
+    cfg = DataConfig(source="digits", image_size=8, batch_size=4, limit=20, shuffle_buffer=32)
+    data = build_dataset(cfg, with_labels=True)
+    assert data.num_examples == 20
+    assert data.steps_per_epoch == 5
+    images, labels = collect(data.dataset)
+    assert images.shape == (20, 8, 8, 1) and labels.shape == (20,)
+
+
+@pytest.mark.parametrize("limit, batch_size", [(20, 32), (0, 2000)])
+def test_digits_batch_larger_than_data(limit, batch_size):
+    cfg = DataConfig(source="digits", image_size=8, batch_size=batch_size, limit=limit)
+    with pytest.raises(DataError, match="batch_size"):
+        build_dataset(cfg)
+
+
+# --------------------------------------------------------------------------- TFDS
+
+
+@pytest.fixture
+def mock_mnist(tmp_path):
+    """tfds.testing.mock_data over metadata with real splits (train: 12, test: 4).
+
+    Without metadata files mock_data falls back to MockPolicy.USE_CODE, whose
+    `info.splits` is empty, and tfds_source needs the split's size.
+    """
+    with tfds.testing.mock_data(num_examples=12, data_dir=str(tmp_path)):
+        builder = tfds.builder("mnist")
+        info = builder.info
+        info.set_splits(tfds.core.SplitDict([
+            tfds.core.SplitInfo(name="train", shard_lengths=[12], num_bytes=0),
+            tfds.core.SplitInfo(name="test", shard_lengths=[4], num_bytes=0),
+        ]))
+        tf.io.gfile.makedirs(builder.data_dir)
+        info.write_to_directory(builder.data_dir)
+        yield
+
+
+def tfds_cfg(**kw):
+    kw = {"name": "mnist", "image_size": 8, "channels": 1, "batch_size": 4, "shuffle_buffer": 16, **kw}
+    return DataConfig(source="tfds", **kw)
+
+
+def test_tfds_mnist(mock_mnist):
+    data = build_dataset(tfds_cfg(), with_labels=True)
+    images, labels = collect(data.dataset)
+    assert images.dtype == np.float32 and images.shape == (12, 8, 8, 1)
+    assert images.min() >= -1.0 and images.max() <= 1.0 and images.std() > 0
+    assert labels.dtype == np.int64 and set(labels.tolist()) <= set(range(10))
+    assert data.num_examples == 12
+    assert data.class_names == [str(i) for i in range(10)]
+    assert data.description == "TFDS mnist:train"
+
+
+def test_tfds_gray_to_rgb(mock_mnist):
+    images = collect(build_dataset(tfds_cfg(channels=3)).dataset)
+    assert images.shape == (12, 8, 8, 3)
+    np.testing.assert_array_equal(images[..., 0], images[..., 1])
+    np.testing.assert_array_equal(images[..., 0], images[..., 2])
+
+
+def test_tfds_sliced_split_counts(mock_mnist):
+    assert build_dataset(tfds_cfg(split="train[:50%]")).num_examples == 6
+    assert build_dataset(tfds_cfg(split="test")).num_examples == 4
+
+
+def test_tfds_unknown_name_suggests(mock_mnist):
+    with pytest.raises(DataError, match="'mnistt'") as err:
+        build_dataset(tfds_cfg(name="mnistt"))
+    assert "did you mean" in str(err.value) and "mnist" in str(err.value).split("did you mean")[1]
+
+
+def test_tfds_unknown_image_key(mock_mnist):
+    with pytest.raises(DataError, match="'picture'") as err:
+        build_dataset(tfds_cfg(image_key="picture"))
+    assert "image_key" in str(err.value) and "image, label" in str(err.value)
+
+
+def test_tfds_unknown_split(mock_mnist):
+    with pytest.raises(DataError, match="'validation'") as err:
+        build_dataset(tfds_cfg(split="validation"))
+    assert "train" in str(err.value) and "test" in str(err.value)
+
+
+# --------------------------------------------------------------------------- folder
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    """Six decodable images in assorted formats and modes, plus two broken files.
+
+    Sorted names fix the order in which the pipeline (shuffle_buffer=1) yields them.
+    """
+    root = tmp_path / "mixed"
+    root.mkdir()
+    Image.new("RGB", (12, 12), RED).save(root / "a_rgb.png")
+    Image.new("RGB", (12, 12), BLUE).save(root / "b_rgb.jpg", quality=95)
+    Image.new("L", (12, 12), 64).save(root / "c_gray.png")
+    Image.new("RGBA", (12, 12), (255, 0, 0, 0)).save(root / "d_clear.png")  # transparent red
+    Image.new("RGB", (12, 12), GREEN).convert("P").save(root / "e_palette.png")
+    wide = np.zeros((10, 30, 3), np.uint8)  # 30 wide, 10 high: red | green | blue bands
+    wide[:, :10] = RED
+    wide[:, 10:20] = GREEN
+    wide[:, 20:] = BLUE
+    Image.fromarray(wide).save(root / "f_wide.png")
+    (root / "bad.png").write_bytes(bytes(range(256)) * 4)
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "notes.txt").write_text("not an image, not even listed")
+    return root
+
+
+def test_folder_decodes_formats_and_skips_broken_files(mixed_folder, caplog):
+    with caplog.at_level(logging.WARNING, logger="tfgen"):
+        data = build_dataset(folder_cfg(mixed_folder, batch_size=3))
+    assert sorted(data.skipped) == [str(mixed_folder / "bad.png"), str(mixed_folder / "empty.jpg")]
+    assert data.num_examples == 6
+    assert data.class_names == []
+    assert data.image_shape == (8, 8, 3)
+    warnings = [r for r in caplog.records if r.name == "tfgen" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert "bad.png" in message and "empty.jpg" in message and "2 of 8" in message
+
+    images = collect(data.dataset)
+    assert images.dtype == np.float32 and images.shape == (6, 8, 8, 3)
+    red, blue, gray, clear, palette, wide = images
+    np.testing.assert_allclose(red, np.broadcast_to(signed(RED), red.shape), atol=1e-6)
+    np.testing.assert_allclose(blue, np.broadcast_to(signed(BLUE), blue.shape), atol=0.05)
+    np.testing.assert_allclose(gray, np.full(gray.shape, 64 / 127.5 - 1), atol=1e-6)
+    np.testing.assert_allclose(clear, np.ones(clear.shape), atol=1e-6)  # composited on white
+    np.testing.assert_allclose(palette, np.broadcast_to(signed(GREEN), palette.shape), atol=1e-6)
+    # 30x10 -> resized to 24x8 and centre-cropped to 8x8: the green middle band, not a squash
+    np.testing.assert_allclose(
+        wide[:, 1:7], np.broadcast_to(signed(GREEN), wide[:, 1:7].shape), atol=0.02
+    )
+
+
+def test_folder_gray_channel_and_alpha(mixed_folder):
+    images = collect(build_dataset(folder_cfg(mixed_folder, channels=1, batch_size=6)).dataset)
+    assert images.shape == (6, 8, 8, 1)
+    np.testing.assert_allclose(images[3], 1.0, atol=1e-6)  # transparent -> white
+    np.testing.assert_allclose(images[2], 64 / 127.5 - 1, atol=1e-6)
+    red_luma = round(0.2989 * 255) / 127.5 - 1  # tf.image.rgb_to_grayscale weights
+    np.testing.assert_allclose(images[0], red_luma, atol=1 / 127.5)
+
+
+def test_folder_class_subfolders(tmp_path):
+    colours = {"cats": RED, "dogs": BLUE}
+    counts = {"cats": 2, "dogs": 4}
+    for name, colour in colours.items():
+        (tmp_path / name).mkdir()
+        for i in range(counts[name]):
+            Image.new("RGB", (10, 10), colour).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "cats" / "broken.png").write_bytes(b"garbage")
+    cfg = DataConfig(source="folder", path=str(tmp_path), image_size=8, channels=3, batch_size=3)
+    data = build_dataset(cfg, seed=3, with_labels=True)
+    assert data.class_names == ["cats", "dogs"]
+    assert data.num_examples == 6
+    assert data.skipped == [str(tmp_path / "cats" / "broken.png")]
+    images, labels = collect(data.dataset)
+    assert labels.dtype == np.int64
+    assert sorted(labels.tolist()) == [0, 0, 1, 1, 1, 1]
+    for image, label in zip(images, labels):
+        expected = signed(colours[data.class_names[label]])
+        np.testing.assert_allclose(image, np.broadcast_to(expected, image.shape), atol=1e-6)
+
+
+def test_list_images_layouts(tmp_path):
+    def touch(*names):
+        for name in names:
+            path = tmp_path / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+
+    touch("b/x.PNG", "a/deep/y.jpeg", "a/z.gif", "b/readme.md")
+    files, labels, names = list_images(tmp_path)
+    assert names == ["a", "b"]
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == ["a/deep/y.jpeg", "a/z.gif", "b/x.PNG"]
+    assert labels == [0, 0, 1]
+
+    touch("top.bmp")  # an image at the top level: unlabelled
+    files, labels, names = list_images(tmp_path)
+    assert names == [] and labels == [0] * 4 and len(files) == 4
+
+
+def test_list_images_single_subfolder_is_unlabelled(tmp_path):
+    (tmp_path / "data").mkdir()
+    Image.new("RGB", (8, 8), RED).save(tmp_path / "data" / "a.png")
+    files, labels, names = list_images(tmp_path)
+    assert names == [] and labels == [0] and len(files) == 1
+
+
+def test_folder_unlabelled_cannot_give_labels(mixed_folder):
+    with pytest.raises(DataError, match="class labels"):
+        build_dataset(folder_cfg(mixed_folder), with_labels=True)
+
+
+def test_folder_missing(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        build_dataset(folder_cfg(tmp_path / "nope"))
+
+
+def test_folder_is_a_file(tmp_path):
+    path = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), RED).save(path)
+    with pytest.raises(DataError, match="is not a folder"):
+        build_dataset(folder_cfg(path))
+
+
+def test_folder_empty(tmp_path):
+    (tmp_path / "readme.txt").write_text("no pictures here")
+    with pytest.raises(DataError, match="no images"):
+        build_dataset(folder_cfg(tmp_path))
+
+
+def test_folder_only_corrupt(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG but not really")
+    with pytest.raises(DataError, match="none of the 1 image files .* could be decoded"):
+        build_dataset(folder_cfg(tmp_path))
+
+
+def test_folder_batch_larger_than_images(tmp_path):
+    for i in range(3):
+        Image.new("RGB", (8, 8), RED).save(tmp_path / f"{i}.png")
+    with pytest.raises(DataError, match="batch_size: 4 is larger than the 3 images"):
+        build_dataset(folder_cfg(tmp_path, batch_size=4))
+
+
+# --------------------------------------------------------------------------- kaggle
+
+
+def kaggle_cfg(**kw):
+    return DataConfig(source="kaggle", name="someone/sprites", image_size=8, channels=3,
+                      batch_size=2, cache=False, shuffle_buffer=1, **kw)
+
+
+def test_kaggle_without_kagglehub(monkeypatch):
+    monkeypatch.setitem(sys.modules, "kagglehub", None)  # import kagglehub -> ImportError
+    with pytest.raises(DataError) as err:
+        build_dataset(kaggle_cfg())
+    message = str(err.value)
+    assert "kagglehub" in message and "data.source=folder" in message
+    assert "someone/sprites" in message
+
+
+def test_kaggle_download_failure(monkeypatch):
+    def fail(name):
+        raise ConnectionError("no network")
+
+    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(dataset_download=fail))
+    with pytest.raises(DataError, match="could not download Kaggle dataset 'someone/sprites'") as err:
+        build_dataset(kaggle_cfg())
+    assert "ConnectionError: no network" in str(err.value)
+    assert "data.source=folder" in str(err.value)
+
+
+def test_kaggle_reads_sub_folder_of_download(monkeypatch, tmp_path):
+    (tmp_path / "images").mkdir()
+    for i in range(2):
+        Image.new("RGB", (8, 8), GREEN).save(tmp_path / "images" / f"{i}.png")
+    asked = []
+    fake = types.SimpleNamespace(dataset_download=lambda name: asked.append(name) or str(tmp_path))
+    monkeypatch.setitem(sys.modules, "kagglehub", fake)
+    data = build_dataset(kaggle_cfg(path="images"))
+    assert asked == ["someone/sprites"]
+    assert data.num_examples == 2
+    np.testing.assert_allclose(collect(data.dataset), np.broadcast_to(signed(GREEN), (2, 8, 8, 3)))
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_to_rgba(channels):
+    pixel = np.array([10, 20, 30, 40][:channels], np.uint8)
+    image = np.broadcast_to(pixel, (3, 5, channels)).copy()
+    expected = {
+        1: [10, 10, 10, 255],
+        2: [10, 10, 10, 20],
+        3: [10, 20, 30, 255],
+        4: [10, 20, 30, 40],
+    }[channels]
+    eager = to_rgba(tf.constant(image))
+    graph = tf.function(to_rgba, input_signature=[tf.TensorSpec([None, None, None], tf.uint8)])(
+        tf.constant(image)
+    )
+    for out in (eager, graph):
+        assert out.dtype == tf.float32 and out.shape == (3, 5, 4)
+        np.testing.assert_array_equal(out.numpy(), np.broadcast_to(expected, (3, 5, 4)))
+
+
+@pytest.mark.parametrize("shape, size, channels", [
+    ((5, 7, 1), 8, 1), ((20, 10, 3), 8, 3), ((9, 9, 4), 16, 3), ((12, 30, 2), 8, 1),
+])
+def test_standardize_shape_and_dtype(shape, size, channels):
+    image = tf.constant(np.random.RandomState(0).randint(0, 256, shape, dtype=np.uint8))
+    out = standardize(image, size, channels)
+    assert out.dtype == tf.uint8
+    assert out.shape == (size, size, channels)
+
+
+def test_standardize_half_transparent_blends_with_white():
+    image = np.zeros((4, 4, 4), np.uint8)
+    image[..., 3] = 51  # black at 20% opacity over white -> 80% white
+    out = standardize(tf.constant(image), 8, 3).numpy()
+    np.testing.assert_array_equal(out, np.full((8, 8, 3), 204, np.uint8))
+
+
+def test_to_signed_unit_range():
+    out = to_signed_unit(tf.constant([0, 255], tf.uint8)).numpy()
+    np.testing.assert_allclose(out, [-1.0, 1.0])
+
+
+def flip_probe():
+    """8x8 gray image: bright left column, mid-gray top row, black elsewhere."""
+    image = np.zeros((8, 8, 1), np.uint8)
+    image[0, :] = 128
+    image[:, 0] = 255
+    return image
+
+
+def run_pipeline(random_flip, count=32):
+    images = np.stack([flip_probe()] * count)
+    pairs = tf.data.Dataset.from_tensor_slices((images, np.zeros(count, np.int64)))
+    cfg = DataConfig(image_size=8, channels=1, batch_size=8, random_flip=random_flip, shuffle_buffer=4)
+    return collect(build_pipeline(pairs, cfg, seed=0, with_labels=False))
+
+
+def test_random_flip_is_horizontal_only():
+    plain = run_pipeline(random_flip=False)
+    expected = to_signed_unit(flip_probe()).numpy()
+    assert plain.shape == (32, 8, 8, 1)
+    for image in plain:
+        np.testing.assert_array_equal(image, expected)
+
+    mirrored = expected[:, ::-1]
+    flipped = run_pipeline(random_flip=True)
+    kinds = []
+    for image in flipped:
+        if np.array_equal(image, expected):
+            kinds.append("same")
+        elif np.array_equal(image, mirrored):
+            kinds.append("mirrored")
+        else:
+            pytest.fail(f"random_flip produced something other than a left-right mirror:\n{image[..., 0]}")
+    assert set(kinds) == {"same", "mirrored"}  # 32 coin tosses, fixed seed

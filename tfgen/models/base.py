@@ -1,0 +1,107 @@
+"""What every tfgen model shares: seeded latents, optimizers, replica-correct losses and metrics.
+
+A model subclasses `GenerativeModel`, builds its networks in `__init__`, writes
+`train_step`, and declares:
+
+- `optimizer_names`: {compile() argument: the sub-networks that optimizer trains};
+  the training script builds one Adam per entry.
+- `needs_labels`: whether batches must carry class labels (conditional models).
+- `generate(z, labels=None)`: images in [-1, 1]; `model(z)` calls it.
+- `export_endpoints()`: the SavedModel signatures (see `tfgen.export`).
+"""
+
+import keras
+import tensorflow as tf
+
+
+class GenerativeModel(keras.Model):
+    """Base class; see the module docstring for what subclasses provide."""
+
+    optimizer_names: dict = {}
+    needs_labels = False
+
+    def __init__(self, image_shape, latent_dim, seed, metric_names, num_classes=0, **kwargs):
+        super().__init__(**kwargs)
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be an integer >= 1, got {latent_dim}")
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = latent_dim
+        self.num_classes = num_classes
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in metric_names}
+
+    def call(self, z, training=False):
+        """Images in [-1, 1] for latent vectors z [B, latent_dim] (unconditional models)."""
+        return self.generate(z, training=training)
+
+    def compile(self, jit_compile="auto", **optimizers):
+        """Attach the optimizers named in `optimizer_names` and build their slots now.
+
+        Building here, not lazily in the first step, is what lets the step run under XLA
+        and `tf.distribute` (slots cannot be created inside a compiled, replicated step).
+        """
+        if set(optimizers) != set(self.optimizer_names):
+            raise TypeError(f"{type(self).__name__}.compile takes {sorted(self.optimizer_names)}")
+        super().compile(optimizer=None, jit_compile=jit_compile)
+        for name, networks in self.optimizer_names.items():
+            setattr(self, name, optimizers[name])
+            optimizers[name].build(self.trainable_variables_of(networks))
+
+    def trainable_variables_of(self, networks):
+        """Trainable variables of the named sub-networks, in order."""
+        return [v for net in networks for v in getattr(self, net).trainable_variables]
+
+    def apply_update(self, optimizer_name, tape, loss):
+        """One optimizer update of `loss` w.r.t. that optimizer's networks."""
+        variables = self.trainable_variables_of(self.optimizer_names[optimizer_name])
+        gradients = tape.gradient(loss, variables)
+        getattr(self, optimizer_name).apply_gradients(zip(gradients, variables))
+
+    def get_compile_config(self):
+        # Optimizers are restored from checkpoints, not from the .keras archive.
+        return None
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def sample_latent(self, batch_size):
+        """N(0, I) latents from the model's seed state, different on every replica."""
+        seed = tf.cast(self.seed_generator.next(), tf.int64)
+        context = tf.distribute.get_replica_context()
+        if context is not None:
+            seed = tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
+        return tf.random.stateless_normal((batch_size, self.latent_dim), seed=seed)
+
+    @staticmethod
+    def global_mean(per_example):
+        """This replica's share of the mean over the *global* batch.
+
+        Summing the shares over replicas gives the global mean, and the optimizers sum
+        gradients over replicas, so one step equals a single-device step on the whole batch.
+        """
+        per_example = tf.reshape(tf.cast(per_example, tf.float32), [tf.shape(per_example)[0], -1])
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        global_batch = tf.cast(tf.shape(per_example)[0] * replicas, tf.float32)
+        return tf.reduce_sum(tf.reduce_mean(per_example, axis=1)) / global_batch
+
+    def update_trackers(self, logs):
+        """Add each replica's share (from `global_mean`) and update the running means.
+
+        Keras reports only the first replica's values, so the sum across replicas is taken here.
+        """
+        context = tf.distribute.get_replica_context()
+        for name, value in logs.items():
+            if context is not None:
+                value = context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "image_shape": list(self.image_shape),
+            "latent_dim": self.latent_dim,
+            "seed": self.seed,
+        }
