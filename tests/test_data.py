@@ -12,7 +12,7 @@ from PIL import Image
 
 from tfgen.config import DataConfig
 from tfgen.data import build_dataset
-from tfgen.data.folder import list_images
+from tfgen.data.folder import find_images, list_images
 from tfgen.data.pipeline import build_pipeline, standardize, to_rgba, to_signed_unit
 from tfgen.errors import DataError
 
@@ -25,11 +25,9 @@ def signed(rgb):
 
 
 def collect(dataset):
-    """Every element of a batched dataset, concatenated along the batch axis."""
+    """(images, labels) of a batched dataset, each concatenated along the batch axis."""
     batches = list(dataset.as_numpy_iterator())
-    if isinstance(batches[0], tuple):
-        return tuple(np.concatenate(part) for part in zip(*batches))
-    return np.concatenate(batches)
+    return tuple(np.concatenate(part) for part in zip(*batches))
 
 
 def folder_cfg(path, **kw):
@@ -42,7 +40,7 @@ def folder_cfg(path, **kw):
 
 def test_digits_batches_labels_and_facts():
     cfg = DataConfig(source="digits", image_size=16, channels=1, batch_size=8, shuffle_buffer=64)
-    data = build_dataset(cfg, with_labels=True)
+    data = build_dataset(cfg)
     images, labels = next(iter(data.dataset))
     assert images.dtype == tf.float32 and images.shape == (8, 16, 16, 1)
     assert labels.dtype == tf.int64 and labels.shape == (8,)
@@ -61,7 +59,7 @@ def test_digits_batches_labels_and_facts():
 def test_digits_three_channels_are_gray():
     cfg = DataConfig(source="digits", image_size=8, channels=3, batch_size=4, shuffle_buffer=16)
     data = build_dataset(cfg)
-    images = next(iter(data.dataset)).numpy()  # no labels asked: images only
+    images, labels = (t.numpy() for t in next(iter(data.dataset)))
     assert images.shape == (4, 8, 8, 3)
     np.testing.assert_array_equal(images[..., 0], images[..., 1])
     np.testing.assert_array_equal(images[..., 0], images[..., 2])
@@ -69,7 +67,7 @@ def test_digits_three_channels_are_gray():
 
 def test_digits_limit():
     cfg = DataConfig(source="digits", image_size=8, batch_size=4, limit=20, shuffle_buffer=32)
-    data = build_dataset(cfg, with_labels=True)
+    data = build_dataset(cfg)
     assert data.num_examples == 20
     assert data.steps_per_epoch == 5
     images, labels = collect(data.dataset)
@@ -111,7 +109,7 @@ def tfds_cfg(**kw):
 
 
 def test_tfds_mnist(mock_mnist):
-    data = build_dataset(tfds_cfg(), with_labels=True)
+    data = build_dataset(tfds_cfg())
     images, labels = collect(data.dataset)
     assert images.dtype == np.float32 and images.shape == (12, 8, 8, 1)
     assert images.min() >= -1.0 and images.max() <= 1.0 and images.std() > 0
@@ -122,7 +120,7 @@ def test_tfds_mnist(mock_mnist):
 
 
 def test_tfds_gray_to_rgb(mock_mnist):
-    images = collect(build_dataset(tfds_cfg(channels=3)).dataset)
+    images, _ = collect(build_dataset(tfds_cfg(channels=3)).dataset)
     assert images.shape == (12, 8, 8, 3)
     np.testing.assert_array_equal(images[..., 0], images[..., 1])
     np.testing.assert_array_equal(images[..., 0], images[..., 2])
@@ -190,7 +188,7 @@ def test_folder_decodes_formats_and_skips_broken_files(mixed_folder, caplog):
     message = warnings[0].getMessage()
     assert "bad.png" in message and "empty.jpg" in message and "2 of 8" in message
 
-    images = collect(data.dataset)
+    images, _ = collect(data.dataset)
     assert images.dtype == np.float32 and images.shape == (6, 8, 8, 3)
     red, blue, gray, clear, palette, wide = images
     np.testing.assert_allclose(red, np.broadcast_to(signed(RED), red.shape), atol=1e-6)
@@ -205,7 +203,7 @@ def test_folder_decodes_formats_and_skips_broken_files(mixed_folder, caplog):
 
 
 def test_folder_gray_channel_and_alpha(mixed_folder):
-    images = collect(build_dataset(folder_cfg(mixed_folder, channels=1, batch_size=6)).dataset)
+    images, _ = collect(build_dataset(folder_cfg(mixed_folder, channels=1, batch_size=6)).dataset)
     assert images.shape == (6, 8, 8, 1)
     np.testing.assert_allclose(images[3], 1.0, atol=1e-6)  # transparent -> white
     np.testing.assert_allclose(images[2], 64 / 127.5 - 1, atol=1e-6)
@@ -222,7 +220,7 @@ def test_folder_class_subfolders(tmp_path):
             Image.new("RGB", (10, 10), colour).save(tmp_path / name / f"{i}.png")
     (tmp_path / "cats" / "broken.png").write_bytes(b"garbage")
     cfg = DataConfig(source="folder", path=str(tmp_path), image_size=8, channels=3, batch_size=3)
-    data = build_dataset(cfg, seed=3, with_labels=True)
+    data = build_dataset(cfg, seed=3)
     assert data.class_names == ["cats", "dogs"]
     assert data.num_examples == 6
     assert data.skipped == [str(tmp_path / "cats" / "broken.png")]
@@ -241,27 +239,31 @@ def test_list_images_layouts(tmp_path):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"")
 
-    touch("b/x.PNG", "a/deep/y.jpeg", "a/z.gif", "b/readme.md")
-    files, labels, names = list_images(tmp_path)
+    touch("b/x.PNG", "a/deep/y.jpeg", "a/z.gif", "b/readme.md", ".hidden/h.png",
+          "__MACOSX/b/._x.png", "a/.DS_Store.png")
+    files = find_images(tmp_path)
+    labels, names = list_images(tmp_path, files)
     assert names == ["a", "b"]
     assert [f.relative_to(tmp_path).as_posix() for f in files] == ["a/deep/y.jpeg", "a/z.gif", "b/x.PNG"]
     assert labels == [0, 0, 1]
 
     touch("top.bmp")  # an image at the top level: unlabelled
-    files, labels, names = list_images(tmp_path)
+    files = find_images(tmp_path)
+    labels, names = list_images(tmp_path, files)
     assert names == [] and labels == [0] * 4 and len(files) == 4
 
 
 def test_list_images_single_subfolder_is_unlabelled(tmp_path):
     (tmp_path / "data").mkdir()
     Image.new("RGB", (8, 8), RED).save(tmp_path / "data" / "a.png")
-    files, labels, names = list_images(tmp_path)
+    files = find_images(tmp_path)
+    labels, names = list_images(tmp_path, files)
     assert names == [] and labels == [0] and len(files) == 1
 
 
 def test_folder_unlabelled_cannot_give_labels(mixed_folder):
     with pytest.raises(DataError, match="class labels"):
-        build_dataset(folder_cfg(mixed_folder), with_labels=True)
+        build_dataset(folder_cfg(mixed_folder), require_labels=True)
 
 
 def test_folder_missing(tmp_path):
@@ -333,7 +335,7 @@ def test_kaggle_reads_sub_folder_of_download(monkeypatch, tmp_path):
     data = build_dataset(kaggle_cfg(path="images"))
     assert asked == ["someone/sprites"]
     assert data.num_examples == 2
-    np.testing.assert_allclose(collect(data.dataset), np.broadcast_to(signed(GREEN), (2, 8, 8, 3)))
+    np.testing.assert_allclose(collect(data.dataset)[0], np.broadcast_to(signed(GREEN), (2, 8, 8, 3)))
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -392,7 +394,8 @@ def run_pipeline(random_flip, count=32):
     images = np.stack([flip_probe()] * count)
     pairs = tf.data.Dataset.from_tensor_slices((images, np.zeros(count, np.int64)))
     cfg = DataConfig(image_size=8, channels=1, batch_size=8, random_flip=random_flip, shuffle_buffer=4)
-    return collect(build_pipeline(pairs, cfg, seed=0, with_labels=False))
+    images, _ = collect(build_pipeline(pairs, cfg, seed=0))
+    return images
 
 
 def test_random_flip_is_horizontal_only():
@@ -413,3 +416,17 @@ def test_random_flip_is_horizontal_only():
         else:
             pytest.fail(f"random_flip produced something other than a left-right mirror:\n{image[..., 0]}")
     assert set(kinds) == {"same", "mirrored"}  # 32 coin tosses, fixed seed
+
+
+def test_undecodable_subfolder_is_not_a_class(tmp_path):
+    """A folder whose files all fail to decode must not shift the other labels."""
+    for name, colour in (("cats", RED), ("dogs", (0, 0, 255))):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (8, 8), colour).save(tmp_path / name / "a.png")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "x.png").write_bytes(b"not a png")
+    data = build_dataset(folder_cfg(tmp_path))
+    assert data.class_names == ["cats", "dogs"]
+    images, labels = collect(data.dataset)
+    for image, label in zip(images, labels):
+        assert image[0, 0, 0] > 0.9 if label == 0 else image[0, 0, 2] > 0.9

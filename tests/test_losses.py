@@ -43,3 +43,27 @@ def test_every_loss_name_resolves():
         logits = tf.zeros([3, 1])
         assert d_loss(logits, logits).shape == [3]
         assert g_loss(logits).shape == [3]
+
+
+def test_kl_matches_hand_computed_value():
+    mean = tf.constant([[1.0, 0.0]])
+    log_var = tf.constant([[0.0, math.log(2.0)]])
+    # -0.5 * sum(1 + log_var - mean^2 - exp(log_var)) = -0.5 * ((1 + 0 - 1 - 1) + (1 + log 2 - 0 - 2))
+    assert losses.kl_standard_normal(mean, log_var).numpy()[0] == pytest.approx(1 - 0.5 * math.log(2), rel=1e-6)
+    assert losses.kl_standard_normal(tf.zeros((3, 4)), tf.zeros((3, 4))).numpy().tolist() == [0, 0, 0]
+
+
+def test_bernoulli_nll_reads_pixels_as_probabilities():
+    images = tf.constant([[[[-1.0], [1.0]]]])  # targets 0 and 1
+    logits = tf.constant([[[[0.0], [2.0]]]])
+    expected = math.log(2) + math.log1p(math.exp(-2.0))
+    assert losses.bernoulli_nll(images, logits).numpy()[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_gaussian_nll_is_half_the_squared_error_of_the_tanh_mean():
+    images = tf.zeros((1, 2, 2, 1))
+    outputs = tf.fill((1, 2, 2, 1), math.atanh(0.5))
+    assert losses.gaussian_nll(images, outputs).numpy()[0] == pytest.approx(4 * 0.5 * 0.25, rel=1e-6)
+    to_images = losses.LIKELIHOODS["gaussian"][1]
+    np.testing.assert_allclose(to_images(outputs).numpy(), 0.5, rtol=1e-6)
+    np.testing.assert_allclose(losses.LIKELIHOODS["bernoulli"][1](tf.zeros(3)).numpy(), 0.0)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import keras
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -26,22 +27,30 @@ def _is_due(epoch, every, last_epoch):
 class SampleGrid(keras.callbacks.Callback):
     """`samples/epoch_NNN.png` from a fixed latent batch, and `progress.gif` of them all.
 
-    The same z every time, so the grids show one set of faces (or digits) evolving.
+    The same z every time, so the grids show one set of faces (or digits) evolving. For a
+    conditional model (`num_classes` > 0) row k shows class k, each column one z.
     """
 
-    def __init__(self, run_dir, latent, every, last_epoch):
+    def __init__(self, run_dir, latent, every, last_epoch, num_classes=0):
         super().__init__()
         self.run_dir = Path(run_dir)
-        self.latent = latent
         self.every = every
         self.last_epoch = last_epoch
+        self.labels = None
+        self.columns = None
+        if num_classes:
+            self.columns = max(1, len(latent) // num_classes)
+            latent = np.tile(latent[: self.columns], (num_classes, 1))
+            self.labels = np.repeat(np.arange(num_classes), self.columns)
+        self.latent = latent
 
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1
         if not (epoch == 1 or _is_due(epoch, self.every, self.last_epoch)):
             return
-        samples = images.to_uint8(self.model(self.latent, training=False))
-        images.save_png(self.run_dir / "samples" / f"epoch_{epoch:03d}.png", images.make_grid(samples))
+        samples = images.to_uint8(self.model.generate(self.latent, self.labels))
+        grid = images.make_grid(samples, columns=self.columns)
+        images.save_png(self.run_dir / "samples" / f"epoch_{epoch:03d}.png", grid)
         frames = sorted((self.run_dir / "samples").glob("epoch_*.png"))
         images.save_gif(self.run_dir / "progress.gif", frames)
 
@@ -117,3 +126,83 @@ class Checkpointer(keras.callbacks.Callback):
         if _is_due(epoch, self.every, self.last_epoch):
             self.epoch.assign(epoch)
             self.manager.save(checkpoint_number=epoch)
+
+
+class VAEPictures(keras.callbacks.Callback):
+    """The pictures that show what a VAE learned (after the TensorFlow CVAE tutorial).
+
+    Every `every` epochs: `reconstructions.png`, input rows above their reconstructions.
+    At the end: `interpolation.png` / `.gif`, decoding a straight line between the posterior
+    means of two real images; and for `latent_dim` 2, `manifold.png` (the decoder over a grid
+    of the latent plane) and `latent_scatter.png` (encoded images coloured by label).
+    """
+
+    def __init__(self, run_dir, real, labels, every, last_epoch, scatter_data=None):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.real = real
+        self.labels = labels
+        self.every = every
+        self.last_epoch = last_epoch
+        self.scatter_data = scatter_data
+
+    def on_epoch_end(self, epoch, logs=None):
+        epoch += 1
+        if epoch == 1 or _is_due(epoch, self.every, self.last_epoch):
+            self.save_reconstructions()
+
+    def on_train_end(self, logs=None):
+        self.save_interpolation()
+        if self.model.latent_dim == 2:
+            self.save_manifold()
+            if self.scatter_data is not None:
+                self.save_scatter()
+
+    def save_reconstructions(self, columns=8):
+        real = self.real[: 4 * columns]
+        rec = self.model.reconstruct(real, self._labels(len(real)))
+        rows = []
+        for start in range(0, len(real), columns):
+            rows += [real[start : start + columns], rec[start : start + columns]]
+        grid = images.make_grid(images.to_uint8(np.concatenate(rows)), columns=columns)
+        images.save_png(self.run_dir / "reconstructions.png", grid)
+
+    def save_interpolation(self, steps=10):
+        labels = self._labels(2)
+        mean, _ = self.model.encode(self.real[:2], labels)
+        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+        z = (1 - t) * mean[0] + t * mean[1]
+        frame_labels = None if labels is None else np.repeat(labels[:1], steps)
+        frames = images.to_uint8(self.model.generate(z, frame_labels))
+        images.save_png(self.run_dir / "interpolation.png", images.make_grid(frames, columns=steps))
+        big = [images.make_grid(f[None], min_width=256, pad=0) for f in frames]
+        images.save_gif(self.run_dir / "interpolation.gif", big + big[::-1], seconds_per_frame=0.15)
+
+    def save_manifold(self, n=20):
+        from scipy.stats import norm
+
+        axis = norm.ppf(np.linspace(0.05, 0.95, n)).astype(np.float32)
+        z = np.array([[x, y] for y in axis[::-1] for x in axis], np.float32)
+        labels = None if self.labels is None else np.zeros(len(z), np.int64)
+        decoded = images.to_uint8(self.model.generate(z, labels))
+        images.save_png(self.run_dir / "manifold.png", images.make_grid(decoded, columns=n, pad=0))
+
+    def save_scatter(self):
+        xs, ys = self.scatter_data
+        mean, _ = self.model.encode(xs, self._labels(len(xs), ys))
+        mean = np.asarray(mean)
+        fig, ax = plt.subplots(figsize=(7, 6))
+        points = ax.scatter(mean[:, 0], mean[:, 1], c=ys, cmap="tab10", s=6)
+        fig.colorbar(points, ax=ax, label="label")
+        ax.set_xlabel("z[0]")
+        ax.set_ylabel("z[1]")
+        ax.set_title("posterior means of training images")
+        fig.tight_layout()
+        fig.savefig(self.run_dir / "latent_scatter.png", dpi=100)
+        plt.close(fig)
+
+    def _labels(self, n, labels=None):
+        """Labels for a conditional model's calls, None for an unconditional one."""
+        if not self.model.needs_labels:
+            return None
+        return (self.labels if labels is None else labels)[:n]

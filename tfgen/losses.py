@@ -1,8 +1,9 @@
-"""GAN losses as plain functions of discriminator logits.
+"""GAN and VAE losses as plain functions returning per-example losses of shape [batch].
 
-Each loss is a pair `(d_loss(real_logits, fake_logits, label_smoothing), g_loss(fake_logits))`
-returning per-example losses of shape [batch]; the model averages them over the *global*
-batch so gradients are the same on one device or many. Look a pair up with `gan_loss(name)`.
+The models average them over the *global* batch, so gradients are the same on one device or
+many. A GAN loss is a pair `(d_loss(real_logits, fake_logits, label_smoothing),
+g_loss(fake_logits))`, looked up with `gan_loss(name)`; a VAE likelihood is a pair
+(negative log-likelihood, decoder outputs -> images) in `LIKELIHOODS`.
 """
 
 import tensorflow as tf
@@ -60,3 +61,33 @@ GAN_LOSSES = {
 def gan_loss(name):
     """(d_loss, g_loss) for a loss name in GAN_LOSSES."""
     return GAN_LOSSES[name]
+
+
+def kl_standard_normal(mean, log_var):
+    """Kingma & Welling 2014, the analytic KL(N(mean, exp(log_var)) || N(0, I)) per example."""
+    mean = tf.cast(mean, tf.float32)
+    log_var = tf.cast(log_var, tf.float32)
+    return -0.5 * tf.reduce_sum(1.0 + log_var - tf.square(mean) - tf.exp(log_var), axis=-1)
+
+
+def bernoulli_nll(images, logits):
+    """Kingma & Welling 2014, Bernoulli decoder: sigmoid cross-entropy summed over pixels.
+
+    `images` are in [-1, 1] and are read as probabilities (x + 1) / 2.
+    """
+    targets = (tf.cast(images, tf.float32) + 1.0) / 2.0
+    loss = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=tf.cast(logits, tf.float32))
+    return tf.reduce_sum(tf.reshape(loss, [tf.shape(loss)[0], -1]), axis=1)
+
+
+def gaussian_nll(images, outputs):
+    """Unit-variance Gaussian decoder with mean tanh(outputs): 0.5 * squared error summed over pixels."""
+    error = tf.cast(images, tf.float32) - tf.tanh(tf.cast(outputs, tf.float32))
+    return 0.5 * tf.reduce_sum(tf.reshape(tf.square(error), [tf.shape(error)[0], -1]), axis=1)
+
+
+# likelihood name -> (negative log-likelihood(images, decoder outputs), decoder outputs -> images)
+LIKELIHOODS = {
+    "bernoulli": (bernoulli_nll, lambda outputs: 2.0 * tf.sigmoid(tf.cast(outputs, tf.float32)) - 1.0),
+    "gaussian": (gaussian_nll, lambda outputs: tf.tanh(tf.cast(outputs, tf.float32))),
+}

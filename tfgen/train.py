@@ -102,13 +102,35 @@ def fixed_latent(run_dir, num, latent_dim, seed):
     return latent
 
 
+def take_examples(dataset, num):
+    """The first `num` (images, labels) of a batched dataset, as numpy arrays."""
+    images, labels = [], []
+    for batch_images, batch_labels in dataset:
+        images.append(batch_images.numpy())
+        labels.append(batch_labels.numpy())
+        if sum(len(b) for b in images) >= num:
+            break
+    return np.concatenate(images)[:num], np.concatenate(labels)[:num]
+
+
+def fixed_real_batch(run_dir, dataset, num):
+    """Real images (and labels) behind the reconstruction pictures, stored like the latents."""
+    path = run_dir / "samples" / "real.npz"
+    if not path.exists():
+        images, labels = take_examples(dataset, num)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, images=images, labels=labels)
+    stored = np.load(path)
+    return stored["images"], stored["labels"]
+
+
 def train(cfg, run_dir, resume=False):
     """Run `fit` for `cfg` in `run_dir`; returns the trained model and its ImageData."""
     keras.utils.set_random_seed(cfg.train.seed)
     strategy = distribute.make_strategy(cfg.train.distribute)
     jit_compile = distribute.resolve_jit_compile(cfg.train.jit_compile, strategy)
     model_cls = get_model_class(cfg.model.name)
-    data = build_dataset(cfg.data, seed=cfg.train.seed, with_labels=model_cls.needs_labels)
+    data = build_dataset(cfg.data, seed=cfg.train.seed, require_labels=model_cls.needs_labels)
     log.info(
         "data: %s, %d images of %s, %d steps per epoch; %d replica(s), XLA %s",
         data.description, data.num_examples, "x".join(map(str, data.image_shape)),
@@ -125,14 +147,19 @@ def train(cfg, run_dir, resume=False):
         log.info("resumed from %s at epoch %d", manager.latest_checkpoint, int(epoch.numpy()))
 
     last = cfg.train.epochs
+    every = cfg.train.sample_every
     latent = fixed_latent(run_dir, cfg.train.num_samples, model.latent_dim, cfg.train.seed)
     fit_callbacks = [
         keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=resume),
         callbacks.Curves(run_dir / "metrics.csv", run_dir / "curves.png"),
-        callbacks.SampleGrid(run_dir, latent, cfg.train.sample_every, last),
+        callbacks.SampleGrid(run_dir, latent, every, last, model.num_classes),
         callbacks.Checkpointer(manager, epoch, cfg.train.checkpoint_every, last),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
     ]
+    if hasattr(model, "encode"):
+        real, labels = fixed_real_batch(run_dir, data.dataset, 32)
+        scatter = take_examples(data.dataset, 2000) if model.latent_dim == 2 else None
+        fit_callbacks.append(callbacks.VAEPictures(run_dir, real, labels, every, last, scatter))
     dataset = data.dataset
     if cfg.train.steps_per_epoch:
         dataset = dataset.repeat()
@@ -161,6 +188,7 @@ def main(argv=None):
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("tfgen: %(message)s"))
     log.handlers = [handler]  # one handler on the current stderr, however often main runs
+    log.propagate = False  # absl may have given the root logger a handler too
     log.setLevel(logging.INFO)
     args = parse_args(argv)
     try:

@@ -28,7 +28,7 @@ def main(argv=None):
     except TfgenError as exc:
         print(f"tfgen: error: {exc}", file=sys.stderr)
         return 2
-    batch = next(iter(data.dataset))
+    batch, _ = next(iter(data.dataset))
     images.save_png(args.out, images.make_grid(images.to_uint8(batch)))
     print(f"source:   {data.description}")
     print(f"images:   {data.num_examples} of {'x'.join(map(str, data.image_shape))}, "

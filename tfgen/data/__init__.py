@@ -31,7 +31,7 @@ SOURCES = {
 class ImageData:
     """A batched training dataset and its facts."""
 
-    dataset: tf.data.Dataset  # float32 [B, S, S, C] in [-1, 1] (and int64 labels if asked)
+    dataset: tf.data.Dataset  # (float32 [B, S, S, C] in [-1, 1], int64 [B] labels; 0 if unlabelled)
     num_examples: int
     class_names: list
     image_shape: tuple
@@ -45,7 +45,7 @@ class ImageData:
         return self.num_examples // self.batch_size
 
 
-def build_dataset(cfg, seed=0, with_labels=False):
+def build_dataset(cfg, seed=0, require_labels=False):
     """`cfg` (a DataConfig) -> ImageData; DataError for anything the user must fix."""
     source = SOURCES[cfg.source](cfg)
     pairs, num_examples = source.pairs, source.num_examples
@@ -62,9 +62,9 @@ def build_dataset(cfg, seed=0, with_labels=False):
             f"data.batch_size: {cfg.batch_size} is larger than the {num_examples} images "
             f"in {source.description}; lower data.batch_size"
         )
-    if with_labels and not source.class_names:
+    if require_labels and not source.class_names:
         raise DataError(f"this model needs class labels, and {source.description} has none")
-    dataset = build_pipeline(pairs, cfg, seed, with_labels)
+    dataset = build_pipeline(pairs, cfg, seed)
     return ImageData(
         dataset=dataset,
         num_examples=num_examples,

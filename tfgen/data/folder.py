@@ -20,25 +20,35 @@ def decode_file(path):
     return tf.io.decode_image(tf.io.read_file(path), expand_animations=False, dtype=tf.uint8)
 
 
-def list_images(root):
-    """(files, labels, class_names) under `root`.
-
-    Labels come from sub-folders when there are two or more of them holding images and
-    no images sit at the top; otherwise the folder is unlabelled (a Kaggle "data/" folder).
-    """
-    files = sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-    )
+def find_images(root):
+    """Image files under `root`, skipping hidden files and folders and macOS `__MACOSX/`
+    resource forks, which zips made on a Mac (many Kaggle downloads) carry beside the data."""
+    files = []
+    for path in sorted(root.rglob("*")):
+        parts = path.relative_to(root).parts
+        if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+            continue
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            files.append(path)
     if not files:
         raise DataError(
             f"data.path: no images ({', '.join(IMAGE_EXTENSIONS)}) found in folder '{root}'"
         )
+    return files
+
+
+def list_images(root, files):
+    """(labels, class_names) for `files` under `root`.
+
+    Labels come from sub-folders when there are two or more of them holding images and
+    no images sit at the top; otherwise the folder is unlabelled (a Kaggle "data/" folder).
+    """
     parts = [p.relative_to(root).parts for p in files]
     class_names = sorted({part[0] for part in parts if len(part) > 1})
     if len(class_names) >= 2 and all(len(part) > 1 for part in parts):
         index = {name: i for i, name in enumerate(class_names)}
-        return files, [index[part[0]] for part in parts], class_names
-    return files, [0] * len(files), []
+        return [index[part[0]] for part in parts], class_names
+    return [0] * len(files), []
 
 
 def decodable(files):
@@ -59,13 +69,15 @@ def folder_source(cfg, root=None):
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         raise DataError(f"data.path: '{root}' {what}")
-    files, labels, class_names = list_images(root)
-    good = decodable(files)
-    keep = [i for i, f in enumerate(files) if str(f) in good]
-    skipped = [str(f) for f in files if str(f) not in good]
-    if not keep:
-        raise DataError(f"data.path: none of the {len(files)} image files in '{root}' could be decoded")
+    candidates = find_images(root)
+    good = decodable(candidates)
+    files = [f for f in candidates if str(f) in good]
+    skipped = [str(f) for f in candidates if str(f) not in good]
+    if not files:
+        raise DataError(f"data.path: none of the {len(candidates)} image files in '{root}' could be decoded")
+    # Classes from the decodable files only, so a folder of broken files is not a class.
+    labels, class_names = list_images(root, files)
     pairs = tf.data.Dataset.from_tensor_slices(
-        ([str(files[i]) for i in keep], tf.constant([labels[i] for i in keep], tf.int64))
+        ([str(f) for f in files], tf.constant(labels, tf.int64))
     ).map(lambda p, label: (decode_file(p), label), num_parallel_calls=tf.data.AUTOTUNE)
-    return Source(pairs, len(keep), class_names, f"folder {root}", skipped)
+    return Source(pairs, len(files), class_names, f"folder {root}", skipped)

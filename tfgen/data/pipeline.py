@@ -67,7 +67,7 @@ def to_signed_unit(image):
     return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
-def build_pipeline(pairs, cfg, seed, with_labels):
+def build_pipeline(pairs, cfg, seed):
     """Decoded `(image, label)` pairs -> shuffled, batched, prefetched training batches.
 
     Batches are full (`drop_remainder`) so every step has the same shape: XLA compiles once
@@ -85,7 +85,7 @@ def build_pipeline(pairs, cfg, seed, with_labels):
         image = to_signed_unit(image)
         if cfg.random_flip:
             image = tf.image.random_flip_left_right(image, seed=seed)
-        return (image, label) if with_labels else image
+        return image, label
 
     ds = ds.map(finish, num_parallel_calls=AUTOTUNE)
     return ds.batch(cfg.batch_size, drop_remainder=True).prefetch(AUTOTUNE)

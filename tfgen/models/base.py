@@ -99,9 +99,12 @@ class GenerativeModel(keras.Model):
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     def get_config(self):
-        return {
+        config = {
             **super().get_config(),
             "image_shape": list(self.image_shape),
             "latent_dim": self.latent_dim,
             "seed": self.seed,
         }
+        if self.needs_labels:
+            config["num_classes"] = self.num_classes
+        return config

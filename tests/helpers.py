@@ -1,0 +1,42 @@
+"""Shared model-test helpers (after keras-hub's): build at toy size, fit, save/reload."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfgen  # noqa: F401  (registers the models for load_model)
+from tfgen.config import DataConfig
+from tfgen.data import build_dataset
+from tfgen.models import get_model_class
+
+
+def toy_model(name, image_shape=(8, 8, 1), lr=1e-3, **kwargs):
+    """A registered model at toy size, compiled with one Adam per optimizer name."""
+    cls = get_model_class(name)
+    params = dict(image_shape=image_shape, seed=1, **kwargs)
+    if cls.needs_labels:
+        params.setdefault("num_classes", 10)
+    model = cls(**params)
+    model.compile(jit_compile=False, **{n: keras.optimizers.Adam(lr) for n in cls.optimizer_names})
+    return model
+
+
+def digits(image_size=8, batch_size=16, limit=256):
+    """A small labelled digits dataset."""
+    cfg = DataConfig(source="digits", image_size=image_size, batch_size=batch_size, limit=limit)
+    return build_dataset(cfg).dataset
+
+
+def assert_keras_round_trip(model, tmp_path, *inputs):
+    """`model.keras` reloads under safe_mode with the same config and identical outputs."""
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert type(loaded) is type(model)
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_allclose(loaded.generate(*inputs), model.generate(*inputs), atol=1e-5)
+    return loaded
+
+
+def real_images(model, n=4):
+    return tf.random.stateless_uniform((n, *model.image_shape), seed=(5, 0), minval=-1, maxval=1)
