@@ -76,23 +76,39 @@ def build_generator(latent_dim, image_shape, width, name="generator"):
     return keras.Sequential(stack, name=name)
 
 
-def build_discriminator(image_shape, width, dropout=0.0, name="discriminator"):
-    """images [B, H, W, C] -> one real/fake logit [B, 1].
+def _sn(layer, norm):
+    """Wrap a weight layer in spectral normalisation (Miyato et al. 2018) when asked."""
+    return layers.SpectralNormalization(layer) if norm == "spectral" else layer
 
-    n stride-2 convolutions doubling the channels (no BatchNorm on the first, as in the
-    paper), optional dropout after each activation, then a dense logit.
+
+def discriminator_body(image_shape, width, dropout=0.0, norm="batch"):
+    """The layers of D from the image to its flattened features.
+
+    n stride-2 convolutions doubling the channels, LeakyReLU(0.2), optional dropout. `norm`:
+    "batch" (DCGAN; none on the first layer, as in the paper), "layer" (the WGAN-GP critic,
+    where batch statistics would break the per-example gradient penalty), "spectral" (SNGAN:
+    every weight layer spectrally normalised, no other normalisation) or "none".
     """
-    base, n = resolution_plan(image_shape[0])
-    stack = [keras.Input(image_shape)]
+    _, n = resolution_plan(image_shape[0])
+    body = []
     for i in range(n):
-        stack.append(layers.Conv2D(width * 2**i, 4, 2, "same", kernel_initializer=dcgan_init()))
-        if i > 0:
-            stack.append(batch_norm())
-        stack.append(layers.LeakyReLU(0.2))
+        body.append(_sn(layers.Conv2D(width * 2**i, 4, 2, "same", kernel_initializer=dcgan_init()), norm))
+        if i > 0 and norm == "batch":
+            body.append(batch_norm())
+        elif i > 0 and norm == "layer":
+            body.append(layers.LayerNormalization(axis=[1, 2, 3]))
+        body.append(layers.LeakyReLU(0.2))
         if dropout > 0:
-            stack.append(layers.Dropout(dropout))
-    stack += [
-        layers.Flatten(),
-        layers.Dense(1, kernel_initializer=dcgan_init(), dtype="float32"),
-    ]
+            body.append(layers.Dropout(dropout))
+    return body + [layers.Flatten()]
+
+
+def logit_layer(norm="batch"):
+    """D's final dense real/fake logit (float32 under mixed precision)."""
+    return _sn(layers.Dense(1, kernel_initializer=dcgan_init(), dtype="float32"), norm)
+
+
+def build_discriminator(image_shape, width, dropout=0.0, norm="batch", name="discriminator"):
+    """images [B, H, W, C] -> one real/fake logit [B, 1]; see `discriminator_body`."""
+    stack = [keras.Input(image_shape), *discriminator_body(image_shape, width, dropout, norm), logit_layer(norm)]
     return keras.Sequential(stack, name=name)

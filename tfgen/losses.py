@@ -52,9 +52,51 @@ def hinge_g(fake_logits):
     return -tf.reduce_mean(_flat(fake_logits), axis=1)
 
 
+def least_squares_d(real_logits, fake_logits, label_smoothing=0.0):
+    """Mao et al. 2017 (LSGAN), the D loss: 0.5 (D(x) - 1)^2 + 0.5 D(G(z))^2."""
+    real = _flat(real_logits)
+    fake = _flat(fake_logits)
+    return 0.5 * tf.reduce_mean(tf.square(real - (1.0 - label_smoothing)), axis=1) + 0.5 * tf.reduce_mean(
+        tf.square(fake), axis=1
+    )
+
+
+def least_squares_g(fake_logits):
+    """Mao et al. 2017 (LSGAN), the G loss: 0.5 (D(G(z)) - 1)^2."""
+    return 0.5 * tf.reduce_mean(tf.square(_flat(fake_logits) - 1.0), axis=1)
+
+
+def wasserstein_d(real_logits, fake_logits, label_smoothing=0.0):
+    """Arjovsky et al. 2017, the critic loss: D(G(z)) - D(x) (no smoothing: it is not a classifier)."""
+    return tf.reduce_mean(_flat(fake_logits), axis=1) - tf.reduce_mean(_flat(real_logits), axis=1)
+
+
+def wasserstein_g(fake_logits):
+    """Arjovsky et al. 2017, the generator loss: -D(G(z))."""
+    return -tf.reduce_mean(_flat(fake_logits), axis=1)
+
+
+def gradient_penalty(critic, real, fake, epsilon):
+    """Gulrajani et al. 2017 (WGAN-GP): (||grad_x D(x_hat)||_2 - 1)^2 per example.
+
+    x_hat = epsilon * real + (1 - epsilon) * fake, `epsilon` [B] drawn from U(0, 1).
+    `critic` maps images to logits [B, 1].
+    """
+    epsilon = tf.reshape(tf.cast(epsilon, real.dtype), [-1] + [1] * (len(real.shape) - 1))
+    interpolates = epsilon * real + (1.0 - epsilon) * fake
+    with tf.GradientTape() as tape:
+        tape.watch(interpolates)
+        logits = critic(interpolates)
+    gradients = tf.reshape(tf.cast(tape.gradient(logits, interpolates), tf.float32), [tf.shape(real)[0], -1])
+    norms = tf.sqrt(tf.reduce_sum(tf.square(gradients), axis=1) + 1e-12)
+    return tf.square(norms - 1.0)
+
+
 GAN_LOSSES = {
     "non_saturating": (non_saturating_d, non_saturating_g),
     "hinge": (hinge_d, hinge_g),
+    "least_squares": (least_squares_d, least_squares_g),
+    "wasserstein": (wasserstein_d, wasserstein_g),
 }
 
 

@@ -66,13 +66,17 @@ class GenerativeModel(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    def sample_latent(self, batch_size):
-        """N(0, I) latents from the model's seed state, different on every replica."""
+    def next_seed(self):
+        """A fresh stateless-RNG seed from the model's seed state, different on every replica."""
         seed = tf.cast(self.seed_generator.next(), tf.int64)
         context = tf.distribute.get_replica_context()
         if context is not None:
             seed = tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
-        return tf.random.stateless_normal((batch_size, self.latent_dim), seed=seed)
+        return seed
+
+    def sample_latent(self, batch_size):
+        """N(0, I) latents [batch_size, latent_dim] from `next_seed`."""
+        return tf.random.stateless_normal((batch_size, self.latent_dim), seed=self.next_seed())
 
     @staticmethod
     def global_mean(per_example):

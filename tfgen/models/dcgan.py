@@ -1,15 +1,17 @@
-"""DCGAN (Radford et al. 2016): the baseline convolutional GAN.
+"""DCGAN (Radford et al. 2016), the convolutional GAN every other GAN here extends.
 
 `train_step` follows the paper's algorithm box: `d_steps` discriminator updates on the real
 batch and fresh fakes, then one generator update. The two halves are public methods
 (`discriminator_step`, `generator_step`) so tests and subclasses can run them one at a time.
+The classic stabilisers are options: the loss, D's normalisation, dropout, one-sided label
+smoothing, an exponential moving average of G (used for samples and export) and DiffAugment.
 """
 
 from typing import Literal, Optional
 
 import tensorflow as tf
 
-from tfgen import export, layers, losses
+from tfgen import augment, export, layers, losses
 from tfgen.models.base import GenerativeModel
 from tfgen.models.registry import register
 
@@ -24,15 +26,19 @@ class DCGAN(GenerativeModel):
         latent_dim: size of the N(0, I) latent vector z.
         g_width, d_width: channels of G's last and D's first convolution; the other
             layers double from there (the paper's ngf / ndf).
-        loss: "non_saturating" (the paper's) or "hinge".
+        loss: "non_saturating" (the paper's), "hinge" or "least_squares" (LSGAN).
+        d_norm: D's normalisation: "batch", "spectral", "layer" or "none".
         d_dropout: dropout rate after every activation in D (0 disables it).
         label_smoothing: one-sided: D's target for real images is 1 - label_smoothing.
         d_steps: discriminator updates per generator update.
+        ema_decay: if > 0, samples and exports use an exponential moving average of G's
+            weights with this decay (e.g. 0.999), updated after every G step.
+        diffaugment: DiffAugment policy, e.g. "color,translation,cutout"; "" disables it.
         seed: seeds the latent draws inside `train_step` (state saved with checkpoints).
     """
 
     optimizer_names = {"d_optimizer": ("discriminator",), "g_optimizer": ("generator",)}
-    export_networks = ("generator",)
+    metric_names = ("d_loss", "g_loss", "real_score", "fake_score")
 
     def __init__(
         self,
@@ -40,16 +46,18 @@ class DCGAN(GenerativeModel):
         latent_dim: int = 100,
         g_width: int = 64,
         d_width: int = 64,
-        loss: Literal["non_saturating", "hinge"] = "non_saturating",
+        loss: Literal["non_saturating", "hinge", "least_squares"] = "non_saturating",
+        d_norm: Literal["batch", "spectral", "layer", "none"] = "batch",
         d_dropout: float = 0.0,
         label_smoothing: float = 0.0,
         d_steps: int = 1,
+        ema_decay: float = 0.0,
+        diffaugment: str = "",
         seed: Optional[int] = None,
+        num_classes=0,
         **kwargs,
     ):
-        super().__init__(
-            image_shape, latent_dim, seed, ("d_loss", "g_loss", "real_score", "fake_score"), **kwargs
-        )
+        super().__init__(image_shape, latent_dim, seed, self.metric_names, num_classes, **kwargs)
         for name, value in (("g_width", g_width), ("d_width", d_width), ("d_steps", d_steps)):
             if value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value}")
@@ -57,48 +65,112 @@ class DCGAN(GenerativeModel):
             raise ValueError(f"d_dropout must be in [0, 1), got {d_dropout}")
         if not 0 <= label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+        if not 0 <= ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 disables it), got {ema_decay}")
         self.g_width = g_width
         self.d_width = d_width
         self.loss = loss
+        self.d_norm = d_norm
         self.d_dropout = d_dropout
         self.label_smoothing = label_smoothing
         self.d_steps = d_steps
+        self.ema_decay = ema_decay
+        self.diffaugment = diffaugment
+        self._policy = augment.parse_policy(diffaugment)
         self._d_loss, self._g_loss = losses.gan_loss(loss)
-        self.generator = layers.build_generator(latent_dim, self.image_shape, g_width)
-        self.discriminator = layers.build_discriminator(self.image_shape, d_width, d_dropout)
+        self.generator = self.build_generator_network("generator")
+        self.discriminator = self.build_discriminator_network()
+        if ema_decay:
+            self.ema_generator = self.build_generator_network("ema_generator")
+            self.ema_generator.set_weights(self.generator.get_weights())
         self.built = True
 
-    def generate(self, z, labels=None, training=False):
-        """Images in [-1, 1] for latent vectors z [B, latent_dim]."""
-        return self.generator(z, training=training)
+    # -- networks: conditional models override these four ----------------------------------
 
-    def discriminator_step(self, real):
+    def build_generator_network(self, name):
+        return layers.build_generator(self.latent_dim, self.image_shape, self.g_width, name=name)
+
+    def build_discriminator_network(self):
+        return layers.build_discriminator(self.image_shape, self.d_width, self.d_dropout, self.d_norm)
+
+    def run_generator(self, network, z, labels, training):
+        return network(z, training=training)
+
+    def discriminate(self, images, labels, training=True):
+        return self.discriminator(images, training=training)
+
+    # -- the algorithm ---------------------------------------------------------------------
+
+    @property
+    def export_networks(self):
+        return ("ema_generator",) if self.ema_decay else ("generator",)
+
+    def generate(self, z, labels=None, training=False):
+        """Images in [-1, 1] for latents z (from the EMA generator when enabled)."""
+        network = self.ema_generator if self.ema_decay else self.generator
+        return self.run_generator(network, z, labels, training)
+
+    def augment(self, images):
+        """DiffAugment with a fresh seed (identity when no policy is set)."""
+        return augment.diff_augment(images, self._policy, self.next_seed()) if self._policy else images
+
+    def discriminator_penalty(self, real, fake, labels):
+        """Extra per-example D loss terms and their metrics; WGAN-GP adds its gradient penalty."""
+        return 0.0, {}
+
+    def discriminator_step(self, real, labels=None):
         """One D update on a real batch and as many fresh fakes. Returns replica-local shares."""
-        fake = self.generator(self.sample_latent(tf.shape(real)[0]), training=True)
+        z = self.sample_latent(tf.shape(real)[0])
+        fake = self.run_generator(self.generator, z, labels, training=True)
+        real, fake = self.augment(real), self.augment(fake)
         with tf.GradientTape() as tape:
-            real_logits = self.discriminator(real, training=True)
-            fake_logits = self.discriminator(fake, training=True)
-            loss = self.global_mean(self._d_loss(real_logits, fake_logits, self.label_smoothing))
+            real_logits = self.discriminate(real, labels)
+            fake_logits = self.discriminate(fake, labels)
+            per_example = self._d_loss(real_logits, fake_logits, self.label_smoothing)
+            penalty, extra = self.discriminator_penalty(real, fake, labels)
+            loss = self.global_mean(per_example + penalty)
         self.apply_update("d_optimizer", tape, loss)
         return {
             "d_loss": loss,
             "real_score": self.global_mean(tf.sigmoid(real_logits)),
             "fake_score": self.global_mean(tf.sigmoid(fake_logits)),
+            **extra,
         }
 
-    def generator_step(self, batch_size):
-        """One G update through a (not updated) D. Returns the replica-local loss share."""
+    def generator_step(self, batch_size, labels=None):
+        """One G update through a (not updated) D, then the EMA update. Returns the loss share."""
         with tf.GradientTape() as tape:
-            fake = self.generator(self.sample_latent(batch_size), training=True)
-            loss = self.global_mean(self._g_loss(self.discriminator(fake, training=True)))
+            fake = self.run_generator(self.generator, self.sample_latent(batch_size), labels, training=True)
+            loss = self.global_mean(self._g_loss(self.discriminate(self.augment(fake), labels)))
         self.apply_update("g_optimizer", tape, loss)
+        self.update_ema()
         return {"g_loss": loss}
 
+    def update_ema(self):
+        """ema <- decay * ema + (1 - decay) * weights, for every generator weight (BN statistics too).
+
+        Done in cross-replica context (`merge_call`) so it is one update of each mirrored
+        variable, not one per replica.
+        """
+        if not self.ema_decay:
+            return
+        decay = self.ema_decay
+
+        def update(strategy):
+            for ema, weight in zip(self.ema_generator.weights, self.generator.weights):
+                strategy.extended.update(
+                    ema.value, lambda e, w: e.assign(decay * e + (1.0 - decay) * w), args=(weight.value,)
+                )
+
+        tf.distribute.get_replica_context().merge_call(update)
+
     def train_step(self, data):
-        real = data[0] if isinstance(data, (tuple, list)) else data
+        real, labels = data if isinstance(data, (tuple, list)) else (data, None)
+        if not self.needs_labels:
+            labels = None
         for _ in range(self.d_steps):
-            logs = self.discriminator_step(real)
-        logs.update(self.generator_step(tf.shape(real)[0]))
+            logs = self.discriminator_step(real, labels)
+        logs.update(self.generator_step(tf.shape(real)[0], labels))
         return self.update_trackers(logs)
 
     def export_endpoints(self):
@@ -110,7 +182,10 @@ class DCGAN(GenerativeModel):
             "g_width": self.g_width,
             "d_width": self.d_width,
             "loss": self.loss,
+            "d_norm": self.d_norm,
             "d_dropout": self.d_dropout,
             "label_smoothing": self.label_smoothing,
             "d_steps": self.d_steps,
+            "ema_decay": self.ema_decay,
+            "diffaugment": self.diffaugment,
         }
