@@ -137,3 +137,22 @@ def test_keras_archive_round_trip_with_safe_mode(tmp_path):
     np.testing.assert_allclose(loaded(z), model(z), atol=1e-6)
     images = tf.zeros((2, 16, 16, 3))
     np.testing.assert_allclose(loaded.discriminator(images), model.discriminator(images), atol=1e-6)
+
+
+def test_ema_weights_follow_the_formula_and_drive_samples():
+    model = toy(ema_decay=0.9)
+    np.testing.assert_array_equal(model.ema_generator.get_weights()[0], model.generator.get_weights()[0])
+    ema_before = [w.copy() for w in model.ema_generator.get_weights()]
+    model.generator_step(8)
+    for ema_old, ema_new, weight in zip(ema_before, model.ema_generator.get_weights(), model.generator.get_weights()):
+        np.testing.assert_allclose(ema_new, 0.9 * ema_old + 0.1 * weight, rtol=1e-5, atol=1e-7)
+    z = tf.random.normal((2, 4))
+    np.testing.assert_allclose(model.generate(z), model.ema_generator(z), atol=1e-6)
+    assert not np.allclose(model.generate(z), model.generator(z))
+    assert model.export_networks == ("ema_generator",)
+
+
+def test_least_squares_loss_trains():
+    model = toy(loss="least_squares")
+    logs = model.train_step(real_batch(model))
+    assert np.isfinite(float(logs["d_loss"])) and np.isfinite(float(logs["g_loss"]))

@@ -33,6 +33,16 @@ def test_training_under_mirrored_strategy_on_two_cpus(toy_config, tmp_path):
     assert 0 < float(logs["real_score"]) < 1
 
 
+def test_ema_generator_under_mirrored_strategy(toy_config, tmp_path):
+    cfg = load_config(str(toy_config), ["train.distribute=mirrored", "train.epochs=1", "model.ema_decay=0.5"])
+    model, _ = train.train(cfg, train.prepare_run_dir(cfg, resume=False, overwrite=False))
+    for ema, weight in zip(model.ema_generator.weights, model.generator.weights):
+        replicas = [v.numpy() for v in ema.value.values]
+        np.testing.assert_array_equal(replicas[0], replicas[1])
+    # after two G steps with decay 0.5 the average lies strictly between init and now
+    assert not np.allclose(model.ema_generator.weights[0].numpy(), model.generator.weights[0].numpy())
+
+
 def test_each_replica_draws_its_own_latents():
     strategy = distribute.make_strategy("mirrored")
     from tfgen.models import get_model_class

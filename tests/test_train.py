@@ -31,7 +31,8 @@ def test_cli_writes_every_artefact(toy_config, tmp_path):
     assert resolved.to_dict() == load_config(str(toy_config), ["train.jit_compile=false"]).to_dict()
     rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == ["0", "1"]
-    assert {"d_loss", "g_loss", "real_score", "fake_score"} <= set(rows[0])
+    assert {"d_loss", "g_loss", "real_score", "fake_score", "sample_diversity"} <= set(rows[0])
+    assert float(rows[0]["sample_diversity"]) > 0
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch_001.png", "epoch_002.png"]
     grid = Image.open(run / "samples" / "epoch_002.png")
     assert grid.size[0] >= 512  # small images are enlarged to be legible

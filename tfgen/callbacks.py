@@ -24,11 +24,25 @@ def _is_due(epoch, every, last_epoch):
     return epoch % every == 0 or epoch == last_epoch
 
 
+def sample_diversity(samples):
+    """Mean pairwise RMS pixel distance between samples in [-1, 1] (0 = all identical).
+
+    A mode-collapse watch: it falls towards 0 when G starts emitting one image for every z.
+    """
+    x = np.asarray(samples, np.float64).reshape(len(samples), -1)
+    squared = np.sum(x**2, axis=1)
+    d2 = np.maximum(squared[:, None] + squared[None, :] - 2.0 * x @ x.T, 0.0)
+    upper = np.triu_indices(len(x), k=1)
+    return float(np.mean(np.sqrt(d2[upper] / x.shape[1])))
+
+
 class SampleGrid(keras.callbacks.Callback):
     """`samples/epoch_NNN.png` from a fixed latent batch, and `progress.gif` of them all.
 
     The same z every time, so the grids show one set of faces (or digits) evolving. For a
-    conditional model (`num_classes` > 0) row k shows class k, each column one z.
+    conditional model (`num_classes` > 0) row k shows class k, each column one z. Every
+    epoch it also adds `sample_diversity` of that batch to the logs (so metrics.csv and
+    curves.png show it): place it before the CSV logger.
     """
 
     def __init__(self, run_dir, latent, every, last_epoch, num_classes=0):
@@ -46,10 +60,12 @@ class SampleGrid(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1
+        samples = np.asarray(self.model.generate(self.latent, self.labels))
+        if logs is not None:
+            logs["sample_diversity"] = sample_diversity(samples)
         if not (epoch == 1 or _is_due(epoch, self.every, self.last_epoch)):
             return
-        samples = images.to_uint8(self.model.generate(self.latent, self.labels))
-        grid = images.make_grid(samples, columns=self.columns)
+        grid = images.make_grid(images.to_uint8(samples), columns=self.columns)
         images.save_png(self.run_dir / "samples" / f"epoch_{epoch:03d}.png", grid)
         frames = sorted((self.run_dir / "samples").glob("epoch_*.png"))
         images.save_gif(self.run_dir / "progress.gif", frames)
@@ -59,7 +75,7 @@ class Curves(keras.callbacks.Callback):
     """`curves.png`: every metric in metrics.csv against the epoch, re-drawn each epoch.
 
     Losses share one panel; `*_score` metrics (D(x), D(G(z)) as probabilities) get their own
-    panel with the 0.5 line a balanced GAN hovers around.
+    panel with the 0.5 line a balanced GAN hovers around; `sample_diversity` gets a third.
     """
 
     def __init__(self, csv_path, png_path):
@@ -80,9 +96,12 @@ def plot_curves(rows, path):
     # CSVLogger adds empty val_* columns when there is no validation data: drop them.
     names = [k for k in rows[0] if k != "epoch" and any(r[k] not in ("", None) for r in rows)]
     scores = [n for n in names if n.endswith("_score")]
-    panels = [("losses", [n for n in names if n not in scores])]
+    diversity = [n for n in names if n == "sample_diversity"]
+    panels = [("losses", [n for n in names if n not in scores + diversity])]
     if scores:
         panels.append(("scores: D(x) = real_score, D(G(z)) = fake_score", scores))
+    if diversity:
+        panels.append(("diversity of the fixed-z samples (falls on mode collapse)", diversity))
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     for ax, (title, columns) in zip(axes[0], panels):
         for name in columns:

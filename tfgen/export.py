@@ -15,11 +15,14 @@ import tensorflow as tf
 
 
 def generate_endpoint(model):
-    """(fn, input_signature) of generate(z [B, latent_dim]) -> images [B, H, W, C] in [-1, 1]."""
-    return (
-        lambda z: model.generate(z, training=False),
-        [tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")],
-    )
+    """(fn, input_signature) of generate(z [B, latent_dim] [, label [B]]) -> images [B, H, W, C] in [-1, 1]."""
+    z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
+    if model.needs_labels:
+        return (
+            lambda z, label: model.generate(z, label, training=False),
+            [z_spec, tf.TensorSpec([None], tf.int32, name="label")],
+        )
+    return lambda z: model.generate(z, training=False), [z_spec]
 
 
 def export_saved_model(model, path, class_names=()):

@@ -149,10 +149,10 @@ def train(cfg, run_dir, resume=False):
     last = cfg.train.epochs
     every = cfg.train.sample_every
     latent = fixed_latent(run_dir, cfg.train.num_samples, model.latent_dim, cfg.train.seed)
-    fit_callbacks = [
+    fit_callbacks = [  # in this order: SampleGrid adds sample_diversity to the logs CSVLogger writes
+        callbacks.SampleGrid(run_dir, latent, every, last, model.num_classes),
         keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=resume),
         callbacks.Curves(run_dir / "metrics.csv", run_dir / "curves.png"),
-        callbacks.SampleGrid(run_dir, latent, every, last, model.num_classes),
         callbacks.Checkpointer(manager, epoch, cfg.train.checkpoint_every, last),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
     ]

@@ -71,9 +71,10 @@ class CondGAN(DCGAN):
         return keras.Model([images, label], keras_layers.Add()([logit, projection]), name="discriminator")
 
     def run_generator(self, network, z, labels, training):
-        return network([z, keras.ops.cast(labels, "int32")], training=training)
+        return network([keras.ops.convert_to_tensor(z, "float32"), keras.ops.cast(labels, "int32")], training=training)
 
     def discriminate(self, images, labels, training=True):
+        images = keras.ops.convert_to_tensor(images, "float32")
         return self.discriminator([images, keras.ops.cast(labels, "int32")], training=training)
 
     def get_config(self):

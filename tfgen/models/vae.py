@@ -153,22 +153,20 @@ class VAE(GenerativeModel):
 
     def export_endpoints(self):
         image_spec = tf.TensorSpec([None, *self.image_shape], tf.float32, name="images")
-        z_spec = tf.TensorSpec([None, self.latent_dim], tf.float32, name="z")
         count_spec = tf.TensorSpec([], tf.int32, name="count")
         if self.needs_labels:
-            label_spec = tf.TensorSpec([None], tf.int32, name="label")
-            return {
-                "decode": (lambda z, label: self.decode(z, label), [z_spec, label_spec]),
-                "encode": (lambda images, label: self._encode_dict(images, label), [image_spec, label_spec]),
-                "sample": (lambda count, label: self.decode(
-                    tf.random.normal([count, self.latent_dim]), tf.fill([count], label)),
-                    [count_spec, tf.TensorSpec([], tf.int32, name="label")]),
-            }
-        return {
-            "decode": export.generate_endpoint(self),
-            "encode": (lambda images: self._encode_dict(images), [image_spec]),
-            "sample": (lambda count: self.decode(tf.random.normal([count, self.latent_dim])), [count_spec]),
-        }
+            encode = (
+                lambda images, label: self._encode_dict(images, label),
+                [image_spec, tf.TensorSpec([None], tf.int32, name="label")],
+            )
+            sample = (
+                lambda count, label: self.decode(tf.random.normal([count, self.latent_dim]), tf.fill([count], label)),
+                [count_spec, tf.TensorSpec([], tf.int32, name="label")],
+            )
+        else:
+            encode = (lambda images: self._encode_dict(images), [image_spec])
+            sample = (lambda count: self.decode(tf.random.normal([count, self.latent_dim])), [count_spec])
+        return {"decode": export.generate_endpoint(self), "encode": encode, "sample": sample}
 
     def _encode_dict(self, images, labels=None):
         mean, log_var = self.encode(images, labels)

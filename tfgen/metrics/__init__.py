@@ -1,0 +1,35 @@
+"""Sample-quality metrics for generative models, and the networks whose features they use.
+
+- `extractors`: images in [-1, 1] -> features [N, dim] and class probabilities, behind one
+  interface: `classifier` (a small CNN trained on the dataset, offline) or `inception`
+  (ImageNet InceptionV3, downloaded by Keras). `get_extractor(name, ...)` picks one.
+- `stats`: `RunningStats` folds features in batch by batch, so FID over 50k samples needs
+  only a mean and a covariance in memory; `save`/`load` cache the real data's statistics.
+- `distances`: the metrics themselves as numpy functions: `frechet_distance` (FID),
+  `kernel_distance` (KID), `inception_score` (IS) and `precision_recall`.
+"""
+
+from tfgen.metrics.distances import frechet_distance, inception_score, kernel_distance, precision_recall
+from tfgen.metrics.extractors import (
+    EXTRACTORS,
+    ClassifierExtractor,
+    FeatureExtractor,
+    InceptionExtractor,
+    classifier_extractor,
+    get_extractor,
+)
+from tfgen.metrics.stats import RunningStats
+
+__all__ = [
+    "EXTRACTORS",
+    "ClassifierExtractor",
+    "FeatureExtractor",
+    "InceptionExtractor",
+    "RunningStats",
+    "classifier_extractor",
+    "frechet_distance",
+    "get_extractor",
+    "inception_score",
+    "kernel_distance",
+    "precision_recall",
+]
