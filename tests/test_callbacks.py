@@ -16,7 +16,7 @@ def test_sample_diversity_is_zero_for_copies_and_grows_with_spread():
 
 def test_curves_draw_losses_scores_and_diversity_panels(tmp_path):
     rows = [{"epoch": str(e), "d_loss": "1.0", "g_loss": "0.5", "real_score": "0.6",
-             "fake_score": "0.4", "sample_diversity": "0.3", "val_d_loss": ""} for e in range(3)]
+             "fake_score": "0.4", "sample_diversity": "0.3", "val_d_loss": "", "val_g_loss": "NA"} for e in range(3)]
     callbacks.plot_curves(rows, tmp_path / "curves.png")
     from PIL import Image
 

@@ -6,6 +6,7 @@ curves re-drawn from the whole metrics.csv, checkpoints numbered by epoch.
 """
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -75,7 +76,8 @@ class Curves(keras.callbacks.Callback):
     """`curves.png`: every metric in metrics.csv against the epoch, re-drawn each epoch.
 
     Losses share one panel; `*_score` metrics (D(x), D(G(z)) as probabilities) get their own
-    panel with the 0.5 line a balanced GAN hovers around; `sample_diversity` gets a third.
+    panel with the 0.5 line a balanced GAN hovers around; `sample_diversity` and the
+    evaluation metrics get one each.
     """
 
     def __init__(self, csv_path, png_path):
@@ -90,24 +92,34 @@ class Curves(keras.callbacks.Callback):
             plot_curves(rows, self.png_path)
 
 
+EVAL_METRICS = ("fid", "kid", "is", "precision", "recall")
+
+
 def plot_curves(rows, path):
-    """Plot metrics.csv rows (dicts with an "epoch" column, 0-based) to `path`."""
+    """Plot metrics.csv rows (dicts with an "epoch" column, 0-based) to `path`.
+
+    One panel each for losses, D's scores, sample diversity and evaluation metrics (the last
+    are only computed every few epochs, so they are drawn as points).
+    """
     epochs = [int(r["epoch"]) + 1 for r in rows]
-    # CSVLogger adds empty val_* columns when there is no validation data: drop them.
-    names = [k for k in rows[0] if k != "epoch" and any(r[k] not in ("", None) for r in rows)]
-    scores = [n for n in names if n.endswith("_score")]
-    diversity = [n for n in names if n == "sample_diversity"]
-    panels = [("losses", [n for n in names if n not in scores + diversity])]
-    if scores:
-        panels.append(("scores: D(x) = real_score, D(G(z)) = fake_score", scores))
-    if diversity:
-        panels.append(("diversity of the fixed-z samples (falls on mode collapse)", diversity))
+    # CSVLogger writes empty or NA val_* columns when there is no validation data: drop them.
+    names = [k for k in rows[0] if k != "epoch" and any(r[k] not in ("", "NA", None) for r in rows)]
+    groups = {
+        "scores: D(x) = real_score, D(G(z)) = fake_score": [n for n in names if n.endswith("_score")],
+        "diversity of the fixed-z samples (falls on mode collapse)": [n for n in names if n == "sample_diversity"],
+        "sample quality (eval.every_epochs)": [n for n in names if n in EVAL_METRICS],
+    }
+    grouped = {n for members in groups.values() for n in members}
+    panels = [("losses", [n for n in names if n not in grouped])]
+    panels += [(title, members) for title, members in groups.items() if members]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     for ax, (title, columns) in zip(axes[0], panels):
         for name in columns:
             values = [_number(r[name]) for r in rows]
-            ax.plot(epochs, values, label=name, marker="." if len(epochs) < 30 else None)
-        if columns is scores:
+            sparse = any(math.isnan(v) for v in values)
+            ax.plot(epochs, values, label=name, marker="o" if sparse or len(epochs) < 30 else None,
+                    linestyle="none" if sparse else "-")
+        if title.startswith("scores"):
             ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
             ax.set_ylim(0, 1)
         ax.set_title(title)
@@ -225,3 +237,41 @@ class VAEPictures(keras.callbacks.Callback):
         if not self.model.needs_labels:
             return None
         return (self.labels if labels is None else labels)[:n]
+
+
+class Evaluation(keras.callbacks.Callback):
+    """Scores the model every `every` epochs and keeps the best checkpoint.
+
+    `evaluate` maps the model to {metric: value} (tfgen.evaluate.evaluate_model). The values
+    join the epoch's logs, so metrics.csv, curves.png and TensorBoard show them; on other
+    epochs they are NaN, because the CSV logger fixes its columns at the first epoch. Place
+    it before the CSV logger. The best value of `best_metric` so far is saved with
+    `best_manager` and described in `best.json`.
+    """
+
+    def __init__(self, evaluate, names, every, last_epoch, best_metric, lower_is_better, best_manager, epoch, run_dir):
+        super().__init__()
+        self.evaluate = evaluate
+        self.names = names
+        self.every = every
+        self.last_epoch = last_epoch
+        self.best_metric = best_metric
+        self.lower_is_better = lower_is_better
+        self.best_manager = best_manager
+        self.epoch = epoch
+        self.best_path = Path(run_dir) / "best.json"
+        self.best = json.loads(self.best_path.read_text())["value"] if self.best_path.exists() else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        epoch += 1
+        if not _is_due(epoch, self.every, self.last_epoch):
+            logs.update({name: math.nan for name in self.names})
+            return
+        result = self.evaluate(self.model)
+        logs.update({name: result.get(name, math.nan) for name in self.names})
+        value = result[self.best_metric]
+        if self.best is None or (value < self.best if self.lower_is_better else value > self.best):
+            self.best = value
+            self.epoch.assign(epoch)
+            self.best_manager.save(checkpoint_number=epoch)
+            self.best_path.write_text(json.dumps({"metric": self.best_metric, "value": value, "epoch": epoch}))

@@ -1,7 +1,7 @@
 """Experiment configs: one YAML file -> validated, typed dataclasses.
 
 An experiment is one small YAML file in `configs/` with the sections `model`, `data`,
-`train` and `export`. Any value can be overridden on the command line with
+`train`, `export` and `eval`. Any value can be overridden on the command line with
 `--set section.key=value` (the value is parsed as YAML, then converted to the field's type).
 Every problem is reported as a `ConfigError` naming the file (or the `--set` flag), the key,
 the bad value and what would be valid, so a typo never surfaces as a traceback mid-run.
@@ -22,6 +22,7 @@ from typing import Literal, Optional
 
 import yaml
 
+from tfgen import metrics
 from tfgen.errors import ConfigError
 from tfgen.models import registry
 
@@ -112,6 +113,32 @@ class ExportConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Sample-quality scoring during training (see tfgen.evaluate); off while every_epochs is 0."""
+
+    every_epochs: int = 0
+    metrics: str = "fid"  # comma-separated: fid, kid, is, pr
+    num_samples: int = 2000
+    extractor: Literal["classifier", "inception"] = "classifier"
+    best_metric: Literal["fid", "kid", "is", "precision", "recall"] = "fid"  # checkpoints/best/ keeps the best
+
+    def problems(self):
+        """(key, expectation) for each out-of-range value."""
+        if self.every_epochs < 0:
+            yield "every_epochs", "an integer >= 0 (0 turns scoring off)"
+        if self.num_samples < 10:
+            yield "num_samples", "an integer >= 10"
+        try:
+            names = metrics.parse_metric_names(self.metrics)
+        except ValueError as exc:
+            yield "metrics", f"comma-separated metric names ({exc})"
+            return
+        produced = {"pr": ("precision", "recall")}
+        if self.best_metric not in {m for n in names for m in produced.get(n, (n,))}:
+            yield "best_metric", f"a metric that eval.metrics computes ({self.metrics})"
+
+
+@dataclass
 class ModelConfig:
     """A registered model name plus its constructor arguments (validated against it)."""
 
@@ -128,6 +155,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     run_dir: str = "runs"
 
     def to_dict(self):
@@ -139,10 +167,11 @@ class Config:
             "data": dataclasses.asdict(self.data),
             "train": dataclasses.asdict(self.train),
             "export": dataclasses.asdict(self.export),
+            "eval": dataclasses.asdict(self.eval),
         }
 
 
-_SECTIONS = {"data": DataConfig, "train": TrainConfig, "export": ExportConfig}
+_SECTIONS = {"data": DataConfig, "train": TrainConfig, "export": ExportConfig, "eval": EvalConfig}
 _TOP_KEYS = ("name", "run_dir", "model", *_SECTIONS)
 
 

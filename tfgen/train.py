@@ -24,10 +24,10 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from tfgen import callbacks, distribute
+from tfgen import callbacks, cli, distribute, evaluate, metrics
 from tfgen.config import load_config
 from tfgen.data import build_dataset
-from tfgen.errors import ConfigError, RunError, TfgenError
+from tfgen.errors import ConfigError, RunError
 from tfgen.export import export_saved_model
 from tfgen.models import get_model_class
 
@@ -124,6 +124,26 @@ def fixed_real_batch(run_dir, dataset, num):
     return stored["images"], stored["labels"]
 
 
+def evaluation_callback(cfg, data, checkpoint, epoch, run_dir):
+    """The Evaluation callback for `cfg.eval`, with its extractor ready (trained if need be)."""
+    names = metrics.parse_metric_names(cfg.eval.metrics)
+    reported = [m for n in names for m in (("precision", "recall") if n == "pr" else (n,))]
+    cache_dir = Path(cfg.run_dir) / ".cache"
+    key = evaluate.dataset_key(cfg.data)
+    extractor = evaluate.make_extractor(cfg.eval.extractor, data, cache_dir, key)
+
+    def score(model):
+        return evaluate.evaluate_model(
+            model, data, names, cfg.eval.num_samples, extractor, cache_dir, key, seed=cfg.train.seed
+        )
+
+    best = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints" / "best", max_to_keep=1)
+    return callbacks.Evaluation(
+        score, reported, cfg.eval.every_epochs, cfg.train.epochs, cfg.eval.best_metric,
+        metrics.LOWER_IS_BETTER[cfg.eval.best_metric], best, epoch, run_dir,
+    )
+
+
 def train(cfg, run_dir, resume=False):
     """Run `fit` for `cfg` in `run_dir`; returns the trained model and its ImageData."""
     keras.utils.set_random_seed(cfg.train.seed)
@@ -156,6 +176,8 @@ def train(cfg, run_dir, resume=False):
         callbacks.Checkpointer(manager, epoch, cfg.train.checkpoint_every, last),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
     ]
+    if cfg.eval.every_epochs:
+        fit_callbacks.insert(1, evaluation_callback(cfg, data, checkpoint, epoch, run_dir))
     if hasattr(model, "encode"):
         real, labels = fixed_real_batch(run_dir, data.dataset, 32)
         scatter = take_examples(data.dataset, 2000) if model.latent_dim == 2 else None
@@ -185,24 +207,18 @@ def export(cfg, model, run_dir, class_names):
 
 def main(argv=None):
     """CLI entry point; returns the exit status (2 for errors the user can fix)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("tfgen: %(message)s"))
-    log.handlers = [handler]  # one handler on the current stderr, however often main runs
-    log.propagate = False  # absl may have given the root logger a handler too
-    log.setLevel(logging.INFO)
-    args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.set)
-        run_dir = prepare_run_dir(cfg, args.resume, args.overwrite)
-        if args.resume:  # continue the recorded experiment; --set may still extend it
-            cfg = load_config(str(run_dir / "config.yaml"), args.set)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        start = time.time()
-        model, data = train(cfg, run_dir, resume=args.resume)
-        export(cfg, model, run_dir, data.class_names)
-    except TfgenError as exc:
-        print(f"tfgen: error: {exc}", file=sys.stderr)
-        return 2
+    return cli.run(_train_command, parse_args(argv))
+
+
+def _train_command(args):
+    cfg = load_config(args.config, args.set)
+    run_dir = prepare_run_dir(cfg, args.resume, args.overwrite)
+    if args.resume:  # continue the recorded experiment; --set may still extend it
+        cfg = load_config(str(run_dir / "config.yaml"), args.set)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    start = time.time()
+    model, data = train(cfg, run_dir, resume=args.resume)
+    export(cfg, model, run_dir, data.class_names)
     log.info("done in %.0f s; samples, curves, checkpoints and exports are in %s", time.time() - start, run_dir)
     return 0
 

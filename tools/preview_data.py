@@ -10,10 +10,9 @@ flip), so a wrong crop or a folder of the wrong images shows before hours of tra
 import argparse
 import sys
 
-from tfgen import images
+from tfgen import cli, images
 from tfgen.config import load_config
 from tfgen.data import build_dataset
-from tfgen.errors import TfgenError
 
 
 def main(argv=None):
@@ -21,13 +20,12 @@ def main(argv=None):
     parser.add_argument("--config", required=True)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default="data_preview.png")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.set)
-        data = build_dataset(cfg.data, seed=cfg.train.seed)
-    except TfgenError as exc:
-        print(f"tfgen: error: {exc}", file=sys.stderr)
-        return 2
+    return cli.run(preview, parser.parse_args(argv))
+
+
+def preview(args):
+    cfg = load_config(args.config, args.set)
+    data = build_dataset(cfg.data, seed=cfg.train.seed)
     batch, _ = next(iter(data.dataset))
     images.save_png(args.out, images.make_grid(images.to_uint8(batch)))
     print(f"source:   {data.description}")

@@ -20,8 +20,27 @@ from tfgen.metrics.extractors import (
 )
 from tfgen.metrics.stats import RunningStats
 
+# What `eval.metrics` and `--metric` accept; "pr" yields both precision and recall.
+METRIC_NAMES = ("fid", "kid", "is", "pr")
+# Reported values, and whether lower is better (for keeping the best checkpoint).
+LOWER_IS_BETTER = {"fid": True, "kid": True, "is": False, "precision": False, "recall": False}
+
+
+def parse_metric_names(text):
+    """"fid,kid" -> ("fid", "kid"); ValueError naming a bad or missing entry."""
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    for name in names:
+        if name not in METRIC_NAMES:
+            raise ValueError(f"unknown metric {name!r}; valid: {', '.join(METRIC_NAMES)}")
+    if not names:
+        raise ValueError(f"no metric given; valid: {', '.join(METRIC_NAMES)}")
+    return names
+
 __all__ = [
     "EXTRACTORS",
+    "LOWER_IS_BETTER",
+    "METRIC_NAMES",
+    "parse_metric_names",
     "ClassifierExtractor",
     "FeatureExtractor",
     "InceptionExtractor",

@@ -84,7 +84,7 @@ class ClassifierExtractor(FeatureExtractor):
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-        model.fit(dataset, epochs=epochs, verbose=0)
+        model.fit(dataset, epochs=epochs, shuffle=False, verbose=0)  # the dataset shuffles itself
         return cls(model)
 
     def save(self, path):

@@ -1,0 +1,95 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tfgen import evaluate, train
+from tfgen.config import load_config
+from tfgen.data import build_dataset
+from tfgen.models import get_model_class
+
+TRAINED = """\
+model: {name: dcgan, latent_dim: 8, g_width: 8, d_width: 8}
+data: {source: digits, image_size: 8, batch_size: 32}
+train: {epochs: 4, sample_every: 2, jit_compile: false, distribute: none}
+"""
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evaluate")
+    config = tmp / "eval_toy.yaml"
+    config.write_text(TRAINED + f"run_dir: {tmp / 'runs'}\n")
+    assert train.main(["--config", str(config)]) == 0
+    return tmp / "runs" / "eval_toy"
+
+
+def test_trained_generator_beats_untrained_on_fid_and_kid(trained_run):
+    cfg, trained = evaluate.load_run(trained_run)
+    untrained = get_model_class("dcgan")(image_shape=(8, 8, 1), latent_dim=8, g_width=8, d_width=8, seed=0)
+    data = build_dataset(cfg.data)
+    cache = trained_run.parent / ".cache"
+    key = evaluate.dataset_key(cfg.data)
+    extractor = evaluate.make_extractor("classifier", data, cache, key)
+    names = ("fid", "kid", "pr")
+    good = evaluate.evaluate_model(trained, data, names, 500, extractor, cache, key)
+    bad = evaluate.evaluate_model(untrained, data, names, 500, extractor, cache, key)
+    assert good["fid"] < 0.7 * bad["fid"]
+    assert good["kid"] < bad["kid"]
+    assert good["recall"] >= bad["recall"]
+    assert list(cache.glob("*_real.npz")), "real features are cached"
+
+
+def test_cli_prints_table_with_real_floor_and_writes_eval_json(trained_run, capsys):
+    assert evaluate.main(["--run", str(trained_run), "--metric", "fid,kid,is,pr", "--num", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "real vs real" in out and "fid" in out and "precision" in out
+    result = json.loads((trained_run / "eval.json").read_text())
+    assert {"fid", "kid", "kid_std", "is", "is_std", "precision", "recall"} <= set(result)
+    floor = result["real_vs_real"]
+    assert floor["fid"] < result["fid"]  # no generator beats the real data
+    assert 1.0 <= result["is"] <= 10.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--metric", "fidd"], "unknown metric 'fidd'"),
+    (["--num", "3"], "--num"),
+])
+def test_cli_errors(trained_run, capsys, args, message):
+    assert evaluate.main(["--run", str(trained_run), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert evaluate.main(["--run", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_evaluation_during_training_logs_metrics_and_keeps_the_best(tmp_path):
+    config = tmp_path / "eval_live.yaml"
+    config.write_text(TRAINED + f"run_dir: {tmp_path / 'runs'}\n"
+                      "eval: {every_epochs: 2, metrics: 'fid,pr', num_samples: 200, best_metric: fid}\n")
+    assert train.main(["--config", str(config)]) == 0
+    run = tmp_path / "runs" / "eval_live"
+    import csv
+
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    fids = [float(r["fid"]) for r in rows]
+    assert math.isnan(fids[0]) and math.isnan(fids[2]) and fids[1] > 0 and fids[3] > 0
+    assert {"precision", "recall"} <= set(rows[0])
+    best = json.loads((run / "best.json").read_text())
+    assert best["value"] == pytest.approx(min(fids[1], fids[3]))
+    assert list((run / "checkpoints" / "best").glob(f"ckpt-{best['epoch']}.index"))
+
+
+def test_eval_config_is_validated(tmp_path):
+    from tfgen.errors import ConfigError
+
+    path = tmp_path / "x.yaml"
+    path.write_text("eval: {metrics: 'kid', best_metric: fid}\n")
+    with pytest.raises(ConfigError, match="eval.best_metric"):
+        load_config(str(path))
+    path.write_text("eval: {metrics: 'fid,xyz'}\n")
+    with pytest.raises(ConfigError, match="unknown metric 'xyz'"):
+        load_config(str(path))

@@ -1,0 +1,204 @@
+"""`python -m tfgen.evaluate --run runs/X [--metric fid,kid,is,pr] [--num 10000]`
+
+Scores a trained run against its own training data and prints a table beside the
+real-vs-real floor: the same metrics between two disjoint halves of the real images, the
+value no generator can beat at that sample size, so a number has a meaning. Writes
+`runs/X/eval.json`. The same `evaluate_model` runs during training (`eval.every_epochs`) and
+in `tfgen.sweep`.
+
+Features stream through `RunningStats` batch by batch, so FID over 50k samples never holds
+50k feature vectors; KID and precision/recall, which need the vectors themselves, use at most
+`MAX_KEPT` of them. Real-data features are cached per dataset and extractor in the run
+folder's `.cache/`, so a sweep computes them once.
+"""
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import tfgen  # noqa: F401  (registers the models for load_model)
+from tfgen import cli, metrics
+from tfgen.config import load_config
+from tfgen.data import build_dataset
+from tfgen.errors import ConfigError, RunError
+
+MAX_KEPT = 10000
+BATCH = 250
+
+
+def dataset_key(data_cfg):
+    """A cache key for the real images a DataConfig yields (source, name, size, channels)."""
+    where = data_cfg.name or (hashlib.sha1(data_cfg.path.encode()).hexdigest()[:10] if data_cfg.path else "")
+    parts = [data_cfg.source, where, data_cfg.split, str(data_cfg.limit or "all"),
+             f"{data_cfg.image_size}px", f"{data_cfg.channels}ch"]
+    return "-".join(p.replace("/", "_") for p in parts if p)
+
+
+def make_extractor(name, data, cache_dir, key):
+    """The feature extractor `name` for this dataset (the classifier is trained once and cached)."""
+    return metrics.get_extractor(name, cache_dir, key, data.dataset, len(data.class_names), data.image_shape)
+
+
+class FeatureSummary:
+    """Running statistics of a feature stream plus the first MAX_KEPT vectors."""
+
+    def __init__(self, dim):
+        self.stats = metrics.RunningStats(dim)
+        self.kept = []
+
+    def update(self, features):
+        self.stats.update(features)
+        room = MAX_KEPT - sum(len(k) for k in self.kept)
+        if room > 0:
+            self.kept.append(features[:room])
+
+    @property
+    def features(self):
+        return np.concatenate(self.kept)
+
+
+def real_summary(data, extractor, num, cache_dir, key):
+    """FeatureSummary of up to `num` real images (one pass, no flips), cached on disk."""
+    path = Path(cache_dir) / f"{key}_{extractor.name}_{num}_real.npz"
+    stats_path = path.with_suffix(".stats.npz")
+    summary = FeatureSummary(extractor.dim)
+    if path.exists() and stats_path.exists():
+        summary.stats = metrics.RunningStats.load(stats_path)
+        with np.load(path) as cached:
+            summary.kept = [cached["features"]]
+        return summary
+    for images, _ in data.dataset:
+        if summary.stats.count >= num:
+            break
+        summary.update(extractor.features(images.numpy()[: num - summary.stats.count]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary.stats.save(stats_path)
+    np.savez(path, features=summary.features)
+    return summary
+
+
+def generated_summary(model, extractor, num, seed, want_probabilities):
+    """FeatureSummary (and class probabilities) of `num` samples drawn with a fixed seed."""
+    rng = np.random.default_rng(seed)
+    summary = FeatureSummary(extractor.dim)
+    probabilities = []
+    for start in range(0, num, BATCH):
+        count = min(BATCH, num - start)
+        z = rng.standard_normal((count, model.latent_dim)).astype(np.float32)
+        labels = np.arange(start, start + count) % model.num_classes if model.needs_labels else None
+        images = np.asarray(model.generate(z, labels))
+        summary.update(extractor.features(images))
+        if want_probabilities:
+            probabilities.append(extractor.probabilities(images))
+    return summary, (np.concatenate(probabilities) if want_probabilities else None)
+
+
+def scores(real, fake_summary, fake_probabilities, names):
+    """The metrics `names` between a real and a generated FeatureSummary."""
+    result = {}
+    if "fid" in names:
+        result["fid"] = metrics.frechet_distance(
+            real.stats.mean, real.stats.cov, fake_summary.stats.mean, fake_summary.stats.cov
+        )
+    if "kid" in names:
+        result["kid"], result["kid_std"] = metrics.kernel_distance(real.features, fake_summary.features)
+    if "is" in names and fake_probabilities is not None:
+        result["is"], result["is_std"] = metrics.inception_score(fake_probabilities)
+    if "pr" in names:
+        result["precision"], result["recall"] = metrics.precision_recall(real.features, fake_summary.features)
+    return result
+
+
+def real_floor(real, names):
+    """The metrics between two disjoint halves of the kept real features."""
+    features = real.features
+    half = len(features) // 2
+    halves = []
+    for part in (features[:half], features[half : 2 * half]):
+        summary = FeatureSummary(features.shape[1])
+        summary.update(part)
+        halves.append(summary)
+    return scores(halves[0], halves[1], None, [n for n in names if n != "is"])
+
+
+def evaluate_model(model, data, names, num, extractor, cache_dir, key, seed=0, floor=False):
+    """Score `model` on `num` samples against `data`'s images; a dict of metric -> value."""
+    real = real_summary(data, extractor, num, cache_dir, key)
+    fake, probabilities = generated_summary(model, extractor, num, seed, "is" in names)
+    result = {"num_samples": num, "num_real": real.stats.count, "extractor": extractor.name}
+    result.update(scores(real, fake, probabilities, names))
+    if floor:
+        result["real_vs_real"] = real_floor(real, names)
+    return result
+
+
+def format_table(result):
+    """A plain-text table: metric | model | real-vs-real floor."""
+    floor = result.get("real_vs_real", {})
+    lines = [f"{'metric':<12}{'model':>14}{'real vs real':>16}"]
+    for key in ("fid", "kid", "is", "precision", "recall"):
+        if key in result:
+            value = f"{result[key]:.4f}" + (f" ±{result[key + '_std']:.4f}" if key + "_std" in result else "")
+            base = f"{floor[key]:.4f}" if key in floor else "-"
+            lines.append(f"{key:<12}{value:>14}{base:>16}")
+    lines.append(
+        f"({result['num_samples']} samples vs {result['num_real']} real images, {result['extractor']} features;"
+        " the floor uses two halves of the real images)"
+    )
+    return "\n".join(lines)
+
+
+def load_run(run):
+    """(config, model) of a finished run directory."""
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise RunError(f"--run: {run} is not a run directory (no config.yaml)")
+    if not (run / "model.keras").is_file():
+        raise RunError(f"--run: {run} has no model.keras (training not finished, or export.keras is off)")
+    cfg = load_config(str(run / "config.yaml"))
+    return cfg, keras.saving.load_model(run / "model.keras", safe_mode=True)
+
+
+def evaluate_run(run, names, num, extractor_name, seed=0):
+    """Evaluate a run directory; writes and returns its eval.json contents."""
+    run = Path(run)
+    cfg, model = load_run(run)
+    data = build_dataset(cfg.data, seed=cfg.train.seed)
+    key = dataset_key(cfg.data)
+    extractor = make_extractor(extractor_name, data, run.parent / ".cache", key)
+    result = evaluate_model(model, data, names, num, extractor, run.parent / ".cache", key, seed, floor=True)
+    (run / "eval.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tfgen.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a run directory, e.g. runs/digits_dcgan")
+    parser.add_argument("--metric", default="fid,kid,pr", help=f"comma-separated: {', '.join(metrics.METRIC_NAMES)}")
+    parser.add_argument("--num", type=int, default=10000, help="generated samples (and real images, at most)")
+    parser.add_argument("--extractor", default="classifier", choices=metrics.EXTRACTORS)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    return cli.run(_evaluate_command, args)
+
+
+def _evaluate_command(args):
+    if args.num < 10:
+        raise ConfigError(f"--num: {args.num} is too few samples; use at least 10")
+    try:
+        names = metrics.parse_metric_names(args.metric)
+    except ValueError as exc:
+        raise ConfigError(f"--metric: {exc}") from None
+    result = evaluate_run(args.run, names, args.num, args.extractor, args.seed)
+    print(format_table(result))
+    print(f"written: {Path(args.run) / 'eval.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

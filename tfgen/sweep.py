@@ -1,0 +1,203 @@
+"""`python -m tfgen.sweep --config X.yaml --grid model.latent_dim=32,64 --grid train.learning_rate=1e-4,2e-4`
+
+Trains every combination of the grid values one after another, scores each with
+`tfgen.evaluate`, and writes `results.md` and `results.html` in `<run_dir>/sweeps/<name>/`:
+one row per run with its parameters, metrics, training time and a thumbnail of its last
+sample grid, best first. Each run trains in its own process, so a run that fails (a bad
+value, an out-of-memory error) becomes a row with its error instead of ending the sweep.
+Resumable: runs already trained and scored are read back, not repeated.
+"""
+
+import argparse
+import html
+import itertools
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from tfgen import cli, evaluate, metrics
+from tfgen.config import load_config, resolve_config_path
+from tfgen.errors import ConfigError
+
+log = cli.log
+
+
+def parse_grid(items):
+    """["model.latent_dim=32,64"] -> [("model.latent_dim", ["32", "64"])]."""
+    grid = []
+    for item in items:
+        key, sep, values = item.partition("=")
+        choices = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key or not choices:
+            raise ConfigError(f"--grid {item!r}: expected section.key=value1,value2,...")
+        grid.append((key, choices))
+    return grid
+
+
+def run_name(base, combination):
+    """A run name made of the config name and the grid values, safe as a folder name."""
+    parts = [base] + [f"{key.split('.')[-1]}-{value}" for key, value in combination]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", "__".join(parts))
+
+
+def train_run(config, sets, combination, name, sweep_dir):
+    """Train one combination in a subprocess; (seconds, error or None). Log in <name>.log."""
+    command = [sys.executable, "-m", "tfgen.train", "--config", str(config), "--overwrite"]
+    for item in [*sets, *(f"{k}={v}" for k, v in combination), f"name={name}", f"run_dir={sweep_dir}"]:
+        command += ["--set", item]
+    log_path = sweep_dir / f"{name}.log"
+    start = time.time()
+    with open(log_path, "w") as log_file:
+        code = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT).returncode
+    seconds = time.time() - start
+    if code == 0:
+        return seconds, None
+    lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("tfgen: error:") or "Error" in line]
+    return seconds, (errors or lines or [f"exit status {code}"])[-1]
+
+
+def thumbnail(run, sweep_dir, name, width=160):
+    """A small copy of the run's last sample grid in sweep_dir/thumbs/; its relative path or None."""
+    grids = sorted((run / "samples").glob("epoch_*.png"))
+    if not grids:
+        return None
+    image = Image.open(grids[-1])
+    image.thumbnail((width, width * image.height // image.width + 1))
+    path = sweep_dir / "thumbs" / f"{name}.png"
+    path.parent.mkdir(exist_ok=True)
+    image.save(path)
+    return f"thumbs/{name}.png"
+
+
+def sweep(args):
+    """Run the sweep described by the parsed CLI arguments; returns the rows, best first."""
+    config = resolve_config_path(args.config)
+    grid = parse_grid(args.grid)
+    try:
+        names = metrics.parse_metric_names(args.metric)
+    except ValueError as exc:
+        raise ConfigError(f"--metric: {exc}") from None
+    base = load_config(str(config), args.set)
+    combinations = [list(zip([k for k, _ in grid], values)) for values in itertools.product(*[v for _, v in grid])]
+    for combination in combinations:  # every combination must be a valid config before any training
+        load_config(str(config), [*args.set, *(f"{k}={v}" for k, v in combination)])
+    sweep_dir = Path(base.run_dir) / "sweeps" / base.name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+
+    rows = []
+    for index, combination in enumerate(combinations, 1):
+        name = run_name(base.name, combination)
+        run = sweep_dir / name
+        record_path = run / "sweep.json"
+        record = json.loads(record_path.read_text()) if record_path.exists() else {}
+        if record.get("error") is None and "metrics" in record:
+            log.info("run %d/%d: %s already done", index, len(combinations), name)
+        else:
+            log.info("run %d/%d: training %s", index, len(combinations), name)
+            seconds, error = train_run(config, args.set, combination, name, sweep_dir)
+            record = {"name": name, "params": dict(combination), "train_seconds": seconds, "error": error}
+            if error is None:
+                try:
+                    record["metrics"] = evaluate.evaluate_run(run, names, args.num, args.extractor)
+                except Exception as exc:  # a row with its error, not the end of the sweep
+                    record["error"] = f"evaluation failed: {type(exc).__name__}: {exc}"
+            run.mkdir(parents=True, exist_ok=True)
+            record_path.write_text(json.dumps(record, indent=2))
+            if record["error"]:
+                log.warning("run %s failed: %s", name, record["error"])
+        record["thumbnail"] = thumbnail(run, sweep_dir, name) if run.is_dir() else None
+        rows.append(record)
+
+    key = _primary(names)
+    lower = metrics.LOWER_IS_BETTER[key]
+    rows.sort(key=lambda r: (r["error"] is not None, (1 if lower else -1) * r.get("metrics", {}).get(key, 0)))
+    columns = [k for k, _ in grid]
+    reported = [m for n in names for m in (("precision", "recall") if n == "pr" else (n,))]
+    (sweep_dir / "results.md").write_text(results_markdown(rows, columns, reported, base.name))
+    (sweep_dir / "results.html").write_text(results_html(rows, columns, reported, base.name))
+    print(results_markdown(rows, columns, reported, base.name))
+    print(f"written: {sweep_dir / 'results.md'} and {sweep_dir / 'results.html'}")
+    return rows
+
+
+def _primary(names):
+    return "precision" if names[0] == "pr" else names[0]
+
+
+def _cells(row, columns, reported):
+    values = [row["params"][c] for c in columns]
+    found = row.get("metrics", {})
+    for name in reported:
+        if name in found:
+            values.append(f"{found[name]:.4g}" + (f" ± {found[name + '_std']:.2g}" if name + "_std" in found else ""))
+        else:
+            values.append("—")
+    values.append(f"{row['train_seconds']:.0f} s")
+    return values
+
+
+def results_markdown(rows, columns, reported, title):
+    """The results table in Markdown, thumbnails as image links."""
+    header = ["#", "run", *columns, *reported, "train time", "samples", "error"]
+    lines = [f"# Sweep: {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for rank, row in enumerate(rows, 1):
+        image = f"![samples]({row['thumbnail']})" if row.get("thumbnail") else ""
+        error = (row["error"] or "").replace("|", "\\|")
+        lines.append("| " + " | ".join([str(rank), row["name"], *_cells(row, columns, reported), image, error]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def results_html(rows, columns, reported, title):
+    """The results table as a standalone HTML page, thumbnails inline."""
+    header = ["#", "run", *columns, *reported, "train time", "samples", "error"]
+    body = []
+    for rank, row in enumerate(rows, 1):
+        image = f'<img src="{html.escape(row["thumbnail"])}" alt="samples">' if row.get("thumbnail") else ""
+        cells = [str(rank), row["name"], *_cells(row, columns, reported)]
+        tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+        body.append(f'<tr class="{"failed" if row["error"] else "ok"}">{tds}<td>{image}</td>'
+                    f'<td>{html.escape(row["error"] or "")}</td></tr>')
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Sweep: {html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; vertical-align: middle; }}
+th {{ background: #f0f0f0; }}
+tr.failed td {{ background: #fde8e8; }}
+img {{ image-rendering: pixelated; }}
+</style></head><body>
+<h1>Sweep: {html.escape(title)}</h1>
+<p>Best first (by {html.escape(reported[0])}). Metrics from <code>tfgen.evaluate</code>.</p>
+<table>
+<tr>{"".join(f"<th>{html.escape(h)}</th>" for h in header)}</tr>
+{chr(10).join(body)}
+</table></body></html>
+"""
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tfgen.sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+                        help="a config key and its values (repeatable; every combination runs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed overrides")
+    parser.add_argument("--metric", default="fid", help=f"comma-separated, the first ranks: {', '.join(metrics.METRIC_NAMES)}")
+    parser.add_argument("--num", type=int, default=2000, help="samples per evaluation")
+    parser.add_argument("--extractor", default="classifier", choices=metrics.EXTRACTORS)
+    return cli.run(_sweep_command, parser.parse_args(argv))
+
+
+def _sweep_command(args):
+    sweep(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
