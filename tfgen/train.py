@@ -182,14 +182,12 @@ def train(cfg, run_dir, resume=False):
         real, labels = fixed_real_batch(run_dir, data.dataset, 32)
         scatter = take_examples(data.dataset, 2000) if model.latent_dim == 2 else None
         fit_callbacks.append(callbacks.VAEPictures(run_dir, real, labels, every, last, scatter))
-    dataset = data.dataset
-    if cfg.train.steps_per_epoch:
-        dataset = dataset.repeat()
+    start = int(epoch.numpy())
     model.fit(
-        dataset,
+        data.stream(start),
         epochs=last,
-        initial_epoch=int(epoch.numpy()),
-        steps_per_epoch=cfg.train.steps_per_epoch or None,
+        initial_epoch=start,
+        steps_per_epoch=cfg.train.steps_per_epoch or data.steps_per_epoch,
         callbacks=fit_callbacks,
         shuffle=False,  # the pipeline shuffles
         verbose=1 if sys.stdout.isatty() else 2,

@@ -13,7 +13,7 @@ import tensorflow as tf
 from tfgen.data.digits import digits_source
 from tfgen.data.folder import folder_source
 from tfgen.data.kaggle import kaggle_source
-from tfgen.data.pipeline import build_pipeline
+from tfgen.data.pipeline import epoch_batches, prepare, training_stream
 from tfgen.data.tfds import tfds_source
 from tfgen.errors import DataError
 
@@ -29,15 +29,29 @@ SOURCES = {
 
 @dataclass
 class ImageData:
-    """A batched training dataset and its facts."""
+    """A prepared image set, its facts, and its batches.
 
-    dataset: tf.data.Dataset  # (float32 [B, S, S, C] in [-1, 1], int64 [B] labels; 0 if unlabelled)
+    `dataset` is one epoch of (float32 [B, S, S, C] in [-1, 1], int64 [B] labels; 0 if
+    unlabelled) batches, for evaluation and pictures; `stream(start_epoch)` is the endless
+    training input whose epochs are shuffled reproducibly.
+    """
+
+    prepared: tf.data.Dataset
+    config: object
+    seed: int
     num_examples: int
     class_names: list
     image_shape: tuple
     description: str
     skipped: list
     batch_size: int
+
+    @property
+    def dataset(self):
+        return epoch_batches(self.prepared, self.config, self.seed, 0).prefetch(tf.data.AUTOTUNE)
+
+    def stream(self, start_epoch=0):
+        return training_stream(self.prepared, self.config, self.seed, start_epoch)
 
     @property
     def steps_per_epoch(self):
@@ -64,9 +78,10 @@ def build_dataset(cfg, seed=0, require_labels=False):
         )
     if require_labels and not source.class_names:
         raise DataError(f"this model needs class labels, and {source.description} has none")
-    dataset = build_pipeline(pairs, cfg, seed)
     return ImageData(
-        dataset=dataset,
+        prepared=prepare(pairs, cfg),
+        config=cfg,
+        seed=seed,
         num_examples=num_examples,
         class_names=source.class_names,
         image_shape=(cfg.image_size, cfg.image_size, cfg.channels),

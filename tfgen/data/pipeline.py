@@ -4,7 +4,8 @@ Sources hand over `(image, label)` pairs with `image` a uint8 [H, W, C] tensor o
 and C in 1..4 (gray, gray+alpha, RGB, RGBA). From there every dataset is treated alike:
 alpha composited on white, converted to the configured channels, resized so the shorter side
 is `image_size` and centre-cropped; then cache, shuffle, scale to [-1, 1], flip, batch,
-prefetch.
+prefetch. The shuffle and flips of epoch e depend only on (seed, e), so training can resume
+mid-run with the same data order.
 """
 
 import tensorflow as tf
@@ -67,25 +68,47 @@ def to_signed_unit(image):
     return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
-def build_pipeline(pairs, cfg, seed):
-    """Decoded `(image, label)` pairs -> shuffled, batched, prefetched training batches.
-
-    Batches are full (`drop_remainder`) so every step has the same shape: XLA compiles once
-    and each replica of a distributed step gets an equal share.
-    """
+def prepare(pairs, cfg):
+    """Decoded pairs -> standardized uint8 pairs, cached (in memory) when `cfg.cache`."""
     ds = pairs.map(
         lambda image, label: (standardize(image, cfg.image_size, cfg.channels), label),
         num_parallel_calls=AUTOTUNE,
     )
-    if cfg.cache:
-        ds = ds.cache()
-    ds = ds.shuffle(cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return ds.cache() if cfg.cache else ds
 
-    def finish(image, label):
+
+def epoch_batches(prepared, cfg, seed, epoch):
+    """One epoch of training batches whose order and flips depend only on (seed, epoch).
+
+    That makes a resumed run see exactly the batches an uninterrupted one would have seen.
+    Batches are full (`drop_remainder`) so every step has the same shape: XLA compiles once
+    and each replica of a distributed step gets an equal share.
+    """
+    epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64)
+
+    def shuffle_chunk(index, chunk):
+        # Stateless, unlike Dataset.shuffle (whose tensor seeds TF rejects under a global seed of 0).
+        images, labels = chunk
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(tf.shape(labels)[0]), seed=tf.stack([epoch_seed, index])
+        )
+        return tf.gather(images, order), tf.gather(labels, order)
+
+    # Shuffled within chunks of shuffle_buffer images: a full shuffle for sets that fit.
+    chunks = prepared.batch(cfg.shuffle_buffer).enumerate().map(shuffle_chunk, num_parallel_calls=AUTOTUNE)
+    ds = chunks.unbatch().enumerate()
+
+    def finish(index, pair):
+        image, label = pair
         image = to_signed_unit(image)
         if cfg.random_flip:
-            image = tf.image.random_flip_left_right(image, seed=seed)
+            image = tf.image.stateless_random_flip_left_right(image, seed=tf.stack([epoch_seed, index]))
         return image, label
 
-    ds = ds.map(finish, num_parallel_calls=AUTOTUNE)
-    return ds.batch(cfg.batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    return ds.map(finish, num_parallel_calls=AUTOTUNE).batch(cfg.batch_size, drop_remainder=True)
+
+
+def training_stream(prepared, cfg, seed, start_epoch=0):
+    """Epochs start_epoch, start_epoch + 1, ... of `epoch_batches`, one endless dataset."""
+    epochs = tf.data.Dataset.range(start_epoch, 2**62)
+    return epochs.flat_map(lambda epoch: epoch_batches(prepared, cfg, seed, epoch)).prefetch(AUTOTUNE)
