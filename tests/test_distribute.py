@@ -21,7 +21,7 @@ def test_mirrored_uses_both_logical_cpus_and_xla_auto_turns_off():
 def test_training_under_mirrored_strategy_on_two_cpus(toy_config, tmp_path):
     cfg = load_config(str(toy_config), ["train.distribute=mirrored", "train.epochs=1"])
     run_dir = train.prepare_run_dir(cfg, resume=False, overwrite=False)
-    model, _ = train.train(cfg, run_dir)
+    model, _, _ = train.train(cfg, run_dir)
     assert int(model.d_optimizer.iterations.numpy()) == 2 == int(model.g_optimizer.iterations.numpy())
     # mirrored variables stay identical on both replicas after the updates
     for variable in model.generator.trainable_variables + model.discriminator.trainable_variables:
@@ -35,7 +35,7 @@ def test_training_under_mirrored_strategy_on_two_cpus(toy_config, tmp_path):
 
 def test_ema_generator_under_mirrored_strategy(toy_config, tmp_path):
     cfg = load_config(str(toy_config), ["train.distribute=mirrored", "train.epochs=1", "model.ema_decay=0.5"])
-    model, _ = train.train(cfg, train.prepare_run_dir(cfg, resume=False, overwrite=False))
+    model, _, _ = train.train(cfg, train.prepare_run_dir(cfg, resume=False, overwrite=False))
     for ema, weight in zip(model.ema_generator.weights, model.generator.weights):
         replicas = [v.numpy() for v in ema.value.values]
         np.testing.assert_array_equal(replicas[0], replicas[1])

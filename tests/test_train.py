@@ -40,7 +40,7 @@ def test_cli_writes_every_artefact(toy_config, tmp_path):
     assert gif.n_frames == 2
     assert Image.open(run / "curves.png").size[0] > 0
     assert (run / "checkpoints" / "checkpoint").is_file()
-    assert list((run / "checkpoints").glob("ckpt-2.index"))
+    assert list((run / "checkpoints").glob("ckpt-4.index"))  # numbered by step: 2 epochs x 2 steps
     assert list((run / "logs").rglob("events.out.tfevents.*"))
     assert (run / "model.keras").is_file()
     assert (run / "saved_model" / "saved_model.pb").is_file()
@@ -65,7 +65,7 @@ def test_resume_continues_counters_and_files(toy_config, tmp_path):
     assert (run / "samples" / "epoch_003.png").is_file()
     np.testing.assert_array_equal(np.load(run / "samples" / "latent.npy"), latent)
     assert load_config(str(run / "config.yaml")).train.epochs == 3
-    reader = tf.train.load_checkpoint(str(run / "checkpoints" / "ckpt-3"))
+    reader = tf.train.load_checkpoint(str(run / "checkpoints" / "ckpt-6"))
     names = reader.get_variable_to_shape_map()
     # 3 epochs x 2 steps: both optimizers carried their iteration counts across the resume
     iterations = [reader.get_tensor(n) for n in names if n.endswith("_iterations/.ATTRIBUTES/VARIABLE_VALUE")]

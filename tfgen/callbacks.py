@@ -8,6 +8,7 @@ curves re-drawn from the whole metrics.csv, checkpoints numbered by epoch.
 import csv
 import json
 import math
+import time
 from pathlib import Path
 
 import keras
@@ -18,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tfgen import images  # noqa: E402
+from tfgen.files import atomic_path, write_text  # noqa: E402
 
 
 def _is_due(epoch, every, last_epoch):
@@ -127,8 +129,8 @@ def plot_curves(rows, path):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -142,21 +144,25 @@ def _number(text):
 class Checkpointer(keras.callbacks.Callback):
     """Saves a `tf.train.CheckpointManager` every `every` epochs and at the last one.
 
-    `epoch` is a tf.Variable inside the checkpoint, so a restore knows where to continue.
+    Checkpoints are numbered by global step (`ckpt-<step>`), so the one an interruption saves
+    mid-epoch never collides with an epoch's. `epoch` is a tf.Variable inside the checkpoint,
+    so a restore knows where to continue. TensorFlow writes the data files first and the
+    `checkpoint` index last, by rename, so a kill mid-save leaves the previous one current.
     """
 
-    def __init__(self, manager, epoch, every, last_epoch):
+    def __init__(self, manager, epoch, every, last_epoch, steps_per_epoch):
         super().__init__()
         self.manager = manager
         self.epoch = epoch
         self.every = every
         self.last_epoch = last_epoch
+        self.steps_per_epoch = steps_per_epoch
 
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1
         if _is_due(epoch, self.every, self.last_epoch):
             self.epoch.assign(epoch)
-            self.manager.save(checkpoint_number=epoch)
+            self.manager.save(checkpoint_number=epoch * self.steps_per_epoch)
 
 
 class VAEPictures(keras.callbacks.Callback):
@@ -229,7 +235,8 @@ class VAEPictures(keras.callbacks.Callback):
         ax.set_ylabel("z[1]")
         ax.set_title("posterior means of training images")
         fig.tight_layout()
-        fig.savefig(self.run_dir / "latent_scatter.png", dpi=100)
+        with atomic_path(self.run_dir / "latent_scatter.png") as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
         plt.close(fig)
 
     def _labels(self, n, labels=None):
@@ -274,4 +281,69 @@ class Evaluation(keras.callbacks.Callback):
             self.best = value
             self.epoch.assign(epoch)
             self.best_manager.save(checkpoint_number=epoch)
-            self.best_path.write_text(json.dumps({"metric": self.best_metric, "value": value, "epoch": epoch}))
+            write_text(self.best_path, json.dumps({"metric": self.best_metric, "value": value, "epoch": epoch}))
+
+
+class Interrupted(Exception):
+    """Training stopped on request (a signal or the deadline) in the middle of an epoch."""
+
+    def __init__(self, reason, epoch, step):
+        super().__init__(reason)
+        self.reason = reason
+        self.epoch = epoch  # 0-based index of the epoch that was cut short
+        self.step = step  # steps of it that were done
+
+
+class NonFiniteLoss(Exception):
+    """A metric went NaN or infinite; the weights of this step cannot be trusted."""
+
+    def __init__(self, name, value, epoch, step):
+        super().__init__(f"{name} = {value} at epoch {epoch + 1}, step {step + 1}")
+        self.epoch = epoch
+
+
+class Guard(keras.callbacks.Callback):
+    """Checks after every step: finite metrics, no stop request, deadline not passed.
+
+    It raises instead of setting `stop_training`, so Keras does not run the epoch-end
+    callbacks of a half-finished epoch (no metrics row, grid or checkpoint for it); the
+    training loop catches the exception and decides (save and exit, or roll back).
+    """
+
+    def __init__(self, deadline=None):
+        super().__init__()
+        self.deadline = deadline  # time.monotonic() value, or None
+        self.stop_reason = None  # set by a signal handler
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        for name, value in (logs or {}).items():
+            if not math.isfinite(float(value)):
+                raise NonFiniteLoss(name, float(value), self.epoch, batch)
+        if self.stop_reason is None and self.deadline is not None and time.monotonic() > self.deadline:
+            self.stop_reason = "the --max-minutes deadline passed"
+        if self.stop_reason is not None:
+            raise Interrupted(self.stop_reason, self.epoch, batch + 1)
+
+
+def truncate_metrics(path, start_epoch):
+    """Keep only complete metrics.csv rows of epochs before `start_epoch` (for a resume).
+
+    A run killed after its last checkpoint logged epochs the resumed run will redo, and a
+    kill during a write can leave a torn last line; both are dropped.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        rows = [r for r in reader if header and len(r) == len(header) and r[0].isdigit() and int(r[0]) < start_epoch]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        if header:
+            writer.writerow(header)
+        writer.writerows(rows)

@@ -82,6 +82,9 @@ class TrainConfig:
     num_samples: int = 64  # images in each sample grid (fixed latent batch)
     checkpoint_every: int = 1  # epochs between checkpoints
     keep_checkpoints: int = 3
+    on_nan: Literal["stop", "rollback"] = "stop"  # what a NaN / infinite loss does
+    rollback_lr_factor: float = 0.5  # rollback: learning rates are multiplied by this
+    max_rollbacks: int = 3
 
     def problems(self):
         """(key, expectation) for each out-of-range value."""
@@ -99,6 +102,10 @@ class TrainConfig:
         for key in ("sample_every", "num_samples", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, key) < 1:
                 yield key, "an integer >= 1"
+        if not 0 < self.rollback_lr_factor < 1:
+            yield "rollback_lr_factor", "a number in (0, 1)"
+        if self.max_rollbacks < 0:
+            yield "max_rollbacks", "an integer >= 0"
 
 
 @dataclass

@@ -26,6 +26,7 @@ from tfgen import cli, metrics
 from tfgen.config import load_config
 from tfgen.data import build_dataset
 from tfgen.errors import ConfigError, RunError
+from tfgen.files import atomic_path, write_text
 
 MAX_KEPT = 10000
 BATCH = 250
@@ -76,9 +77,10 @@ def real_summary(data, extractor, num, cache_dir, key):
         if summary.stats.count >= num:
             break
         summary.update(extractor.features(images.numpy()[: num - summary.stats.count]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    summary.stats.save(stats_path)
-    np.savez(path, features=summary.features)
+    with atomic_path(stats_path) as tmp:
+        summary.stats.save(tmp)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, features=summary.features)
     return summary
 
 
@@ -172,7 +174,7 @@ def evaluate_run(run, names, num, extractor_name, seed=0):
     key = dataset_key(cfg.data)
     extractor = make_extractor(extractor_name, data, run.parent / ".cache", key)
     result = evaluate_model(model, data, names, num, extractor, run.parent / ".cache", key, seed, floor=True)
-    (run / "eval.json").write_text(json.dumps(result, indent=2))
+    write_text(run / "eval.json", json.dumps(result, indent=2))
     return result
 
 

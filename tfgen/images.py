@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tfgen.files import atomic_path
+
 
 def to_uint8(images):
     """Images in [-1, 1] (any float array) -> uint8 [0, 255]."""
@@ -39,9 +41,9 @@ def to_pil(array):
 
 
 def save_png(path, array):
-    """Write a uint8 [H, W, 1|3] array as PNG, creating parent folders."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    to_pil(array).save(path)
+    """Write a uint8 [H, W, 1|3] array as PNG (atomically), creating parent folders."""
+    with atomic_path(path) as tmp:
+        to_pil(array).save(tmp, format="PNG")
 
 
 def save_gif(path, frames, seconds_per_frame=0.4):
@@ -51,5 +53,5 @@ def save_gif(path, frames, seconds_per_frame=0.4):
         return
     durations = [int(seconds_per_frame * 1000)] * len(images)
     durations[-1] *= 4
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)

@@ -23,6 +23,7 @@ from PIL import Image
 from tfgen import cli, evaluate, metrics
 from tfgen.config import load_config, resolve_config_path
 from tfgen.errors import ConfigError
+from tfgen.files import write_text
 
 log = cli.log
 
@@ -108,7 +109,7 @@ def sweep(args):
                 except Exception as exc:  # a row with its error, not the end of the sweep
                     record["error"] = f"evaluation failed: {type(exc).__name__}: {exc}"
             run.mkdir(parents=True, exist_ok=True)
-            record_path.write_text(json.dumps(record, indent=2))
+            write_text(record_path, json.dumps(record, indent=2))
             if record["error"]:
                 log.warning("run %s failed: %s", name, record["error"])
         record["thumbnail"] = thumbnail(run, sweep_dir, name) if run.is_dir() else None
@@ -119,8 +120,8 @@ def sweep(args):
     rows.sort(key=lambda r: (r["error"] is not None, (1 if lower else -1) * r.get("metrics", {}).get(key, 0)))
     columns = [k for k, _ in grid]
     reported = [m for n in names for m in (("precision", "recall") if n == "pr" else (n,))]
-    (sweep_dir / "results.md").write_text(results_markdown(rows, columns, reported, base.name))
-    (sweep_dir / "results.html").write_text(results_html(rows, columns, reported, base.name))
+    write_text(sweep_dir / "results.md", results_markdown(rows, columns, reported, base.name))
+    write_text(sweep_dir / "results.html", results_html(rows, columns, reported, base.name))
     print(results_markdown(rows, columns, reported, base.name))
     print(f"written: {sweep_dir / 'results.md'} and {sweep_dir / 'results.html'}")
     return rows

@@ -13,9 +13,12 @@ everything needed to understand and reproduce it to `runs/<name>/`:
 """
 
 import argparse
+import contextlib
 import logging
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from tfgen.config import load_config
 from tfgen.data import build_dataset
 from tfgen.errors import ConfigError, RunError
 from tfgen.export import export_saved_model
+from tfgen.files import atomic_path, write_text
 from tfgen.models import get_model_class
 
 log = logging.getLogger("tfgen")
@@ -46,6 +50,10 @@ def parse_args(argv=None):
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     group.add_argument("--overwrite", action="store_true", help="delete an existing run of the same name first")
+    parser.add_argument(
+        "--max-minutes", type=float, metavar="M",
+        help="checkpoint and stop cleanly after M minutes (continue later with --resume)",
+    )
     return parser.parse_args(argv)
 
 
@@ -97,8 +105,8 @@ def fixed_latent(run_dir, num, latent_dim, seed):
     if path.exists():
         return np.load(path)
     latent = np.random.default_rng(seed).standard_normal((num, latent_dim)).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, latent)
+    with atomic_path(path) as tmp:
+        np.save(tmp, latent)
     return latent
 
 
@@ -118,8 +126,8 @@ def fixed_real_batch(run_dir, dataset, num):
     path = run_dir / "samples" / "real.npz"
     if not path.exists():
         images, labels = take_examples(dataset, num)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, images=images, labels=labels)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, images=images, labels=labels)
     stored = np.load(path)
     return stored["images"], stored["labels"]
 
@@ -144,55 +152,132 @@ def evaluation_callback(cfg, data, checkpoint, epoch, run_dir):
     )
 
 
-def train(cfg, run_dir, resume=False):
-    """Run `fit` for `cfg` in `run_dir`; returns the trained model and its ImageData."""
+def restore_latest(checkpoint, manager):
+    """Restore the newest readable checkpoint, falling back past unreadable ones; its path."""
+    for path in reversed(manager.checkpoints):
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+            return path
+        except (tf.errors.OpError, ValueError, AssertionError) as exc:
+            log.warning("checkpoint %s is unreadable (%s); trying the one before", path,
+                        str(exc).splitlines()[0][:200])
+    raise RunError(f"no readable checkpoint in {manager.directory}; start again with --overwrite")
+
+
+@contextlib.contextmanager
+def stop_on_signals(guard):
+    """SIGINT / SIGTERM ask `guard` to stop after the current step instead of killing the run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame):
+        guard.stop_reason = f"{signal.Signals(signum).name} received"
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def scale_learning_rates(model, factor):
+    """Multiply every optimizer's learning rate by `factor`; the new rates."""
+    rates = []
+    for name in model.optimizer_names:
+        rate = getattr(model, name).learning_rate
+        rate.assign(rate * factor)
+        rates.append(float(rate.numpy()))
+    return rates
+
+
+def train(cfg, run_dir, resume=False, deadline=None):
+    """Run `fit` for `cfg` in `run_dir`: (model, ImageData, finished).
+
+    `finished` is False when a signal or the `deadline` (a time.monotonic() value) stopped
+    the run; it is then checkpointed and can be resumed. A NaN or infinite loss stops with
+    a RunError, or with `train.on_nan: rollback` restores the last good checkpoint with
+    lower learning rates, up to `train.max_rollbacks` times.
+    """
     keras.utils.set_random_seed(cfg.train.seed)
     strategy = distribute.make_strategy(cfg.train.distribute)
     jit_compile = distribute.resolve_jit_compile(cfg.train.jit_compile, strategy)
     model_cls = get_model_class(cfg.model.name)
     data = build_dataset(cfg.data, seed=cfg.train.seed, require_labels=model_cls.needs_labels)
+    steps = cfg.train.steps_per_epoch or data.steps_per_epoch
     log.info(
         "data: %s, %d images of %s, %d steps per epoch; %d replica(s), XLA %s",
-        data.description, data.num_examples, "x".join(map(str, data.image_shape)),
-        cfg.train.steps_per_epoch or data.steps_per_epoch, strategy.num_replicas_in_sync,
-        "on" if jit_compile else "off",
+        data.description, data.num_examples, "x".join(map(str, data.image_shape)), steps,
+        strategy.num_replicas_in_sync, "on" if jit_compile else "off",
     )
     with strategy.scope():
         model = build_model(cfg, data.image_shape, len(data.class_names), jit_compile)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    checkpoint = tf.train.Checkpoint(model=model, seed_state=model.seed_generator.state.value, epoch=epoch)
+    # Every RNG state (latents, dropout masks) goes into the checkpoint for an exact resume.
+    rng = [v.value for v in model.non_trainable_variables if "seed_generator_state" in v.path]
+    checkpoint = tf.train.Checkpoint(model=model, rng=rng, epoch=epoch)
     manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints", cfg.train.keep_checkpoints)
     if resume:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log.info("resumed from %s at epoch %d", manager.latest_checkpoint, int(epoch.numpy()))
+        path = restore_latest(checkpoint, manager)
+        callbacks.truncate_metrics(run_dir / "metrics.csv", int(epoch.numpy()))
+        log.info("resumed from %s at epoch %d", path, int(epoch.numpy()))
+    else:
+        manager.save(checkpoint_number=0)  # a good state to roll back to from the first step
 
     last = cfg.train.epochs
     every = cfg.train.sample_every
     latent = fixed_latent(run_dir, cfg.train.num_samples, model.latent_dim, cfg.train.seed)
+    guard = callbacks.Guard(deadline)
     fit_callbacks = [  # in this order: SampleGrid adds sample_diversity to the logs CSVLogger writes
+        guard,
         callbacks.SampleGrid(run_dir, latent, every, last, model.num_classes),
-        keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=resume),
+        keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=True),
         callbacks.Curves(run_dir / "metrics.csv", run_dir / "curves.png"),
-        callbacks.Checkpointer(manager, epoch, cfg.train.checkpoint_every, last),
+        callbacks.Checkpointer(manager, epoch, cfg.train.checkpoint_every, last, steps),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
     ]
     if cfg.eval.every_epochs:
-        fit_callbacks.insert(1, evaluation_callback(cfg, data, checkpoint, epoch, run_dir))
+        fit_callbacks.insert(2, evaluation_callback(cfg, data, checkpoint, epoch, run_dir))
     if hasattr(model, "encode"):
         real, labels = fixed_real_batch(run_dir, data.dataset, 32)
         scatter = take_examples(data.dataset, 2000) if model.latent_dim == 2 else None
         fit_callbacks.append(callbacks.VAEPictures(run_dir, real, labels, every, last, scatter))
-    start = int(epoch.numpy())
-    model.fit(
-        data.stream(start),
-        epochs=last,
-        initial_epoch=start,
-        steps_per_epoch=cfg.train.steps_per_epoch or data.steps_per_epoch,
-        callbacks=fit_callbacks,
-        shuffle=False,  # the pipeline shuffles
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
-    return model, data
+
+    rollbacks = 0
+    with stop_on_signals(guard):
+        while True:
+            start = int(epoch.numpy())
+            try:
+                model.fit(
+                    data.stream(start),
+                    epochs=last,
+                    initial_epoch=start,
+                    steps_per_epoch=steps,
+                    callbacks=fit_callbacks,
+                    shuffle=False,  # the pipeline shuffles
+                    verbose=1 if sys.stdout.isatty() else 2,
+                )
+                return model, data, True
+            except callbacks.Interrupted as stop:
+                epoch.assign(stop.epoch)  # the cut-short epoch is redone from its start
+                path = manager.save(checkpoint_number=stop.epoch * steps + stop.step)
+                log.warning("stopped during epoch %d: %s; saved %s", stop.epoch + 1, stop.reason, path)
+                return model, data, False
+            except callbacks.NonFiniteLoss as bad:
+                good = manager.latest_checkpoint
+                if cfg.train.on_nan == "stop" or rollbacks >= cfg.train.max_rollbacks:
+                    tried = f" after {rollbacks} rollback(s)" if rollbacks else ""
+                    raise RunError(
+                        f"training diverged{tried}: {bad}; the last good checkpoint {good} and the "
+                        "pictures up to it are kept; resume with --resume and a lower "
+                        "train.learning_rate, or set train.on_nan: rollback"
+                    ) from None
+                rollbacks += 1
+                restore_latest(checkpoint, manager)
+                rates = scale_learning_rates(model, cfg.train.rollback_lr_factor)
+                log.warning("%s; rolled back to %s (epoch %d), learning rates now %s",
+                            bad, good, int(epoch.numpy()), ", ".join(f"{r:.3g}" for r in rates))
 
 
 def export(cfg, model, run_dir, class_names):
@@ -209,14 +294,27 @@ def main(argv=None):
 
 
 def _train_command(args):
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise ConfigError(f"--max-minutes: expected a number of minutes > 0, got {args.max_minutes}")
     cfg = load_config(args.config, args.set)
     run_dir = prepare_run_dir(cfg, args.resume, args.overwrite)
     if args.resume:  # continue the recorded experiment; --set may still extend it
         cfg = load_config(str(run_dir / "config.yaml"), args.set)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     start = time.time()
-    model, data = train(cfg, run_dir, resume=args.resume)
-    export(cfg, model, run_dir, data.class_names)
+    deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes else None
+    try:
+        write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        model, data, finished = train(cfg, run_dir, resume=args.resume, deadline=deadline)
+        if finished:
+            export(cfg, model, run_dir, data.class_names)
+    except OSError as exc:  # disk full, permissions: the checkpoints written so far stay valid
+        raise RunError(
+            f"cannot write {exc.filename or run_dir}: {exc.strerror or exc}; free space or fix "
+            "permissions, then continue with --resume"
+        ) from None
+    if not finished:
+        log.warning("resume with: python -m tfgen.train --config %s --resume", run_dir / "config.yaml")
+        return 0 if deadline is not None and time.monotonic() > deadline else 130
     log.info("done in %.0f s; samples, curves, checkpoints and exports are in %s", time.time() - start, run_dir)
     return 0
 
