@@ -163,7 +163,11 @@ def load_run(run):
     if not (run / "model.keras").is_file():
         raise RunError(f"--run: {run} has no model.keras (training not finished, or export.keras is off)")
     cfg = load_config(str(run / "config.yaml"))
-    return cfg, keras.saving.load_model(run / "model.keras", safe_mode=True)
+    try:
+        model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    except ValueError as exc:  # safe_mode refuses archives that would run arbitrary code
+        raise RunError(f"{run / 'model.keras'}: refused to load: {' '.join(str(exc).split())[:300]}") from None
+    return cfg, model
 
 
 def evaluate_run(run, names, num, extractor_name, seed=0):

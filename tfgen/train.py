@@ -91,12 +91,19 @@ def build_model(cfg, image_shape, num_classes, jit_compile):
     except ValueError as exc:
         raise ConfigError(f"model ({cfg.model.name}): {exc}") from None
     train = cfg.train
-    optimizers = {}
-    for name in cls.optimizer_names:
-        rate = train.d_learning_rate if name.startswith("d_") and train.d_learning_rate else train.learning_rate
-        optimizers[name] = keras.optimizers.Adam(rate, beta_1=train.beta_1, beta_2=train.beta_2)
+    optimizers = {
+        name: keras.optimizers.Adam(learning_rate_for(name, train), beta_1=train.beta_1, beta_2=train.beta_2)
+        for name in cls.optimizer_names
+    }
     model.compile(**optimizers, jit_compile=jit_compile)
     return model
+
+
+def learning_rate_for(optimizer_name, train_cfg):
+    """The configured rate of one optimizer: d_learning_rate for the discriminator's, if set."""
+    if optimizer_name.startswith("d_") and train_cfg.d_learning_rate:
+        return train_cfg.d_learning_rate
+    return train_cfg.learning_rate
 
 
 def fixed_latent(run_dir, num, latent_dim, seed):
@@ -158,7 +165,7 @@ def restore_latest(checkpoint, manager):
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
             return path
-        except (tf.errors.OpError, ValueError, AssertionError) as exc:
+        except Exception as exc:  # a torn file fails in many ways (OpError, IndexError, ...)
             log.warning("checkpoint %s is unreadable (%s); trying the one before", path,
                         str(exc).splitlines()[0][:200])
     raise RunError(f"no readable checkpoint in {manager.directory}; start again with --overwrite")
@@ -182,13 +189,17 @@ def stop_on_signals(guard):
             signal.signal(sig, handler)
 
 
-def scale_learning_rates(model, factor):
-    """Multiply every optimizer's learning rate by `factor`; the new rates."""
+def set_learning_rates(model, train_cfg, factor=1.0):
+    """Set every optimizer's rate to its configured value times `factor`; the new rates.
+
+    Called after every restore: a checkpoint carries the rates it was saved with, and a
+    resume with a new train.learning_rate, or a rollback, must override them.
+    """
     rates = []
     for name in model.optimizer_names:
-        rate = getattr(model, name).learning_rate
-        rate.assign(rate * factor)
-        rates.append(float(rate.numpy()))
+        rate = learning_rate_for(name, train_cfg) * factor
+        getattr(model, name).learning_rate.assign(rate)
+        rates.append(rate)
     return rates
 
 
@@ -220,6 +231,7 @@ def train(cfg, run_dir, resume=False, deadline=None):
     manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints", cfg.train.keep_checkpoints)
     if resume:
         path = restore_latest(checkpoint, manager)
+        set_learning_rates(model, cfg.train)
         callbacks.truncate_metrics(run_dir / "metrics.csv", int(epoch.numpy()))
         log.info("resumed from %s at epoch %d", path, int(epoch.numpy()))
     else:
@@ -275,7 +287,7 @@ def train(cfg, run_dir, resume=False, deadline=None):
                     ) from None
                 rollbacks += 1
                 restore_latest(checkpoint, manager)
-                rates = scale_learning_rates(model, cfg.train.rollback_lr_factor)
+                rates = set_learning_rates(model, cfg.train, cfg.train.rollback_lr_factor**rollbacks)
                 log.warning("%s; rolled back to %s (epoch %d), learning rates now %s",
                             bad, good, int(epoch.numpy()), ", ".join(f"{r:.3g}" for r in rates))
 

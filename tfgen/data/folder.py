@@ -8,11 +8,13 @@ crashing the pipeline mid-epoch.
 from pathlib import Path
 
 import tensorflow as tf
+from PIL import Image
 
 from tfgen.data.source import Source
 from tfgen.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+MAX_PIXELS = 50_000_000
 
 
 def decode_file(path):
@@ -51,8 +53,24 @@ def list_images(root, files):
     return [0] * len(files), []
 
 
+def within_size_limit(path):
+    """False for an image whose header declares more than MAX_PIXELS pixels (read, not decoded).
+
+    A 30000 x 30000 scan would take gigabytes to decode only to be shrunk to 64 px.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Exception:  # not an image PIL knows: leave the verdict to TensorFlow's decoders
+        return True
+    return width * height <= MAX_PIXELS
+
+
 def decodable(files):
-    """The subset of `files` TensorFlow can decode (checked in parallel)."""
+    """The subset of `files` TensorFlow can decode (checked in parallel), huge ones left out."""
+    files = [f for f in files if within_size_limit(f)]
+    if not files:
+        return set()
     paths = tf.data.Dataset.from_tensor_slices([str(f) for f in files])
     checked = paths.map(
         lambda p: (p, tf.shape(decode_file(p))), num_parallel_calls=tf.data.AUTOTUNE

@@ -1,0 +1,209 @@
+"""Issue 7: nothing a user trained is lost, and bad input never costs a run."""
+
+import errno
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+from PIL import Image
+
+from tfgen import callbacks, evaluate, train
+from tfgen.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+SLOW = """\
+model: {name: dcgan, latent_dim: 4, g_width: 8, d_width: 8, d_dropout: 0.2}
+data: {source: digits, image_size: 16, batch_size: 16, limit: 480}
+train: {epochs: 6, sample_every: 1, checkpoint_every: 1, keep_checkpoints: 10, jit_compile: false, distribute: none}
+"""
+
+
+def write_config(tmp_path, text=SLOW, name="rel"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text + f"run_dir: {tmp_path / 'runs'}\n")
+    return path
+
+
+def start(config, *extra):
+    return subprocess.Popen(
+        [sys.executable, "-m", "tfgen.train", "--config", str(config), *extra],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def wait_for(path, process, timeout=120):
+    end = time.time() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        assert time.time() < end, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def variables(checkpoint_prefix):
+    reader = tf.train.load_checkpoint(str(checkpoint_prefix))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+    steps = 480 // 16
+    config = write_config(tmp_path)
+    reference = write_config(tmp_path, name="ref")
+    assert subprocess.run([sys.executable, "-m", "tfgen.train", "--config", str(reference)],
+                          cwd=REPO, capture_output=True).returncode == 0
+
+    victim = start(config)
+    wait_for(tmp_path / "runs" / "rel" / "checkpoints" / f"ckpt-{2 * steps}.index", victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    checkpoints = tmp_path / "runs" / "rel" / "checkpoints"
+    assert not (checkpoints / f"ckpt-{6 * steps}.index").exists(), "the kill came too late to test anything"
+
+    resumed = subprocess.run([sys.executable, "-m", "tfgen.train", "--config", str(config), "--resume"],
+                             cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    got = variables(checkpoints / f"ckpt-{6 * steps}")
+    want = variables(tmp_path / "runs" / "ref" / "checkpoints" / f"ckpt-{6 * steps}")
+    assert got.keys() == want.keys()
+    for name in want:  # weights, optimizer moments and iterations, RNG states, epoch
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    rows = (tmp_path / "runs" / "rel" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [str(e) for e in range(6)]  # no duplicate or missing epoch
+    assert len(sorted((tmp_path / "runs" / "rel" / "samples").glob("epoch_*.png"))) == 6
+
+
+def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+    config = write_config(tmp_path)
+    run = tmp_path / "runs" / "rel"
+    process = start(config)
+    wait_for(run / "samples" / "epoch_001.png", process)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output[-2000:]
+    assert "SIGINT received" in output and "--resume" in output
+    assert not (run / "model.keras").exists()  # an unfinished run is not exported
+    state = tf.train.get_checkpoint_state(str(run / "checkpoints"))
+    assert int(state.model_checkpoint_path.rsplit("-", 1)[1]) > 0
+    assert train.main(["--config", str(config), "--resume"]) == 0
+    assert (run / "model.keras").is_file()
+
+
+def test_max_minutes_checkpoints_and_stops_cleanly(tmp_path):
+    config = write_config(tmp_path)
+    assert train.main(["--config", str(config), "--max-minutes", "0.0001"]) == 0
+    run = tmp_path / "runs" / "rel"
+    assert not (run / "model.keras").exists()
+    latest = tf.train.latest_checkpoint(str(run / "checkpoints"))
+    assert latest and int(latest.rsplit("-", 1)[1]) >= 1
+    assert train.main(["--config", str(config), "--resume", "--set", "train.epochs=1"]) == 0
+    assert (run / "model.keras").is_file()
+
+
+def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
+    config = write_config(tmp_path, SLOW.replace("epochs: 6", "epochs: 2"))
+    assert train.main(["--config", str(config)]) == 0
+    checkpoints = tmp_path / "runs" / "rel" / "checkpoints"
+    newest = checkpoints / "ckpt-60.data-00000-of-00001"
+    newest.write_bytes(b"\0garbage" * 10)
+    assert train.main(["--config", str(config), "--resume", "--set", "train.epochs=3"]) == 0
+    log = capsys.readouterr().err
+    assert "ckpt-60 is unreadable" in log
+    assert "resumed from" in log and "ckpt-30 at epoch 1" in log
+    rows = (tmp_path / "runs" / "rel" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
+
+
+def test_nan_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    config = write_config(tmp_path, SLOW.replace("epochs: 6", "epochs: 3"))
+    assert train.main(["--config", str(config), "--set", "train.epochs=1"]) == 0
+    run = tmp_path / "runs" / "rel"
+    code = train.main(["--config", str(config), "--resume", "--set", "train.epochs=3", "--set", "train.learning_rate=1e30"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "at epoch 2, step" in err and "ckpt-30" in err
+    good = variables(run / "checkpoints" / "ckpt-30")
+    assert all(np.all(np.isfinite(v)) for v in good.values() if v.dtype.kind == "f")
+    assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-30")
+    assert not (run / "samples" / "epoch_002.png").exists()
+
+
+def test_nan_rollback_lowers_the_learning_rate_then_gives_up(tmp_path, capsys):
+    config = write_config(tmp_path, SLOW.replace("epochs: 6", "epochs: 2"))
+    code = train.main(["--config", str(config), "--set", "train.learning_rate=1e30",
+                       "--set", "train.on_nan=rollback", "--set", "train.max_rollbacks=2",
+                       "--set", "train.rollback_lr_factor=0.1"])
+    assert code == 2
+    log = capsys.readouterr().err
+    assert log.count("rolled back to") == 2
+    assert "learning rates now 1e+29" in log and "1e+28" in log
+    assert "after 2 rollback(s)" in log
+
+
+def test_metrics_csv_torn_line_and_later_epochs_are_dropped(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,d_loss\n0,1.0\n1,0.9\n2,0.8\n3,0.")
+    callbacks.truncate_metrics(path, 2)
+    assert path.read_text().splitlines() == ["epoch,d_loss", "0,1.0", "1,0.9"]
+
+
+def test_full_disk_is_a_clear_error_and_keeps_checkpoints(tmp_path, capsys, monkeypatch):
+    config = write_config(tmp_path, SLOW.replace("epochs: 6", "epochs: 2"))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "runs" / "rel" / "curves.png"))
+
+    monkeypatch.setattr(callbacks, "plot_curves", full)
+    assert train.main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "curves.png" in err and "--resume" in err
+    assert tf.train.latest_checkpoint(str(tmp_path / "runs" / "rel" / "checkpoints"))
+
+
+def test_run_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    blocker = tmp_path / "runs"
+    blocker.write_text("not a folder")
+    config = write_config(tmp_path)
+    assert train.main(["--config", str(config)]) == 2
+    assert "cannot create run directory" in capsys.readouterr().err
+
+
+def test_huge_and_broken_images_are_skipped_not_fatal(tmp_path, monkeypatch):
+    from tfgen.config import DataConfig
+    from tfgen.data import build_dataset, folder
+
+    for i in range(4):
+        Image.new("RGB", (12, 12), (40 * i, 0, 0)).save(tmp_path / f"ok{i}.png")
+    Image.new("L", (300, 200)).save(tmp_path / "huge.png")
+    (tmp_path / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 20)
+    (tmp_path / "notes.png").write_text("this is text")
+    monkeypatch.setattr(folder, "MAX_PIXELS", 300 * 200 - 1)
+    data = build_dataset(DataConfig(source="folder", path=str(tmp_path), image_size=8, channels=3, batch_size=2))
+    assert data.num_examples == 4
+    assert sorted(Path(p).name for p in data.skipped) == ["huge.png", "notes.png", "truncated.jpg"]
+
+
+def test_unsafe_keras_archive_is_refused(tmp_path, capsys):
+    run = tmp_path / "runs" / "evil"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": "evil"}))
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    model.save(run / "model.keras")
+    assert evaluate.main(["--run", str(run)]) == 2
+    assert "refused to load" in capsys.readouterr().err
+
+
+def test_run_name_with_parent_reference_is_refused(tmp_path):
+    config = write_config(tmp_path)
+    from tfgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no path separators"):
+        load_config(str(config), ["name=../outside"])
