@@ -144,3 +144,28 @@ def test_conditional_grid_has_one_row_per_class(tmp_path):
     grid = np.asarray(Image.open(tmp_path / "digits_cond_vae" / "samples" / "epoch_001.png"))
     # 10 rows x 2 columns of 8 px images with 2 px padding, enlarged by an integer factor
     assert grid.shape[0] / grid.shape[1] == pytest.approx((10 * 10 + 2) / (2 * 10 + 2))
+
+
+@pytest.mark.parametrize("config, policy", [
+    ("digits_dcgan.yaml", "mixed_float16"), ("digits_vae_gan.yaml", "mixed_bfloat16"),
+    ("digits_conv_vae.yaml", "mixed_float16"),
+])
+def test_mixed_precision_trains_with_float32_outputs(config, policy, tmp_path):
+    import keras
+
+    try:
+        cfg = load_config(config, [f"run_dir={tmp_path}", f"train.mixed_precision={policy}", "data.image_size=8",
+                                   "data.limit=64", "data.batch_size=8", "train.epochs=1", "train.steps_per_epoch=2",
+                                   "train.jit_compile=false"])
+        model, _, finished = train.train(cfg, train.prepare_run_dir(cfg, resume=False, overwrite=False))
+        assert finished
+        assert keras.mixed_precision.global_policy().name == policy
+        if policy == "mixed_float16":
+            assert all(isinstance(getattr(model, n), keras.optimizers.LossScaleOptimizer) for n in model.optimizer_names)
+        assert any(v.dtype == "float32" for v in model.trainable_variables)  # variables stay float32
+        images = model.generate(tf.random.normal((2, model.latent_dim)))
+        assert images.dtype == tf.float32 and np.all(np.isfinite(images.numpy()))
+        rows = read_metrics(tmp_path / cfg.name)
+        assert all(np.isfinite(float(v)) for k, v in rows[-1].items() if k != "epoch" and v not in ("", "NA"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

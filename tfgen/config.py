@@ -78,6 +78,7 @@ class TrainConfig:
     seed: int = 0
     distribute: Literal["auto", "none", "mirrored"] = "auto"
     jit_compile: Literal["auto", True, False] = "auto"
+    mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"
     sample_every: int = 5  # epochs between sample grids
     num_samples: int = 64  # images in each sample grid (fixed latent batch)
     checkpoint_every: int = 1  # epochs between checkpoints

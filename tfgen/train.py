@@ -91,10 +91,12 @@ def build_model(cfg, image_shape, num_classes, jit_compile):
     except ValueError as exc:
         raise ConfigError(f"model ({cfg.model.name}): {exc}") from None
     train = cfg.train
-    optimizers = {
-        name: keras.optimizers.Adam(learning_rate_for(name, train), beta_1=train.beta_1, beta_2=train.beta_2)
-        for name in cls.optimizer_names
-    }
+    optimizers = {}
+    for name in cls.optimizer_names:
+        optimizer = keras.optimizers.Adam(learning_rate_for(name, train), beta_1=train.beta_1, beta_2=train.beta_2)
+        if train.mixed_precision == "mixed_float16":  # float16 gradients need loss scaling
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizers[name] = optimizer
     model.compile(**optimizers, jit_compile=jit_compile)
     return model
 
@@ -212,6 +214,8 @@ def train(cfg, run_dir, resume=False, deadline=None):
     lower learning rates, up to `train.max_rollbacks` times.
     """
     keras.utils.set_random_seed(cfg.train.seed)
+    # Output layers and losses stay float32 (see tfgen.layers); "none" resets an earlier run's policy.
+    keras.mixed_precision.set_global_policy("float32" if cfg.train.mixed_precision == "none" else cfg.train.mixed_precision)
     strategy = distribute.make_strategy(cfg.train.distribute)
     jit_compile = distribute.resolve_jit_compile(cfg.train.jit_compile, strategy)
     model_cls = get_model_class(cfg.model.name)

@@ -53,10 +53,18 @@ class GenerativeModel(keras.Model):
         return [v for net in networks for v in getattr(self, net).trainable_variables]
 
     def apply_update(self, optimizer_name, tape, loss):
-        """One optimizer update of `loss` w.r.t. that optimizer's networks."""
+        """One optimizer update of `loss` w.r.t. that optimizer's networks.
+
+        Under mixed_float16 the optimizer is a LossScaleOptimizer: the gradient is taken of
+        scale * loss (as `output_gradients`, since the tape has closed) so small float16
+        gradients do not flush to zero, and apply_gradients unscales them (and skips the
+        step if they overflowed). For other optimizers the scale is 1.
+        """
+        optimizer = getattr(self, optimizer_name)
         variables = self.trainable_variables_of(self.optimizer_names[optimizer_name])
-        gradients = tape.gradient(loss, variables)
-        getattr(self, optimizer_name).apply_gradients(zip(gradients, variables))
+        scale = tf.cast(optimizer.scale_loss(tf.constant(1.0)), loss.dtype)
+        gradients = tape.gradient(loss, variables, output_gradients=scale)
+        optimizer.apply_gradients(zip(gradients, variables))
 
     def get_compile_config(self):
         # Optimizers are restored from checkpoints, not from the .keras archive.

@@ -80,7 +80,7 @@ class VAE(GenerativeModel):
         h = layers.Dense(self.hidden_dim // 2 or 1, activation="relu")(h)
         h = layers.Dense(self.hidden_dim, activation="relu")(h)
         h = layers.Dense(math.prod(self.image_shape), dtype="float32")(h)
-        return layers.Reshape(self.image_shape)(h)
+        return layers.Reshape(self.image_shape, dtype="float32")(h)
 
     def _label_input(self):
         return keras.Input((self.num_classes,), name="label") if self.needs_labels else None
