@@ -69,3 +69,11 @@ def test_metrics_are_averaged_over_replicas():
 
     result = strategy.run(tf.function(shares))
     assert [float(r) for r in strategy.experimental_local_results(result)] == [3.0, 3.0]
+
+
+def test_multi_worker_without_tf_config_and_tpu_without_a_tpu_are_clear_errors(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="TF_CONFIG"):
+        distribute.make_strategy.__wrapped__("multi_worker")
+    with pytest.raises(ConfigError, match="no TPU was found"):
+        distribute.make_strategy.__wrapped__("tpu")

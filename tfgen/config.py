@@ -76,7 +76,7 @@ class TrainConfig:
     beta_1: float = 0.5
     beta_2: float = 0.999
     seed: int = 0
-    distribute: Literal["auto", "none", "mirrored"] = "auto"
+    distribute: Literal["auto", "none", "mirrored", "multi_worker", "tpu"] = "auto"
     jit_compile: Literal["auto", True, False] = "auto"
     mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"
     sample_every: int = 5  # epochs between sample grids

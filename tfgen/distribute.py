@@ -1,6 +1,7 @@
 """Choosing the `tf.distribute` strategy and whether the step is compiled with XLA."""
 
 import functools
+import os
 
 import tensorflow as tf
 
@@ -14,8 +15,25 @@ def make_strategy(name):
 
     none: the default (one device). mirrored: MirroredStrategy over every local GPU, or over
     every logical CPU device when there is no GPU (how the tests run it on one machine).
-    auto: mirrored when more than one GPU is visible, else none.
+    auto: mirrored when more than one GPU is visible, else none. multi_worker:
+    MultiWorkerMirroredStrategy over the cluster in the standard TF_CONFIG variable.
+    tpu: TPUStrategy on the TPU a resolver finds.
     """
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError(
+                "train.distribute: multi_worker needs the TF_CONFIG environment variable "
+                '(e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}})'
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError, RuntimeError) as exc:
+            raise ConfigError(f"train.distribute: tpu, but no TPU was found ({str(exc).splitlines()[0]})") from None
+        return tf.distribute.TPUStrategy(resolver)
     gpus = tf.config.list_logical_devices("GPU")
     if name == "none" or (name == "auto" and len(gpus) < 2):
         return tf.distribute.get_strategy()
