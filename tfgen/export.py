@@ -38,17 +38,6 @@ FLOAT_RANGE = [-1.0, 1.0]
 UINT8_RANGE = [0, 255]
 
 
-def generate_endpoint(model):
-    """(fn, input_signature) of generate(z [B, latent_dim] [, label [B]]) -> images [B, H, W, C] in [-1, 1]."""
-    z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
-    if model.needs_labels:
-        return (
-            lambda z, label: model.generate(z, label, training=False),
-            [z_spec, tf.TensorSpec([None], tf.int32, name="label")],
-        )
-    return lambda z: model.generate(z, training=False), [z_spec]
-
-
 def to_uint8(images):
     """Images in [-1, 1] -> uint8 [0, 255], rounding half to even exactly as `tfgen.images.to_uint8`."""
     return tf.cast(tf.round((tf.clip_by_value(images, -1.0, 1.0) + 1.0) * 127.5), tf.uint8)
@@ -217,6 +206,7 @@ def export_run(run, fmt="saved_model", out=None, uint8=False):
 
 
 def main(argv=None):
+    """CLI entry point; returns the exit status (2 for errors the user can fix)."""
     parser = argparse.ArgumentParser(prog="python -m tfgen.export", description="Re-export a finished run.")
     parser.add_argument("--run", required=True, help="a run directory, e.g. runs/digits_dcgan")
     parser.add_argument("--format", default="saved_model", choices=FORMATS)

@@ -112,6 +112,8 @@ class Sampler:
                 f"--export: {path} has no tfgen.json; pass a saved_model folder written by "
                 "tfgen.train or tfgen.export"
             )
+        if not (path / "saved_model.pb").is_file():
+            raise RunError(f"--export: {path} is not a SavedModel (no saved_model.pb); for a .keras export use --run")
         meta = json.loads((path / "tfgen.json").read_text())
         loaded = tf.saved_model.load(str(path))
         name = next((n for n in ("generate", "decode") if n in loaded.signatures), None)
@@ -588,7 +590,8 @@ def parse_args(argv=None):
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="a finished run directory, e.g. runs/digits_dcgan")
-    source.add_argument("--export", metavar="DIR", help="a SavedModel folder with its tfgen.json (no tfgen model needed)")
+    source.add_argument("--export", metavar="DIR",
+                        help="a SavedModel folder with its tfgen.json (no tfgen model needed)")
     parser.add_argument("--num", type=int, default=64, help="images to generate (default 64)")
     parser.add_argument("--out", help="output file, or folder with --individual (default: generated.<format>)")
     parser.add_argument("--seed", type=int, help="latent seed; the same seed gives the same images (default: random)")
@@ -657,7 +660,7 @@ def _generate_command(args):
     check_args(args)
     sampler = Sampler.from_run(args.run) if args.run else Sampler.from_export(args.export)
     label = resolve_label(sampler, args.label, args.class_name)
-    if args.seed is None:
+    if args.seed is None and not args.interpolate:
         args.seed = secrets.randbelow(2**31)
         log.info("seed %d (pass --seed %d for the same images again)", args.seed, args.seed)
 
@@ -671,8 +674,10 @@ def _generate_command(args):
         pictures = sampler.images(z, grid_labels(sampler, args.num, label))
         written = save_images(pictures, args.out, args.format, args.individual,
                               columns=grid_columns(sampler, args.num, label))
-    shown = f"{written[0]} ... {written[-1]} ({len(written)} files)" if len(written) > 3 else ", ".join(map(str, written))
-    print(f"written: {shown}")
+    if len(written) > 3:
+        print(f"written: {written[0]} ... {written[-1]} ({len(written)} files)")
+    else:
+        print(f"written: {', '.join(map(str, written))}")
     return 0
 
 
@@ -698,12 +703,14 @@ def _compare_with_training(args, sampler, label):
         written = save_images(np.stack([r["image"] for r in issued]), args.out, args.format, args.individual,
                               names=[f"{r['id']:06d}" for r in issued])
         total = len(ledger)
-    print(f"{'id':>8} {'nearest training image':>24} {'nearest issued image':>22}")
+    print(f"{'id':>8}  {'distance to training':>20}  {'nearest training image':>22}  {'distance to issued':>18}")
     for r in issued:
-        print(f"{r['id']:>8} {r['train_distance']:>17.3f} (#{r['train_index']:<4}) {r['issued_distance']:>22.3f}")
-    print(f"issued {len(issued)} images after {len(issued) + len(rejected)} draws "
-          f"(--min-distance {args.min_distance}, {space.name} features); "
-          f"{total} issued in all, recorded in {ledger_path}")
+        to_issued = f"{r['issued_distance']:.4f}" if np.isfinite(r["issued_distance"]) else "- (first)"
+        print(f"{r['id']:>8}  {r['train_distance']:>20.4f}  {r['train_index']:>22}  {to_issued:>18}")
+    copies = sum(r["reason"] == "training" for r in rejected)
+    print(f"issued {len(issued)} images after {len(issued) + len(rejected)} draws ({copies} rejected as too close to "
+          f"a training image, {len(rejected) - copies} to an issued one; --min-distance {args.min_distance}, "
+          f"{space.name} features); {total} issued in all, recorded in {ledger_path}")
     return written
 
 

@@ -66,6 +66,17 @@ class GenerativeModel(keras.Model):
         gradients = tape.gradient(loss, variables, output_gradients=scale)
         optimizer.apply_gradients(zip(gradients, variables))
 
+    def generate_endpoint(self):
+        """(fn, input_signature) of generate(z [B, latent_dim] [, label [B]]) -> images in [-1, 1],
+        the export signature every model offers (see `export_endpoints`)."""
+        z_spec = tf.TensorSpec([None, self.latent_dim], tf.float32, name="z")
+        if self.needs_labels:
+            return (
+                lambda z, label: self.generate(z, label, training=False),
+                [z_spec, tf.TensorSpec([None], tf.int32, name="label")],
+            )
+        return lambda z: self.generate(z, training=False), [z_spec]
+
     def get_compile_config(self):
         # Optimizers are restored from checkpoints, not from the .keras archive.
         return None

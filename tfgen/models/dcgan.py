@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 import tensorflow as tf
 
-from tfgen import augment, export, layers, losses
+from tfgen import augment, layers, losses
 from tfgen.models.base import GenerativeModel
 from tfgen.models.registry import register
 
@@ -174,7 +174,7 @@ class DCGAN(GenerativeModel):
         return self.update_trackers(logs)
 
     def export_endpoints(self):
-        return {"generate": export.generate_endpoint(self)}
+        return {"generate": self.generate_endpoint()}
 
     def get_config(self):
         return {

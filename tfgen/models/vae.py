@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from tfgen import export, losses
+from tfgen import losses
 from tfgen.models.base import GenerativeModel
 from tfgen.models.registry import register
 
@@ -166,7 +166,7 @@ class VAE(GenerativeModel):
         else:
             encode = (lambda images: self._encode_dict(images), [image_spec])
             sample = (lambda count: self.decode(tf.random.normal([count, self.latent_dim])), [count_spec])
-        return {"decode": export.generate_endpoint(self), "encode": encode, "sample": sample}
+        return {"decode": self.generate_endpoint(), "encode": encode, "sample": sample}
 
     def _encode_dict(self, images, labels=None):
         mean, log_var = self.encode(images, labels)
