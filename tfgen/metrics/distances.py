@@ -4,6 +4,8 @@ Each takes features (or class probabilities) from an extractor in `tfgen.metrics
 and knows nothing about images or models, so each can be checked against closed forms.
 """
 
+import warnings
+
 import numpy as np
 from scipy import linalg, special
 
@@ -22,7 +24,9 @@ def frechet_distance(mu1, cov1, mu2, cov2, eps=1e-6):
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
     assert mu1.shape == mu2.shape and cov1.shape == cov2.shape == (len(mu1), len(mu1))
-    covmean = linalg.sqrtm(cov1 @ cov2)
+    with warnings.catch_warnings():  # singular products are expected (dead ReLU features): handled below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov1 @ cov2)
     if not np.isfinite(covmean).all():
         offset = np.eye(len(mu1)) * eps
         covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
