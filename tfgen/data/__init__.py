@@ -48,7 +48,9 @@ class ImageData:
 
     @property
     def dataset(self):
-        return epoch_batches(self.prepared, self.config, self.seed, 0).prefetch(tf.data.AUTOTUNE)
+        # Declaring the length lets Keras run several epochs over it (the classifier extractor).
+        batches = epoch_batches(self.prepared, self.config, self.seed, 0)
+        return batches.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch)).prefetch(tf.data.AUTOTUNE)
 
     def stream(self, start_epoch=0):
         return training_stream(self.prepared, self.config, self.seed, start_epoch)
