@@ -41,6 +41,17 @@ def make_strategy(name):
     return tf.distribute.MirroredStrategy([d.name for d in devices])
 
 
+def is_multi_worker(strategy):
+    """Whether `strategy` spans several processes (MultiWorkerMirroredStrategy from TF_CONFIG)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
+
+
+def is_chief(strategy):
+    """Whether this process writes the run directory: always, except on the non-chief
+    workers of a multi-worker run (the chief is TF_CONFIG's "chief" task, else worker 0)."""
+    return strategy.extended.should_checkpoint
+
+
 def resolve_jit_compile(setting, strategy):
     """`train.jit_compile` -> bool.
 

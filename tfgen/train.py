@@ -18,6 +18,7 @@ import logging
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -309,13 +310,42 @@ def main(argv=None):
     return cli.run(_train_command, parse_args(argv))
 
 
+def worker_run_dir(cfg, resume):
+    """A non-chief worker's scratch copy of the run directory.
+
+    Every worker runs the same code, saves included (a save may need collective ops that
+    all workers join), but only the chief's files are kept: the others write here, and a
+    resuming worker starts from a copy of the chief's run directory (shared storage).
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="tfgen-worker-")) / cfg.name
+    chief_dir = Path(cfg.run_dir).expanduser().resolve() / cfg.name
+    if resume:
+        if not (chief_dir / "checkpoints").is_dir():
+            raise RunError(f"--resume: {chief_dir} has no checkpoints to resume from")
+        shutil.copytree(chief_dir, scratch)
+    else:
+        scratch.mkdir(parents=True)
+    return scratch
+
+
 def _train_command(args):
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise ConfigError(f"--max-minutes: expected a number of minutes > 0, got {args.max_minutes}")
     cfg = load_config(args.config, args.set)
-    run_dir = prepare_run_dir(cfg, args.resume, args.overwrite)
+    # Created first: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything,
+    # and only then is it known whether this process is the chief (make_strategy is cached).
+    chief = distribute.is_chief(distribute.make_strategy(cfg.train.distribute))
+    run_dir = prepare_run_dir(cfg, args.resume, args.overwrite) if chief else worker_run_dir(cfg, args.resume)
     if args.resume:  # continue the recorded experiment; --set may still extend it
         cfg = load_config(str(run_dir / "config.yaml"), args.set)
+    try:
+        return _train_in(cfg, run_dir, args)
+    finally:
+        if not chief:
+            shutil.rmtree(run_dir.parent, ignore_errors=True)
+
+
+def _train_in(cfg, run_dir, args):
     start = time.time()
     deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes else None
     try:

@@ -111,4 +111,10 @@ def epoch_batches(prepared, cfg, seed, epoch):
 def training_stream(prepared, cfg, seed, start_epoch=0):
     """Epochs start_epoch, start_epoch + 1, ... of `epoch_batches`, one endless dataset."""
     epochs = tf.data.Dataset.range(start_epoch, 2**62)
-    return epochs.flat_map(lambda epoch: epoch_batches(prepared, cfg, seed, epoch)).prefetch(AUTOTUNE)
+    stream = epochs.flat_map(lambda epoch: epoch_batches(prepared, cfg, seed, epoch)).prefetch(AUTOTUNE)
+    # Across workers, split every global batch as MirroredStrategy splits it over local
+    # devices (worker k gets the k-th slice), whatever the source: AUTO would shard a
+    # file-based source (TFDS) by file instead.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return stream.with_options(options)

@@ -13,6 +13,8 @@ A model subclasses `GenerativeModel`, builds its networks in `__init__`, writes
 import keras
 import tensorflow as tf
 
+from tfgen.distribute import is_multi_worker
+
 
 class GenerativeModel(keras.Model):
     """Base class; see the module docstring for what subclasses provide."""
@@ -77,6 +79,12 @@ class GenerativeModel(keras.Model):
             )
         return lambda z: self.generate(z, training=False), [z_spec]
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Every variable and optimizer slot exists after __init__ and compile, so there is
+        # nothing to build; Keras' version would also strategy.reduce() a whole (images,
+        # labels) batch, which fails under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+        pass
+
     def get_compile_config(self):
         # Optimizers are restored from checkpoints, not from the .keras archive.
         return None
@@ -119,7 +127,12 @@ class GenerativeModel(keras.Model):
             if context is not None:
                 value = context.all_reduce(tf.distribute.ReduceOp.SUM, value)
             self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if is_multi_worker(tf.distribute.get_strategy()):
+            # Across workers Keras reduces these with strategy.reduce("MEAN", v, axis=0),
+            # which rejects scalars (tensorflow#72388); shape [1] reduces to the same scalar.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def get_config(self):
         config = {
