@@ -438,8 +438,12 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     data = build_dataset(cfg, seed=5)
     per_epoch = data.steps_per_epoch
     full = [b for b, _ in data.stream(0).take(3 * per_epoch).as_numpy_iterator()]
-    resumed = [b for b, _ in data.stream(2).take(per_epoch).as_numpy_iterator()]
+    resumed = [b for b, _ in data.stream(2 * per_epoch).take(per_epoch).as_numpy_iterator()]
     for a, b in zip(full[2 * per_epoch :], resumed):
+        np.testing.assert_array_equal(a, b)
+    # a resume from a step inside a pass continues within it
+    middle = [b for b, _ in data.stream(per_epoch + 1).take(2).as_numpy_iterator()]
+    for a, b in zip(full[per_epoch + 1 : per_epoch + 3], middle):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(full[0], full[per_epoch])  # epochs are shuffled differently
     other_seed = build_dataset(cfg, seed=6)

@@ -207,3 +207,17 @@ def test_run_name_with_parent_reference_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="no path separators"):
         load_config(str(config), ["name=../outside"])
+
+
+def test_resume_is_exact_when_an_epoch_is_shorter_than_a_pass(tmp_path):
+    """steps_per_epoch 3 of 8 batches per pass: the resumed run continues mid-pass."""
+    text = SLOW.replace("limit: 480", "limit: 128").replace("epochs: 6", "epochs: 3, steps_per_epoch: 3")
+    whole = write_config(tmp_path, text, name="whole")
+    split = write_config(tmp_path, text, name="split")
+    assert train.main(["--config", str(whole)]) == 0
+    assert train.main(["--config", str(split), "--set", "train.epochs=2"]) == 0
+    assert train.main(["--config", str(split), "--resume", "--set", "train.epochs=3"]) == 0
+    want = variables(tmp_path / "runs" / "whole" / "checkpoints" / "ckpt-9")
+    got = variables(tmp_path / "runs" / "split" / "checkpoints" / "ckpt-9")
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)

@@ -149,7 +149,7 @@ def input_pipeline(steps, num_images=1024):
         for _ in data.dataset:  # first pass: decode + resize + fill the cache
             pass
         cold = per_epoch * cfg.data.batch_size / (time.perf_counter() - start)
-        iterator = iter(data.stream(1))
+        iterator = iter(data.stream(data.steps_per_epoch))
         seconds = _timed_steps(lambda: next(iterator)[0].numpy(), steps)
         return cold, steps * cfg.data.batch_size / seconds, cfg, data
 

@@ -267,7 +267,7 @@ def train(cfg, run_dir, resume=False, deadline=None):
             start = int(epoch.numpy())
             try:
                 model.fit(
-                    data.stream(start),
+                    data.stream(start * steps),
                     epochs=last,
                     initial_epoch=start,
                     steps_per_epoch=steps,

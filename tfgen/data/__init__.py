@@ -32,8 +32,10 @@ class ImageData:
     """A prepared image set, its facts, and its batches.
 
     `dataset` is one epoch of (float32 [B, S, S, C] in [-1, 1], int64 [B] labels; 0 if
-    unlabelled) batches, for evaluation and pictures; `stream(start_epoch)` is the endless
-    training input whose epochs are shuffled reproducibly.
+    unlabelled) batches, for evaluation and pictures; `stream(start_step)` is the endless
+    training input, every pass over the data shuffled reproducibly, from global step
+    `start_step` on (so a resume continues exactly where the checkpoint left off, even
+    when train.steps_per_epoch is not one pass).
     """
 
     prepared: tf.data.Dataset
@@ -52,8 +54,9 @@ class ImageData:
         batches = epoch_batches(self.prepared, self.config, self.seed, 0)
         return batches.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch)).prefetch(tf.data.AUTOTUNE)
 
-    def stream(self, start_epoch=0):
-        return training_stream(self.prepared, self.config, self.seed, start_epoch)
+    def stream(self, start_step=0):
+        data_pass, offset = divmod(start_step, self.steps_per_epoch)
+        return training_stream(self.prepared, self.config, self.seed, data_pass).skip(offset)
 
     @property
     def steps_per_epoch(self):
