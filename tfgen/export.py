@@ -64,6 +64,18 @@ def _describe_outputs(outputs):
     return described
 
 
+def model_metadata(model, class_names):
+    """What every export's tfgen.json says about the model behind it."""
+    return {
+        "model": model.registry_name,
+        "latent_dim": model.latent_dim,
+        "image_shape": list(model.image_shape),
+        "num_classes": model.num_classes if model.needs_labels else 0,
+        "class_names": list(class_names),
+        "output_range": FLOAT_RANGE,  # of the float image outputs; each signature says its own
+    }
+
+
 def export_saved_model(model, path, class_names=(), uint8=False):
     """Write `model`'s endpoints (and with `uint8`, their uint8 twins) to the SavedModel folder `path`.
 
@@ -86,12 +98,7 @@ def export_saved_model(model, path, class_names=(), uint8=False):
                 traced = archive.add_endpoint(name=name + UINT8_SUFFIX, fn=fn, input_signature=input_signature)
                 signatures[name + UINT8_SUFFIX] = (input_signature, traced.get_concrete_function().structured_outputs)
     metadata = {
-        "model": model.registry_name,
-        "latent_dim": model.latent_dim,
-        "image_shape": list(model.image_shape),
-        "num_classes": model.num_classes if model.needs_labels else 0,
-        "class_names": list(class_names),
-        "output_range": FLOAT_RANGE,  # of the float image outputs; each signature says its own
+        **model_metadata(model, class_names),
         "serving_default": next(iter(signatures)),
         "signatures": {
             name: {
@@ -193,12 +200,7 @@ def export_run(run, fmt="saved_model", out=None, uint8=False):
     class_names = run_class_names(run, cfg, model)
     if fmt == "keras":
         metadata = {
-            "model": model.registry_name,
-            "latent_dim": model.latent_dim,
-            "image_shape": list(model.image_shape),
-            "num_classes": model.num_classes if model.needs_labels else 0,
-            "class_names": list(class_names),
-            "output_range": FLOAT_RANGE,
+            **model_metadata(model, class_names),
             "load": "import tfgen, keras; keras.saving.load_model('model.keras')",
         }
         return export_keras(run / "model.keras", out, metadata)
