@@ -190,25 +190,29 @@ def test_folder_decodes_formats_and_skips_broken_files(mixed_folder, caplog):
 
     images, _ = collect(data.dataset)
     assert images.dtype == np.float32 and images.shape == (6, 8, 8, 3)
-    red, blue, gray, clear, palette, wide = images
-    np.testing.assert_allclose(red, np.broadcast_to(signed(RED), red.shape), atol=1e-6)
-    np.testing.assert_allclose(blue, np.broadcast_to(signed(BLUE), blue.shape), atol=0.05)
-    np.testing.assert_allclose(gray, np.full(gray.shape, 64 / 127.5 - 1), atol=1e-6)
-    np.testing.assert_allclose(clear, np.ones(clear.shape), atol=1e-6)  # composited on white
-    np.testing.assert_allclose(palette, np.broadcast_to(signed(GREEN), palette.shape), atol=1e-6)
-    # 30x10 -> resized to 24x8 and centre-cropped to 8x8: the green middle band, not a squash
-    np.testing.assert_allclose(
-        wide[:, 1:7], np.broadcast_to(signed(GREEN), wide[:, 1:7].shape), atol=0.02
-    )
+    # the folder's order is mixed once on purpose: find each expected image among them
+    expected = [
+        (np.broadcast_to(signed(RED), (8, 8, 3)), (slice(None), slice(None)), 1e-6),
+        (np.broadcast_to(signed(BLUE), (8, 8, 3)), (slice(None), slice(None)), 0.05),
+        (np.full((8, 8, 3), 64 / 127.5 - 1), (slice(None), slice(None)), 1e-6),
+        (np.ones((8, 8, 3)), (slice(None), slice(None)), 1e-6),  # transparent: composited on white
+        (np.broadcast_to(signed(GREEN), (8, 8, 3)), (slice(None), slice(None)), 1e-6),  # palette
+        # 30x10 -> resized to 24x8 and centre-cropped to 8x8: the green middle band, not a squash
+        (np.broadcast_to(signed(GREEN), (8, 6, 3)), (slice(None), slice(1, 7)), 0.02),
+    ]
+    unmatched = list(range(len(images)))
+    for want, region, tolerance in expected:
+        match = next((i for i in unmatched if np.allclose(images[i][region], want, atol=tolerance)), None)
+        assert match is not None, f"no image matches {want[0, 0]}"
+        unmatched.remove(match)
 
 
 def test_folder_gray_channel_and_alpha(mixed_folder):
     images, _ = collect(build_dataset(folder_cfg(mixed_folder, channels=1, batch_size=6)).dataset)
     assert images.shape == (6, 8, 8, 1)
-    np.testing.assert_allclose(images[3], 1.0, atol=1e-6)  # transparent -> white
-    np.testing.assert_allclose(images[2], 64 / 127.5 - 1, atol=1e-6)
     red_luma = round(0.2989 * 255) / 127.5 - 1  # tf.image.rgb_to_grayscale weights
-    np.testing.assert_allclose(images[0], red_luma, atol=1 / 127.5)
+    for value, tolerance in ((1.0, 1e-6), (64 / 127.5 - 1, 1e-6), (red_luma, 1 / 127.5)):  # white: transparent
+        assert any(np.allclose(image, value, atol=tolerance) for image in images), value
 
 
 def test_folder_class_subfolders(tmp_path):

@@ -169,3 +169,11 @@ def test_mixed_precision_trains_with_float32_outputs(config, policy, tmp_path):
         assert all(np.isfinite(float(v)) for k, v in rows[-1].items() if k != "epoch" and v not in ("", "NA"))
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_resume_refuses_a_change_of_model_shape(toy_config, tmp_path, capsys):
+    assert run_cli(toy_config) == 0
+    assert run_cli(toy_config, "--resume", "--set", "model.latent_dim=8") == 2
+    err = capsys.readouterr().err
+    assert "model.latent_dim was 4" in err and "cannot become 8" in err
+    assert (tmp_path / "runs" / "toy" / "checkpoints" / "checkpoint").is_file()  # the run is untouched

@@ -97,12 +97,14 @@ def sweep(args):
         run = sweep_dir / name
         record_path = run / "sweep.json"
         record = json.loads(record_path.read_text()) if record_path.exists() else {}
-        if record.get("error") is None and "metrics" in record:
+        settings = {"set": args.set, "metric": args.metric, "num": args.num, "extractor": args.extractor}
+        if record.get("error") is None and "metrics" in record and record.get("settings") == settings:
             log.info("run %d/%d: %s already done", index, len(combinations), name)
         else:
             log.info("run %d/%d: training %s", index, len(combinations), name)
             seconds, error = train_run(config, args.set, combination, name, sweep_dir)
-            record = {"name": name, "params": dict(combination), "train_seconds": seconds, "error": error}
+            record = {"name": name, "params": dict(combination), "settings": settings,
+                      "train_seconds": seconds, "error": error}
             if error is None:
                 try:
                     record["metrics"] = evaluate.evaluate_run(run, names, args.num, args.extractor)

@@ -183,8 +183,11 @@ def stop_on_signals(guard):
 
     def request_stop(signum, frame):
         guard.stop_reason = f"{signal.Signals(signum).name} received"
+        signal.signal(signum, previous[signum])  # a second one (e.g. during a long compile) ends at once
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, request_stop)
     try:
         yield
     finally:
@@ -292,6 +295,7 @@ def train(cfg, run_dir, resume=False, deadline=None):
                     ) from None
                 rollbacks += 1
                 restore_latest(checkpoint, manager)
+                callbacks.truncate_metrics(run_dir / "metrics.csv", int(epoch.numpy()))
                 rates = set_learning_rates(model, cfg.train, cfg.train.rollback_lr_factor**rollbacks)
                 log.warning("%s; rolled back to %s (epoch %d), learning rates now %s",
                             bad, good, int(epoch.numpy()), ", ".join(f"{r:.3g}" for r in rates))
@@ -328,6 +332,20 @@ def worker_run_dir(cfg, resume):
     return scratch
 
 
+def check_resumable(recorded, cfg):
+    """ConfigError if a --resume override changes what the checkpoint's variables depend on."""
+    fixed = {f"model.{k}": v for k, v in {"name": recorded.model.name, **recorded.model.params}.items()}
+    fixed.update({"data.image_size": recorded.data.image_size, "data.channels": recorded.data.channels})
+    now = {f"model.{k}": v for k, v in {"name": cfg.model.name, **cfg.model.params}.items()}
+    now.update({"data.image_size": cfg.data.image_size, "data.channels": cfg.data.channels})
+    for key, value in fixed.items():
+        if now.get(key) != value:
+            raise ConfigError(
+                f"--resume: {key} was {value!r} in this run and cannot become {now.get(key)!r}: the "
+                "checkpoints hold a model of the old shape; start a new run (--set name=...) instead"
+            )
+
+
 def _train_command(args):
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise ConfigError(f"--max-minutes: expected a number of minutes > 0, got {args.max_minutes}")
@@ -337,7 +355,9 @@ def _train_command(args):
     chief = distribute.is_chief(distribute.make_strategy(cfg.train.distribute))
     run_dir = prepare_run_dir(cfg, args.resume, args.overwrite) if chief else worker_run_dir(cfg, args.resume)
     if args.resume:  # continue the recorded experiment; --set may still extend it
+        recorded = load_config(str(run_dir / "config.yaml"))
         cfg = load_config(str(run_dir / "config.yaml"), args.set)
+        check_resumable(recorded, cfg)
     try:
         return _train_in(cfg, run_dir, args)
     finally:
@@ -357,6 +377,12 @@ def _train_in(cfg, run_dir, args):
         raise RunError(
             f"cannot write {exc.filename or run_dir}: {exc.strerror or exc}; free space or fix "
             "permissions, then continue with --resume"
+        ) from None
+    except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError, tf.errors.UnknownError) as exc:
+        # TensorFlow's own file writes (checkpoints, TensorBoard) fail with these instead
+        raise RunError(
+            f"cannot write in {run_dir}: {exc.message.splitlines()[0]}; free space or fix permissions, "
+            "then continue with --resume"
         ) from None
     if not finished:
         log.warning("resume with: python -m tfgen.train --config %s --resume", run_dir / "config.yaml")

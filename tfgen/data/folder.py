@@ -5,6 +5,7 @@ corrupt, truncated or mislabelled file is skipped and reported before training i
 crashing the pipeline mid-epoch.
 """
 
+import random
 from pathlib import Path
 
 import tensorflow as tf
@@ -95,6 +96,10 @@ def folder_source(cfg, root=None):
         raise DataError(f"data.path: none of the {len(candidates)} image files in '{root}' could be decoded")
     # Classes from the decodable files only, so a folder of broken files is not a class.
     labels, class_names = list_images(root, files)
+    # Sorted paths put each class in one block; the pipeline shuffles within blocks of
+    # shuffle_buffer images, so mix the order once (fixed, hence reproducible).
+    order = random.Random(0).sample(range(len(files)), len(files))
+    files, labels = [files[i] for i in order], [labels[i] for i in order]
     pairs = tf.data.Dataset.from_tensor_slices(
         ([str(f) for f in files], tf.constant(labels, tf.int64))
     ).map(lambda p, label: (decode_file(p), label), num_parallel_calls=tf.data.AUTOTUNE)

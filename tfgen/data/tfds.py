@@ -40,7 +40,10 @@ def tfds_source(cfg):
     class_names = list(label.names) if isinstance(label, tfds.features.ClassLabel) else []
     try:
         num_examples = builder.info.splits[cfg.split].num_examples
-        examples = builder.as_dataset(split=cfg.split, shuffle_files=True)
+        # Shuffled file order, but the same in every process, so a resumed run sees the same data.
+        examples = builder.as_dataset(
+            split=cfg.split, shuffle_files=True, read_config=tfds.ReadConfig(shuffle_seed=0)
+        )
     except (KeyError, ValueError) as exc:
         raise DataError(
             f"data.split: {cfg.split!r} is not a split of {cfg.name!r} ({exc}); "
