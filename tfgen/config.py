@@ -141,8 +141,7 @@ class EvalConfig:
         except ValueError as exc:
             yield "metrics", f"comma-separated metric names ({exc})"
             return
-        produced = {"pr": ("precision", "recall")}
-        if self.best_metric not in {m for n in names for m in produced.get(n, (n,))}:
+        if self.best_metric not in metrics.reported_metrics(names):
             yield "best_metric", f"a metric that eval.metrics computes ({self.metrics})"
 
 

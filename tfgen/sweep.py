@@ -117,20 +117,17 @@ def sweep(args):
         record["thumbnail"] = thumbnail(run, sweep_dir, name) if run.is_dir() else None
         rows.append(record)
 
-    key = _primary(names)
+    reported = metrics.reported_metrics(names)
+    key = reported[0]  # the first metric ranks
     lower = metrics.LOWER_IS_BETTER[key]
     rows.sort(key=lambda r: (r["error"] is not None, (1 if lower else -1) * r.get("metrics", {}).get(key, 0)))
     columns = [k for k, _ in grid]
-    reported = [m for n in names for m in (("precision", "recall") if n == "pr" else (n,))]
-    write_text(sweep_dir / "results.md", results_markdown(rows, columns, reported, base.name))
+    markdown = results_markdown(rows, columns, reported, base.name)
+    write_text(sweep_dir / "results.md", markdown)
     write_text(sweep_dir / "results.html", results_html(rows, columns, reported, base.name))
-    print(results_markdown(rows, columns, reported, base.name))
+    print(markdown)
     print(f"written: {sweep_dir / 'results.md'} and {sweep_dir / 'results.html'}")
     return rows
-
-
-def _primary(names):
-    return "precision" if names[0] == "pr" else names[0]
 
 
 def _cells(row, columns, reported):

@@ -145,7 +145,7 @@ def fixed_real_batch(run_dir, dataset, num):
 def evaluation_callback(cfg, data, checkpoint, epoch, run_dir):
     """The Evaluation callback for `cfg.eval`, with its extractor ready (trained if need be)."""
     names = metrics.parse_metric_names(cfg.eval.metrics)
-    reported = [m for n in names for m in (("precision", "recall") if n == "pr" else (n,))]
+    reported = metrics.reported_metrics(names)
     cache_dir = Path(cfg.run_dir) / ".cache"
     key = evaluate.dataset_key(cfg.data)
     extractor = evaluate.make_extractor(cfg.eval.extractor, data, cache_dir, key)

@@ -26,6 +26,11 @@ METRIC_NAMES = ("fid", "kid", "is", "pr")
 LOWER_IS_BETTER = {"fid": True, "kid": True, "is": False, "precision": False, "recall": False}
 
 
+def reported_metrics(names):
+    """The values metric names report, in order: "pr" -> precision, recall."""
+    return [m for n in names for m in (("precision", "recall") if n == "pr" else (n,))]
+
+
 def parse_metric_names(text):
     """"fid,kid" -> ("fid", "kid"); ValueError naming a bad or missing entry."""
     names = tuple(m.strip() for m in text.split(",") if m.strip())
@@ -41,6 +46,7 @@ __all__ = [
     "LOWER_IS_BETTER",
     "METRIC_NAMES",
     "parse_metric_names",
+    "reported_metrics",
     "ClassifierExtractor",
     "FeatureExtractor",
     "InceptionExtractor",
