@@ -1,6 +1,5 @@
-"""Data sources (digits, TFDS, folder, Kaggle) and the shared preprocessing pipeline."""
+"""Data sources (digits, TFDS, Kaggle) and the shared preprocessing pipeline; the folder source: test_folder.py."""
 
-import logging
 import sys
 import types
 
@@ -12,11 +11,10 @@ from PIL import Image
 
 from tfgen.config import DataConfig
 from tfgen.data import build_dataset
-from tfgen.data.folder import find_images, list_images
 from tfgen.data.pipeline import epoch_batches, prepare, standardize, to_rgba, to_signed_unit
 from tfgen.errors import DataError
 
-RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+GREEN = (0, 255, 0)
 
 
 def signed(rgb):
@@ -28,11 +26,6 @@ def collect(dataset):
     """(images, labels) of a batched dataset, each concatenated along the batch axis."""
     batches = list(dataset.as_numpy_iterator())
     return tuple(np.concatenate(part) for part in zip(*batches))
-
-
-def folder_cfg(path, **kw):
-    kw = {"image_size": 8, "channels": 3, "batch_size": 2, "cache": False, "shuffle_buffer": 1, **kw}
-    return DataConfig(source="folder", path=str(path), **kw)
 
 
 # --------------------------------------------------------------------------- digits
@@ -147,158 +140,6 @@ def test_tfds_unknown_split(mock_mnist):
     with pytest.raises(DataError, match="'validation'") as err:
         build_dataset(tfds_cfg(split="validation"))
     assert "train" in str(err.value) and "test" in str(err.value)
-
-
-# --------------------------------------------------------------------------- folder
-
-
-@pytest.fixture
-def mixed_folder(tmp_path):
-    """Six decodable images in assorted formats and modes, plus two broken files.
-
-    Sorted names fix the order in which the pipeline (shuffle_buffer=1) yields them.
-    """
-    root = tmp_path / "mixed"
-    root.mkdir()
-    Image.new("RGB", (12, 12), RED).save(root / "a_rgb.png")
-    Image.new("RGB", (12, 12), BLUE).save(root / "b_rgb.jpg", quality=95)
-    Image.new("L", (12, 12), 64).save(root / "c_gray.png")
-    Image.new("RGBA", (12, 12), (255, 0, 0, 0)).save(root / "d_clear.png")  # transparent red
-    Image.new("RGB", (12, 12), GREEN).convert("P").save(root / "e_palette.png")
-    wide = np.zeros((10, 30, 3), np.uint8)  # 30 wide, 10 high: red | green | blue bands
-    wide[:, :10] = RED
-    wide[:, 10:20] = GREEN
-    wide[:, 20:] = BLUE
-    Image.fromarray(wide).save(root / "f_wide.png")
-    (root / "bad.png").write_bytes(bytes(range(256)) * 4)
-    (root / "empty.jpg").write_bytes(b"")
-    (root / "notes.txt").write_text("not an image, not even listed")
-    return root
-
-
-def test_folder_decodes_formats_and_skips_broken_files(mixed_folder, caplog):
-    with caplog.at_level(logging.WARNING, logger="tfgen"):
-        data = build_dataset(folder_cfg(mixed_folder, batch_size=3))
-    assert sorted(data.skipped) == [str(mixed_folder / "bad.png"), str(mixed_folder / "empty.jpg")]
-    assert data.num_examples == 6
-    assert data.class_names == []
-    assert data.image_shape == (8, 8, 3)
-    warnings = [r for r in caplog.records if r.name == "tfgen" and r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    message = warnings[0].getMessage()
-    assert "bad.png" in message and "empty.jpg" in message and "2 of 8" in message
-
-    images, _ = collect(data.dataset)
-    assert images.dtype == np.float32 and images.shape == (6, 8, 8, 3)
-    # the folder's order is mixed once on purpose: find each expected image among them
-    expected = [
-        (np.broadcast_to(signed(RED), (8, 8, 3)), (slice(None), slice(None)), 1e-6),
-        (np.broadcast_to(signed(BLUE), (8, 8, 3)), (slice(None), slice(None)), 0.05),
-        (np.full((8, 8, 3), 64 / 127.5 - 1), (slice(None), slice(None)), 1e-6),
-        (np.ones((8, 8, 3)), (slice(None), slice(None)), 1e-6),  # transparent: composited on white
-        (np.broadcast_to(signed(GREEN), (8, 8, 3)), (slice(None), slice(None)), 1e-6),  # palette
-        # 30x10 -> resized to 24x8 and centre-cropped to 8x8: the green middle band, not a squash
-        (np.broadcast_to(signed(GREEN), (8, 6, 3)), (slice(None), slice(1, 7)), 0.02),
-    ]
-    unmatched = list(range(len(images)))
-    for want, region, tolerance in expected:
-        match = next((i for i in unmatched if np.allclose(images[i][region], want, atol=tolerance)), None)
-        assert match is not None, f"no image matches {want[0, 0]}"
-        unmatched.remove(match)
-
-
-def test_folder_gray_channel_and_alpha(mixed_folder):
-    images, _ = collect(build_dataset(folder_cfg(mixed_folder, channels=1, batch_size=6)).dataset)
-    assert images.shape == (6, 8, 8, 1)
-    red_luma = round(0.2989 * 255) / 127.5 - 1  # tf.image.rgb_to_grayscale weights
-    for value, tolerance in ((1.0, 1e-6), (64 / 127.5 - 1, 1e-6), (red_luma, 1 / 127.5)):  # white: transparent
-        assert any(np.allclose(image, value, atol=tolerance) for image in images), value
-
-
-def test_folder_class_subfolders(tmp_path):
-    colours = {"cats": RED, "dogs": BLUE}
-    counts = {"cats": 2, "dogs": 4}
-    for name, colour in colours.items():
-        (tmp_path / name).mkdir()
-        for i in range(counts[name]):
-            Image.new("RGB", (10, 10), colour).save(tmp_path / name / f"{i}.png")
-    (tmp_path / "cats" / "broken.png").write_bytes(b"garbage")
-    cfg = DataConfig(source="folder", path=str(tmp_path), image_size=8, channels=3, batch_size=3)
-    data = build_dataset(cfg, seed=3)
-    assert data.class_names == ["cats", "dogs"]
-    assert data.num_examples == 6
-    assert data.skipped == [str(tmp_path / "cats" / "broken.png")]
-    images, labels = collect(data.dataset)
-    assert labels.dtype == np.int64
-    assert sorted(labels.tolist()) == [0, 0, 1, 1, 1, 1]
-    for image, label in zip(images, labels):
-        expected = signed(colours[data.class_names[label]])
-        np.testing.assert_allclose(image, np.broadcast_to(expected, image.shape), atol=1e-6)
-
-
-def test_list_images_layouts(tmp_path):
-    def touch(*names):
-        for name in names:
-            path = tmp_path / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"")
-
-    touch("b/x.PNG", "a/deep/y.jpeg", "a/z.gif", "b/readme.md", ".hidden/h.png",
-          "__MACOSX/b/._x.png", "a/.DS_Store.png")
-    files = find_images(tmp_path)
-    labels, names = list_images(tmp_path, files)
-    assert names == ["a", "b"]
-    assert [f.relative_to(tmp_path).as_posix() for f in files] == ["a/deep/y.jpeg", "a/z.gif", "b/x.PNG"]
-    assert labels == [0, 0, 1]
-
-    touch("top.bmp")  # an image at the top level: unlabelled
-    files = find_images(tmp_path)
-    labels, names = list_images(tmp_path, files)
-    assert names == [] and labels == [0] * 4 and len(files) == 4
-
-
-def test_list_images_single_subfolder_is_unlabelled(tmp_path):
-    (tmp_path / "data").mkdir()
-    Image.new("RGB", (8, 8), RED).save(tmp_path / "data" / "a.png")
-    files = find_images(tmp_path)
-    labels, names = list_images(tmp_path, files)
-    assert names == [] and labels == [0] and len(files) == 1
-
-
-def test_folder_unlabelled_cannot_give_labels(mixed_folder):
-    with pytest.raises(DataError, match="class labels"):
-        build_dataset(folder_cfg(mixed_folder), require_labels=True)
-
-
-def test_folder_missing(tmp_path):
-    with pytest.raises(DataError, match="does not exist"):
-        build_dataset(folder_cfg(tmp_path / "nope"))
-
-
-def test_folder_is_a_file(tmp_path):
-    path = tmp_path / "a.png"
-    Image.new("RGB", (8, 8), RED).save(path)
-    with pytest.raises(DataError, match="is not a folder"):
-        build_dataset(folder_cfg(path))
-
-
-def test_folder_empty(tmp_path):
-    (tmp_path / "readme.txt").write_text("no pictures here")
-    with pytest.raises(DataError, match="no images"):
-        build_dataset(folder_cfg(tmp_path))
-
-
-def test_folder_only_corrupt(tmp_path):
-    (tmp_path / "bad.png").write_bytes(b"\x89PNG but not really")
-    with pytest.raises(DataError, match="none of the 1 image files .* could be decoded"):
-        build_dataset(folder_cfg(tmp_path))
-
-
-def test_folder_batch_larger_than_images(tmp_path):
-    for i in range(3):
-        Image.new("RGB", (8, 8), RED).save(tmp_path / f"{i}.png")
-    with pytest.raises(DataError, match="batch_size: 4 is larger than the 3 images"):
-        build_dataset(folder_cfg(tmp_path, batch_size=4))
 
 
 # --------------------------------------------------------------------------- kaggle
@@ -420,20 +261,6 @@ def test_random_flip_is_horizontal_only():
         else:
             pytest.fail(f"random_flip produced something other than a left-right mirror:\n{image[..., 0]}")
     assert set(kinds) == {"same", "mirrored"}  # 32 coin tosses, fixed seed
-
-
-def test_undecodable_subfolder_is_not_a_class(tmp_path):
-    """A folder whose files all fail to decode must not shift the other labels."""
-    for name, colour in (("cats", RED), ("dogs", (0, 0, 255))):
-        (tmp_path / name).mkdir()
-        Image.new("RGB", (8, 8), colour).save(tmp_path / name / "a.png")
-    (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "x.png").write_bytes(b"not a png")
-    data = build_dataset(folder_cfg(tmp_path))
-    assert data.class_names == ["cats", "dogs"]
-    images, labels = collect(data.dataset)
-    for image, label in zip(images, labels):
-        assert image[0, 0, 0] > 0.9 if label == 0 else image[0, 0, 2] > 0.9
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch():

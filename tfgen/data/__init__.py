@@ -13,6 +13,7 @@ import tensorflow as tf
 from tfgen.data.digits import digits_source
 from tfgen.data.folder import folder_source
 from tfgen.data.kaggle import kaggle_source
+from tfgen.data.mnist5k import mnist5k_source
 from tfgen.data.pipeline import epoch_batches, prepare, training_stream
 from tfgen.data.tfds import tfds_source
 from tfgen.errors import DataError
@@ -21,6 +22,7 @@ log = logging.getLogger("tfgen")
 
 SOURCES = {
     "digits": digits_source,
+    "mnist5k": mnist5k_source,
     "tfds": tfds_source,
     "folder": folder_source,
     "kaggle": kaggle_source,
@@ -64,18 +66,30 @@ class ImageData:
         return self.num_examples // self.batch_size
 
 
+def skip_report(source):
+    """One line naming (up to 5 of) the files a source skipped, and why, for the user to fix.
+
+    For example "skipped 3 of 9 files in folder data: 2 could not be decoded (a.png, b.jpg);
+    1 not in a supported image format (notes.txt)".
+    """
+    parts = []
+    reasons = {"could not be decoded": source.skipped, "not in a supported image format": source.unsupported}
+    for why, files in reasons.items():
+        if files:
+            shown = ", ".join(files[:5]) + (" ..." if len(files) > 5 else "")
+            parts.append(f"{len(files)} {why} ({shown})")
+    skipped = len(source.skipped) + len(source.unsupported)
+    return f"skipped {skipped} of {skipped + source.num_examples} files in {source.description}: {'; '.join(parts)}"
+
+
 def build_dataset(cfg, seed=0, require_labels=False):
     """`cfg` (a DataConfig) -> ImageData; DataError for anything the user must fix."""
     source = SOURCES[cfg.source](cfg)
     pairs, num_examples = source.pairs, source.num_examples
     if cfg.limit:
         pairs, num_examples = pairs.take(cfg.limit), min(num_examples, cfg.limit)
-    if source.skipped:
-        shown = ", ".join(source.skipped[:5]) + (" ..." if len(source.skipped) > 5 else "")
-        log.warning(
-            "skipped %d of %d image files that could not be decoded: %s",
-            len(source.skipped), len(source.skipped) + source.num_examples, shown,
-        )
+    if source.skipped or source.unsupported:
+        log.warning("%s", skip_report(source))
     if num_examples < cfg.batch_size:
         raise DataError(
             f"data.batch_size: {cfg.batch_size} is larger than the {num_examples} images "
