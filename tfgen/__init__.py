@@ -6,9 +6,19 @@ Importing the package registers every model class with Keras, so
 
 import os
 
-# TensorFlow's C++ INFO/WARNING lines (CUDA probing, CPU features) drown the training log;
-# set TF_CPP_MIN_LOG_LEVEL=0 to see them again.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tfgen import cli
+
+# TensorFlow's C++ INFO/WARNING lines (CUDA probing, CPU features) drown the training log.
+# TensorFlow reads TF_CPP_MIN_LOG_LEVEL when it is imported, so this must come first.
+if cli.hides_tensorflow_logs():
+    # A tfgen command without --verbose: also hide C++ ERROR lines (a failed cuInit on a CPU
+    # machine) and the start-up notices no log level reaches. Python exceptions still surface.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with cli.tensorflow_startup_lines_hidden():
+        import tensorflow  # noqa: F401
+elif not cli.started_as_command():
+    # Imported as a library; set TF_CPP_MIN_LOG_LEVEL=0 to see them again.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 

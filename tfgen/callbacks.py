@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import matplotlib
 import numpy as np
+import tensorflow as tf
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -46,6 +47,9 @@ class SampleGrid(keras.callbacks.Callback):
     conditional model (`num_classes` > 0) row k shows class k, each column one z. Every
     epoch it also adds `sample_diversity` of that batch to the logs (so metrics.csv and
     curves.png show it): place it before the CSV logger.
+
+    Each grid is also a TensorBoard image (`samples` in `logs/samples`) whose step is Keras'
+    0-based epoch, as for the TensorBoard callback's scalars: it sits beside that epoch's losses.
     """
 
     def __init__(self, run_dir, latent, every, last_epoch, num_classes=0):
@@ -60,6 +64,7 @@ class SampleGrid(keras.callbacks.Callback):
             latent = np.tile(latent[: self.columns], (num_classes, 1))
             self.labels = np.repeat(np.arange(num_classes), self.columns)
         self.latent = latent
+        self.writer = None  # TensorBoard's, opened at the first grid
 
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1
@@ -72,6 +77,11 @@ class SampleGrid(keras.callbacks.Callback):
         images.save_png(self.run_dir / "samples" / f"epoch_{epoch:03d}.png", grid)
         frames = sorted((self.run_dir / "samples").glob("epoch_*.png"))
         images.save_gif(self.run_dir / "progress.gif", frames)
+        if self.writer is None:
+            self.writer = tf.summary.create_file_writer(str(self.run_dir / "logs" / "samples"))
+        with self.writer.as_default():
+            tf.summary.image("samples", grid[None], step=epoch - 1)
+        self.writer.flush()  # a run killed later keeps the grids drawn so far
 
 
 class Curves(keras.callbacks.Callback):

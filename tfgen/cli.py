@@ -1,15 +1,30 @@
-"""What every `python -m tfgen.<command>` shares: logging to stderr and the user-error exit.
+"""What every `python -m tfgen.<command>` shares: logging to stderr, the user-error exit, --verbose.
 
 Errors the user can fix (`TfgenError`) end with one `tfgen: error: ...` line and exit
 status 2, never a traceback; anything else is a bug and keeps its traceback.
+
+TensorFlow's C++ log lines (oneDNN and CUDA notices, a failed cuInit on a CPU machine) hide
+the `tfgen:` lines that matter, so a command shows them only with `--verbose`. TensorFlow reads
+its log level once, when it is imported, which `import tfgen` does before any parser runs:
+`tfgen/__init__.py` therefore asks `hides_tensorflow_logs()`, which reads the command line itself.
 """
 
+import contextlib
 import logging
+import os
+import re
+import subprocess
 import sys
 
 from tfgen.errors import TfgenError
 
 log = logging.getLogger("tfgen")
+
+# absl's pre-InitializeLog INFO and WARNING lines ("I0000 00:00:1795611245.808510    6007
+# port.cc:153] oneDNN custom ...") and the notice that precedes them; ERROR and FATAL lines pass.
+_TF_STARTUP_LINE = re.compile(
+    rb"WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] "
+)
 
 
 def setup_logging():
@@ -19,6 +34,82 @@ def setup_logging():
     log.handlers = [handler]
     log.propagate = False  # absl may have given the root logger a handler too
     log.setLevel(logging.INFO)
+
+
+def add_verbose_argument(parser):
+    """Give a command's argparse `parser` the `--verbose` flag; returns the parser.
+
+    The flag acts before the parser runs (see `hides_tensorflow_logs`); declaring it lets every
+    command accept it and documents it in --help.
+    """
+    parser.add_argument(
+        "--verbose", action="store_true",
+        help="also show TensorFlow's C++ log lines (oneDNN, CUDA and device set-up)",
+    )
+    return parser
+
+
+def started_as_command():
+    """Whether this process is a tfgen command: `python -m tfgen.<command>` or `tfgen-<command>`."""
+    if os.path.basename(sys.argv[0]).startswith("tfgen-"):
+        return True
+    # While `python -m tfgen.<command>` imports the tfgen package, Python has set sys.argv[0]
+    # to "-m"; the module's name is still in sys.orig_argv.
+    args = sys.orig_argv
+    return sys.argv[0] == "-m" and "-m" in args[:-1] and args[args.index("-m") + 1].startswith("tfgen.")
+
+
+def hides_tensorflow_logs():
+    """Whether a tfgen command should hide TensorFlow's C++ log lines.
+
+    Yes unless `--verbose` (or a prefix argparse would accept, like `--verb`) is on the command
+    line. Imported as a library, tfgen never hides more than it always has.
+    """
+    verbose = any(len(arg) > 2 and "--verbose".startswith(arg) for arg in sys.argv[1:])
+    return started_as_command() and not verbose
+
+
+# Run in a child process, which reads the pipe even while the import holds the GIL (inside
+# dlopen) and forwards what is left after a crash (a FATAL line, then abort). A Ctrl-C meant
+# for the command must not print the filter's own traceback: it ends when the pipe closes.
+_STDERR_FILTER = """\
+import re, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+startup_line = re.compile(sys.argv[1].encode())
+for line in sys.stdin.buffer:
+    if not startup_line.match(line):
+        sys.stderr.buffer.write(line)
+        sys.stderr.buffer.flush()
+"""
+
+
+@contextlib.contextmanager
+def tensorflow_startup_lines_hidden():
+    """Drop absl's INFO/WARNING lines from file descriptor 2 inside the block; pass the rest on.
+
+    TensorFlow writes its oneDNN and CUDA stub notices while it is imported, before absl's
+    logging is initialised, so TF_CPP_MIN_LOG_LEVEL cannot silence them; only the file they are
+    written to can be filtered. Everything else (Python warnings, ERROR and FATAL lines) is
+    forwarded line by line as it comes.
+    """
+    sys.stderr.flush()
+    stderr = os.dup(2)
+    forwarder = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _STDERR_FILTER, _TF_STARTUP_LINE.pattern.decode()],
+        stdin=subprocess.PIPE,
+    )
+    os.dup2(forwarder.stdin.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(stderr, 2)
+        os.close(stderr)
+        forwarder.stdin.close()  # the pipe's last write end: the forwarder reads to its end
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            # Output still on its way keeps its place before ours; but never hang on a
+            # process started in the block that still holds the pipe.
+            forwarder.wait(timeout=10)
 
 
 def run(command, *args):

@@ -189,6 +189,7 @@ def main(argv=None):
     parser.add_argument("--num", type=int, default=10000, help="generated samples (and real images, at most)")
     parser.add_argument("--extractor", default="classifier", choices=metrics.EXTRACTORS)
     parser.add_argument("--seed", type=int, default=0)
+    cli.add_verbose_argument(parser)
     args = parser.parse_args(argv)
     return cli.run(_evaluate_command, args)
 

@@ -21,7 +21,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import keras
@@ -29,6 +28,7 @@ import tensorflow as tf
 
 from tfgen import cli
 from tfgen.errors import ConfigError, DataError, RunError
+from tfgen.files import make_temp_beside
 
 log = logging.getLogger("tfgen")
 
@@ -141,7 +141,7 @@ class _replaced_folder:
                 "choose a new folder or remove it"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}."))
+        self.tmp = make_temp_beside(self.path, directory=True)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
@@ -217,6 +217,7 @@ def main(argv=None):
         "--uint8", action="store_true",
         help="also export <signature>_uint8 variants returning uint8 [0, 255] images",
     )
+    cli.add_verbose_argument(parser)
     args = parser.parse_args(argv)
     return cli.run(_export_command, args)
 

@@ -7,8 +7,28 @@ makes atomic: readers see the old file or the new one, never a torn one.
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
+
+
+def make_temp_beside(path, directory=False):
+    """Create an empty file (or, with `directory`, folder) with a fresh hidden name beside `path`.
+
+    Not `tempfile.mkstemp`/`mkdtemp`: their private 0600/0700 modes would survive the rename,
+    leaving run artefacts readable by their owner alone. Here the kernel applies the umask
+    to 0666/0777, as for any file the user writes (0644/0755 under the usual umask 022).
+    """
+    path = Path(path)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{path.suffix}")
+        try:
+            if directory:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
@@ -16,10 +36,9 @@ def atomic_path(path):
     """Yield a temporary path beside `path`; on success rename it to `path`, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
+    tmp = make_temp_beside(path)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

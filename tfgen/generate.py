@@ -615,6 +615,7 @@ def parse_args(argv=None):
                         help="--unique / report: distance space (auto: classifier if the data has labels)")
     parser.add_argument("--ledger", help=f"--unique: the ledger file (default: <run>/{LEDGER_NAME})")
     parser.add_argument("--max-draws", type=int, help="--unique: give up after this many draws (default 100 x --num)")
+    cli.add_verbose_argument(parser)
     return parser.parse_args(argv)
 
 

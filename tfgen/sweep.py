@@ -191,6 +191,7 @@ def main(argv=None):
     parser.add_argument("--metric", default="fid", help=f"comma-separated, the first ranks: {', '.join(metrics.METRIC_NAMES)}")
     parser.add_argument("--num", type=int, default=2000, help="samples per evaluation")
     parser.add_argument("--extractor", default="classifier", choices=metrics.EXTRACTORS)
+    cli.add_verbose_argument(parser)
     return cli.run(_sweep_command, parser.parse_args(argv))
 
 

@@ -1,0 +1,52 @@
+"""tfgen commands hide TensorFlow's C++ log lines unless --verbose; a library import hides no more."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tfgen import cli
+
+REPO = Path(__file__).resolve().parents[1]
+TF_LINE = re.compile(r"^[IWEF]\d{4} .*\] |absl::InitializeLog|oneDNN|cuda|cuInit", re.IGNORECASE)
+
+
+def run_command(*args):
+    """`python -m tfgen.train ARGS` as a user's shell runs it (no TF_CPP_MIN_LOG_LEVEL of ours)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([sys.executable, "-m", "tfgen.train", *args],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("argv, orig_argv, hides", [
+    (["-m", "--config", "x.yaml"], ["python", "-m", "tfgen.train", "--config", "x.yaml"], True),
+    (["-m", "--run", "r"], ["python", "-X", "dev", "-m", "tfgen.evaluate", "--run", "r"], True),
+    (["/venv/bin/tfgen-train", "--config", "x.yaml"], ["python", "/venv/bin/tfgen-train"], True),
+    (["-m", "--config", "x.yaml", "--verbose"], ["python", "-m", "tfgen.train"], False),
+    (["/venv/bin/tfgen-train", "--verb"], ["python", "/venv/bin/tfgen-train", "--verb"], False),
+    (["-m", "-q"], ["python", "-m", "pytest", "-q"], False),  # a tool that imports tfgen
+    (["script.py"], ["python", "script.py"], False),
+])
+def test_only_tfgen_commands_without_verbose_hide_tensorflow_logs(monkeypatch, argv, orig_argv, hides):
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "orig_argv", orig_argv)
+    assert cli.hides_tensorflow_logs() is hides
+
+
+def test_train_shows_only_tfgen_lines(toy_config):
+    result = run_command("--config", str(toy_config), "--set", "train.epochs=1",
+                         "--set", "train.jit_compile=false")
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if TF_LINE.search(line)] == []
+    assert "tfgen: done in" in result.stderr
+
+
+def test_verbose_shows_tensorflow_lines_and_errors_still_surface(tmp_path):
+    result = run_command("--verbose", "--config", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2
+    assert "tfgen: error: config" in result.stderr
+    if not any(TF_LINE.search(line) for line in result.stderr.splitlines()):
+        pytest.skip("this TensorFlow build logs nothing at start-up")
