@@ -144,15 +144,57 @@ def test_ema_weights_follow_the_formula_and_drive_samples():
     np.testing.assert_array_equal(model.ema_generator.get_weights()[0], model.generator.get_weights()[0])
     ema_before = [w.copy() for w in model.ema_generator.get_weights()]
     model.generator_step(8)
+    decay = 2 / 11  # the warm-up's (1 + n) / (10 + n) after n = 1 update, below ema_decay
     for ema_old, ema_new, weight in zip(ema_before, model.ema_generator.get_weights(), model.generator.get_weights()):
-        np.testing.assert_allclose(ema_new, 0.9 * ema_old + 0.1 * weight, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(ema_new, decay * ema_old + (1 - decay) * weight, rtol=1e-5, atol=1e-7)
     z = tf.random.normal((2, 4))
     np.testing.assert_allclose(model.generate(z), model.ema_generator(z), atol=1e-6)
     assert not np.allclose(model.generate(z), model.generator(z))
     assert model.export_networks == ("ema_generator",)
 
 
+def test_ema_decay_warms_up_to_the_configured_value():
+    model = toy(ema_decay=0.999)
+    decays = [float(model.ema_decay_at(n)) for n in (0, 1, 230, 10_000)]
+    np.testing.assert_allclose(decays, [0.1, 2 / 11, 231 / 240, 0.999], rtol=1e-6)
+    # 230 steps in (epoch 10 of the Pokemon config), the initial weights' share is small.
+    share = np.prod([float(model.ema_decay_at(n)) for n in range(1, 231)])
+    assert share < 0.01 < 0.999**230
+
+
 def test_least_squares_loss_trains():
     model = toy(loss="least_squares")
     logs = model.train_step(real_batch(model))
     assert np.isfinite(float(logs["d_loss"])) and np.isfinite(float(logs["g_loss"]))
+
+
+@pytest.mark.parametrize("d_norm", ["none", "layer", "spectral"])
+def test_one_d_pass_on_real_and_fake_equals_two(d_norm):
+    # Without BatchNorm, D on concat(real, fake) is exact, so train_step takes one pass.
+    model = toy((16, 16, 1), d_norm=d_norm)
+    real, fake = real_batch(model, seed=0), real_batch(model, seed=1)
+    state = model.discriminator.get_weights()  # spectral norm's power iteration moves u per call
+    real_logits, fake_logits = model.discriminate_pair(real, fake, None)
+    for images, logits in ((real, real_logits), (fake, fake_logits)):
+        model.discriminator.set_weights(state)
+        np.testing.assert_allclose(logits, model.discriminator(images, training=True), atol=1e-5)
+
+
+def test_batch_norm_d_judges_real_and_fake_batches_separately():
+    model = toy((16, 16, 1), d_norm="batch")
+    real, fake = real_batch(model, seed=0), real_batch(model, seed=1) * 0.1
+    real_logits, fake_logits = model.discriminate_pair(real, fake, None)
+    np.testing.assert_allclose(fake_logits, model.discriminator(fake, training=True), atol=1e-5)
+    mixed = model.discriminator(tf.concat([real, fake], 0), training=True)[8:]
+    assert not np.allclose(fake_logits, mixed, atol=1e-4)
+
+
+def test_train_step_moves_both_networks_and_the_ema():
+    model = toy(ema_decay=0.99)
+    before = {name: [w.copy() for w in getattr(model, name).get_weights()]
+              for name in ("generator", "discriminator", "ema_generator")}
+    model.train_step(real_batch(model))
+    for name, weights in before.items():
+        after = getattr(model, name).get_weights()
+        assert any(not np.allclose(a, b) for a, b in zip(after, weights)), name
+    assert int(model.g_optimizer.iterations) == 1 and int(model.d_optimizer.iterations) == 1

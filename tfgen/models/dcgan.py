@@ -1,7 +1,7 @@
 """DCGAN (Radford et al. 2016), the convolutional GAN every other GAN here extends.
 
 `train_step` follows the paper's algorithm box: `d_steps` discriminator updates on the real
-batch and fresh fakes, then one generator update. The two halves are public methods
+batch and fresh fakes, then one generator update (on the last D update's fakes). The two halves are public methods
 (`discriminator_step`, `generator_step`) so tests and subclasses can run them one at a time.
 The classic stabilisers are options: the loss, D's normalisation, dropout, one-sided label
 smoothing, an exponential moving average of G (used for samples and export) and DiffAugment.
@@ -118,14 +118,29 @@ class DCGAN(GenerativeModel):
         """Extra per-example D loss terms and their metrics; WGAN-GP adds its gradient penalty."""
         return 0.0, {}
 
-    def discriminator_step(self, real, labels=None):
-        """One D update on a real batch and as many fresh fakes. Returns replica-local shares."""
-        z = self.sample_latent(tf.shape(real)[0])
-        fake = self.run_generator(self.generator, z, labels, training=True)
+    def discriminate_pair(self, real, fake, labels):
+        """D's logits on the real and the fake batch.
+
+        One D pass over both batches concatenated when D has no BatchNorm: exact then (every
+        other normalisation is per example), and one large convolution is faster than two
+        small ones. With BatchNorm, two passes, so real and fake statistics never mix.
+        """
+        if self.d_norm == "batch":
+            return self.discriminate(real, labels), self.discriminate(fake, labels)
+        both_labels = None if labels is None else tf.concat([labels, labels], 0)
+        return tf.split(self.discriminate(tf.concat([real, fake], 0), both_labels), 2)
+
+    def discriminator_step(self, real, labels=None, fake=None):
+        """One D update on a real batch and as many fakes (fresh from G unless `fake` is given).
+
+        Returns replica-local shares of the metrics.
+        """
+        if fake is None:
+            z = self.sample_latent(tf.shape(real)[0])
+            fake = self.run_generator(self.generator, z, labels, training=True)
         real, fake = self.augment(real), self.augment(fake)
         with tf.GradientTape() as tape:
-            real_logits = self.discriminate(real, labels)
-            fake_logits = self.discriminate(fake, labels)
+            real_logits, fake_logits = self.discriminate_pair(real, fake, labels)
             per_example = self._d_loss(real_logits, fake_logits, self.label_smoothing)
             penalty, extra = self.discriminator_penalty(real, fake, labels)
             loss = self.global_mean(per_example + penalty)
@@ -137,24 +152,40 @@ class DCGAN(GenerativeModel):
             **extra,
         }
 
+    def generator_loss(self, fake, labels=None):
+        """G's loss share on fakes that are still connected to G (D is not updated)."""
+        return self.global_mean(self._g_loss(self.discriminate(self.augment(fake), labels)))
+
     def generator_step(self, batch_size, labels=None):
-        """One G update through a (not updated) D, then the EMA update. Returns the loss share."""
+        """One G update on fresh fakes through a (not updated) D, then the EMA update."""
         with tf.GradientTape() as tape:
             fake = self.run_generator(self.generator, self.sample_latent(batch_size), labels, training=True)
-            loss = self.global_mean(self._g_loss(self.discriminate(self.augment(fake), labels)))
+            loss = self.generator_loss(fake, labels)
         self.apply_update("g_optimizer", tape, loss)
         self.update_ema()
         return {"g_loss": loss}
 
+    def ema_decay_at(self, updates):
+        """The decay after `updates` G updates: min(ema_decay, (1 + n) / (10 + n)).
+
+        The warm-up of `tf.train.ExponentialMovingAverage(num_updates=...)`: with a fixed
+        0.999 the EMA would still be 79% initial weights after 230 steps, so early sample
+        grids (the epochs users look at) would show a flat grey square instead of what G
+        has learned.
+        """
+        n = tf.cast(updates, tf.float32)
+        return tf.minimum(tf.constant(self.ema_decay, tf.float32), (1.0 + n) / (10.0 + n))
+
     def update_ema(self):
-        """ema <- decay * ema + (1 - decay) * weights, for every generator weight (BN statistics too).
+        """ema <- decay * ema + (1 - decay) * weights, for every generator weight (BN statistics too),
+        with the warm-up of `ema_decay_at`.
 
         Done in cross-replica context (`merge_call`) so it is one update of each mirrored
         variable, not one per replica.
         """
         if not self.ema_decay:
             return
-        decay = self.ema_decay
+        decay = self.ema_decay_at(self.g_optimizer.iterations)
 
         def update(strategy):
             for ema, weight in zip(self.ema_generator.weights, self.generator.weights):
@@ -165,12 +196,24 @@ class DCGAN(GenerativeModel):
         tf.distribute.get_replica_context().merge_call(update)
 
     def train_step(self, data):
+        """`d_steps` D updates, then one G update on the fakes of the last D update.
+
+        Sharing those fakes (as the PyTorch DCGAN example does) runs G forward once per step
+        instead of twice; G's update still goes through the freshly updated D, as in the
+        paper's alternating algorithm.
+        """
         real, labels = data if isinstance(data, (tuple, list)) else (data, None)
         if not self.needs_labels:
             labels = None
-        for _ in range(self.d_steps):
-            logs = self.discriminator_step(real, labels)
-        logs.update(self.generator_step(tf.shape(real)[0], labels))
+        for _ in range(self.d_steps - 1):
+            self.discriminator_step(real, labels)
+        with tf.GradientTape() as tape:
+            fake = self.run_generator(self.generator, self.sample_latent(tf.shape(real)[0]), labels, training=True)
+            with tape.stop_recording():
+                logs = self.discriminator_step(real, labels, fake=tf.stop_gradient(fake))
+            logs["g_loss"] = self.generator_loss(fake, labels)
+        self.apply_update("g_optimizer", tape, logs["g_loss"])
+        self.update_ema()
         return self.update_trackers(logs)
 
     def export_endpoints(self):
