@@ -1,5 +1,7 @@
 """The benchmark's pieces run and measure something; its figures are not asserted (no timed tests)."""
 
+import numpy as np
+
 from tfgen import bench
 from tfgen.config import load_config
 from tfgen.data import build_dataset
@@ -8,31 +10,51 @@ TOY = ["data.image_size=8", "data.batch_size=16", "data.limit=64", "model.latent
        "model.g_width=4", "model.d_width=4", "train.distribute=none", "train.jit_compile=false"]
 
 
-def test_train_naive_sampling_and_flops_measurements():
+def test_train_example_sampling_and_flops_measurements():
     cfg = load_config("digits_dcgan.yaml", TOY)
     data = build_dataset(cfg.data)
     rate, model = bench.train_throughput(cfg, data, steps=2)
     assert rate > 0
-    assert bench.naive_throughput(model, data, steps=2) > 0
+    assert bench.example_throughput(model, data, steps=2) > 0
     assert bench.sampling_throughput(model, steps=2, batch=8) > 0
     # a DCGAN step is at least the generator's and discriminator's forward passes
     assert bench.flops_per_image(model, data) > 1000
 
 
-def test_input_pipeline_and_peak():
-    cold, warm, cfg, data = bench.input_pipeline(steps=2, num_images=256)
+def test_keras_example_loop_trains_copies_of_the_same_networks():
+    cfg = load_config("digits_dcgan.yaml", TOY)
+    data = build_dataset(cfg.data)
+    _, model = bench.train_throughput(cfg, data, steps=1)
+    g, d = model.generator.get_weights(), model.discriminator.get_weights()
+    example = bench.KerasExampleGAN(*(bench.keras.models.clone_model(n) for n in (model.generator, model.discriminator)),
+                                    model.latent_dim)
+    example.compile(bench.keras.optimizers.Adam(1e-3), bench.keras.optimizers.Adam(1e-3))
+    assert [w.shape for w in example.generator.get_weights()] == [w.shape for w in g]
+    before = [w.copy() for w in example.generator.get_weights() + example.discriminator.get_weights()]
+    example.fit(data.stream(0), steps_per_epoch=2, epochs=1, verbose=0)
+    after = example.generator.get_weights() + example.discriminator.get_weights()
+    assert all(not np.allclose(a, b) for a, b in zip(after, before) if a.ndim > 1)  # every kernel moved
+    np.testing.assert_array_equal(model.generator.get_weights()[0], g[0])  # tfgen's own G untouched
+
+
+def test_input_pipeline_and_peak(tmp_path):
+    bench.write_jpeg_folder(tmp_path, 256)
+    cold, warm, cfg, data = bench.input_pipeline(tmp_path, steps=2)
     assert cold > 0 and warm > 0 and data.image_shape == (64, 64, 3)
     peak, source = bench.machine_peak("float32")
-    assert peak > 0 and "matmul" in source
+    assert peak > 0 and "float32" in source and "matmul" in source
+    peak16, source16 = bench.machine_peak("mixed_bfloat16")
+    assert peak16 > 0 and "bfloat16" in source16
 
 
 def test_format_results_lists_every_figure():
-    results = {"device": "cpu", "tensorflow": "x", "config": "c", "steps": 1,
-               "train": [{"xla": True, "precision": "none", "replicas": 1, "images_per_s": 10.0}],
-               "naive_baseline_images_per_s": 5.0, "ratio_to_naive": 2.0, "sampling_images_per_s": 100.0,
-               "flops_per_train_image": 1e6, "peak_flops": {"value": 1e9, "source": "s"}, "fraction_of_peak": 0.01,
+    case = {"config": "c.yaml", "overrides": ["a=b"], "train": [{"setting": "default (XLA off, none)", "images_per_s": 10.0}],
+            "example_images_per_s": 5.0, "ratio_to_example": 2.0, "flops_per_train_image": 1e6,
+            "peak_flops": {"value": 1e9, "source": "s"}, "fraction_of_peak": 0.01}
+    results = {"device": "cpu", "tensorflow": "x", "steps": 1, "cases": {"mnist 28 px DCGAN": case},
+               "sampling_images_per_s": 100.0,
                "input_pipeline": {"shape": "s", "cold_images_per_s": 1.0, "warm_images_per_s": 2.0,
-                                  "anime_dcgan_train_images_per_s": 0.5, "warm_ratio_to_train": 4.0}}
+                                  "train_images_per_s": 0.5, "cold_ratio_to_train": 4.0}}
     text = bench.format_results(results)
-    for figure in ("2.00x", "1e+06", "1.00%", "4.0x", "100"):
+    for figure in ("2.00x", "1e+06", "1.0%", "4.0x", "100", "Keras example loop", "mnist 28 px DCGAN"):
         assert figure in text

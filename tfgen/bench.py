@@ -1,17 +1,20 @@
-"""`python -m tfgen.bench [--config digits_dcgan.yaml] [--steps 20] [--out bench.json]`
+"""`python -m tfgen.bench [--steps 20] [--out bench.json] [--set key=value ...]`
 
 Prints and writes (JSON) the throughput figures the README's performance table is built
-from, all measured in the same process so ratios are fair:
+from, all measured in the same process so ratios are fair, for the two DCGANs users run
+(`CASES`: MNIST at 28 px, colour at 64 px):
 
-- training images/second of the config's model for each option: XLA off/on, mixed
-  precision (float16 on a GPU, bfloat16 on a CPU), 1 vs N replicas where N devices exist;
-- the same networks trained by a naive baseline, a plain `tf.function` loop without Keras,
-  and the ratio of tfgen's default setting to it;
-- the input pipeline's own images/second on a folder of 64x64 JPEGs (the anime config's
-  shape), cold (decoding) and warm (cached), against the 64x64 DCGAN step it feeds;
-- sampling images/second from the exported SavedModel;
+- training images/second of tfgen's step as `tfgen.train` builds it by default (`auto`
+  settings resolved), and with XLA off/on and float32 / half precision (float16 or bfloat16
+  on a GPU, bfloat16 on a CPU);
+- the reference users know: the Keras DCGAN example's loop (`KerasExampleGAN`) on the same
+  networks, data and batch, and tfgen's default as a multiple of it (target: >= 1.3x);
 - FLOPs per training image (from the step's graph) and the achieved fraction of the
-  machine's peak: a datasheet figure for known GPUs, a measured matmul rate on a CPU.
+  machine's peak: a datasheet figure for known GPUs, a measured matmul rate on a CPU
+  (target: >= 50% for the 64 px DCGAN on a CPU);
+- the folder pipeline's images/second on 64x64 JPEGs, cold (decoding) and warm (cached),
+  against the 64 px DCGAN step it feeds (target: cold >= 3x the step);
+- sampling images/second from the exported SavedModel.
 
 Speed targets live here, never in timed tests.
 """
@@ -28,11 +31,11 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from tfgen import cli, distribute, losses
+from tfgen import cli, distribute
 from tfgen.config import load_config
 from tfgen.data import build_dataset
 from tfgen.export import export_saved_model
-from tfgen.train import build_model
+from tfgen.train import build_model, speed_settings
 
 log = cli.log
 
@@ -55,15 +58,14 @@ def _timed_steps(run_step, steps, warmup=2):
 
 
 def train_throughput(cfg, data, steps):
-    """Images/second of tfgen's train step (Keras' compiled train function) for `cfg`."""
-    keras.mixed_precision.set_global_policy(
-        "float32" if cfg.train.mixed_precision == "none" else cfg.train.mixed_precision
-    )
+    """(images/second, model) of tfgen's train step (Keras' compiled train function) for `cfg`,
+    with `auto` settings resolved as `tfgen.train` resolves them."""
+    strategy = distribute.make_strategy(cfg.train.distribute)
+    jit, policy = speed_settings(cfg, data, strategy)
+    keras.mixed_precision.set_global_policy("float32" if policy == "none" else policy)
     try:
-        strategy = distribute.make_strategy(cfg.train.distribute)
-        jit = distribute.resolve_jit_compile(cfg.train.jit_compile, strategy)
         with strategy.scope():
-            model = build_model(cfg, data.image_shape, len(data.class_names), jit)
+            model = build_model(cfg, data.image_shape, len(data.class_names), jit, policy)
         iterator = iter(strategy.experimental_distribute_dataset(data.stream(0)))
         model.make_train_function()
         train_function = model.train_function
@@ -78,34 +80,67 @@ def train_throughput(cfg, data, steps):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def naive_throughput(model, data, steps):
-    """Images/second of the same G and D trained by a plain tf.function loop (no Keras fit)."""
-    generator = keras.models.clone_model(model.generator)
-    discriminator = keras.models.clone_model(model.discriminator)
-    g_opt, d_opt = keras.optimizers.Adam(2e-4, 0.5), keras.optimizers.Adam(2e-4, 0.5)
+class KerasExampleGAN(keras.Model):
+    """The reference loop users copy: keras-io's `dcgan_overriding_train_step` example.
+
+    Its `train_step`, verbatim in substance: one D pass on fakes and reals concatenated (with
+    the example's noisy labels), then a G update through D on a second batch of fakes;
+    compiled with Keras' defaults. Given tfgen's own G and D, it is the baseline tfgen's
+    step must beat on the same networks, data and batch.
+    """
+
+    def __init__(self, generator, discriminator, latent_dim):
+        super().__init__()
+        self.generator = generator
+        self.discriminator = discriminator
+        self.latent_dim = latent_dim
+        self.seed_generator = keras.random.SeedGenerator(1337)
+        self.loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+
+    @property
+    def metrics(self):
+        return [self.d_loss_tracker, self.g_loss_tracker]
+
+    def compile(self, d_optimizer, g_optimizer):
+        super().compile()
+        self.d_optimizer = d_optimizer
+        self.g_optimizer = g_optimizer
+
+    def train_step(self, data):
+        real_images = data[0]
+        batch_size = tf.shape(real_images)[0]
+        z = keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
+        generated = self.generator(z, training=True)
+        combined = tf.concat([generated, real_images], axis=0)
+        labels = tf.concat([tf.ones((batch_size, 1)), tf.zeros((batch_size, 1))], axis=0)
+        labels += 0.05 * keras.random.uniform(tf.shape(labels), seed=self.seed_generator)
+        with tf.GradientTape() as tape:
+            d_loss = self.loss_fn(labels, self.discriminator(combined, training=True))
+        grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
+        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
+        z = keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
+        with tf.GradientTape() as tape:
+            predictions = self.discriminator(self.generator(z, training=True), training=True)
+            g_loss = self.loss_fn(tf.zeros((batch_size, 1)), predictions)
+        grads = tape.gradient(g_loss, self.generator.trainable_weights)
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+        self.d_loss_tracker.update_state(d_loss)
+        self.g_loss_tracker.update_state(g_loss)
+        return {"d_loss": self.d_loss_tracker.result(), "g_loss": self.g_loss_tracker.result()}
+
+
+def example_throughput(model, data, steps):
+    """Images/second of the Keras example's loop on copies of `model`'s G and D (same data)."""
+    example = KerasExampleGAN(
+        keras.models.clone_model(model.generator), keras.models.clone_model(model.discriminator), model.latent_dim
+    )
+    example.compile(keras.optimizers.Adam(2e-4, 0.5), keras.optimizers.Adam(2e-4, 0.5))
     iterator = iter(data.stream(0))
-    latent_dim = model.latent_dim
-
-    @tf.function
-    def step(real):
-        z = tf.random.normal([tf.shape(real)[0], latent_dim])
-        with tf.GradientTape() as tape:
-            fake = generator(z, training=True)
-            d_loss = tf.reduce_mean(losses.non_saturating_d(discriminator(real, training=True),
-                                                            discriminator(fake, training=True)))
-        d_opt.apply_gradients(zip(tape.gradient(d_loss, discriminator.trainable_variables),
-                                  discriminator.trainable_variables))
-        with tf.GradientTape() as tape:
-            fake = generator(tf.random.normal([tf.shape(real)[0], latent_dim]), training=True)
-            g_loss = tf.reduce_mean(losses.non_saturating_g(discriminator(fake, training=True)))
-        g_opt.apply_gradients(zip(tape.gradient(g_loss, generator.trainable_variables),
-                                  generator.trainable_variables))
-        return d_loss
-
-    def run_step():
-        float(step(next(iterator)[0]))
-
-    return steps * data.batch_size / _timed_steps(run_step, steps)
+    example.make_train_function()
+    train_function = example.train_function
+    return steps * data.batch_size / _timed_steps(lambda: float(train_function(iterator)["d_loss"]), steps)
 
 
 def flops_per_image(model, data):
@@ -130,28 +165,35 @@ def machine_peak(precision):
             if key in name:
                 return peaks[precision] * 1e12, f"{name} datasheet"
         return None, f"{name} (no datasheet figure)"
-    a = tf.random.normal([2048, 2048])
+    dtype = tf.bfloat16 if precision == "mixed_bfloat16" else tf.float32
+    a = tf.cast(tf.random.normal([2048, 2048]), dtype)
     matmul = tf.function(lambda: tf.linalg.matmul(a, a))
     seconds = _timed_steps(lambda: matmul().numpy(), 10)
-    return 10 * 2 * 2048**3 / seconds, "measured float32 2048x2048 matmul"
+    return 10 * 2 * 2048**3 / seconds, f"measured {dtype.name} 2048x2048 matmul"
 
 
-def input_pipeline(steps, num_images=1024):
-    """(cold, warm) images/second of the folder pipeline on 64x64 JPEGs, batch 128."""
-    with tempfile.TemporaryDirectory() as folder:
-        rng = np.random.default_rng(0)
-        for i in range(num_images):
-            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(f"{folder}/{i:05d}.jpg")
-        cfg = load_config("anime_dcgan.yaml", ["data.source=folder", f"data.path={folder}"])
-        data = build_dataset(cfg.data)
-        per_epoch = data.steps_per_epoch
-        start = time.perf_counter()
-        for _ in data.dataset:  # first pass: decode + resize + fill the cache
-            pass
-        cold = per_epoch * cfg.data.batch_size / (time.perf_counter() - start)
-        iterator = iter(data.stream(data.steps_per_epoch))
-        seconds = _timed_steps(lambda: next(iterator)[0].numpy(), steps)
-        return cold, steps * cfg.data.batch_size / seconds, cfg, data
+def write_jpeg_folder(folder, num_images):
+    """`num_images` random 64x64 JPEGs in `folder` (the anime config's shape)."""
+    rng = np.random.default_rng(0)
+    for i in range(num_images):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(f"{folder}/{i:05d}.jpg")
+
+
+def input_pipeline(folder, steps):
+    """(cold, warm, cfg, data): images/second of the folder pipeline on `folder`, batch 128.
+
+    Cold is the first pass (decoding, resizing, filling the cache); warm reads the cache.
+    """
+    cfg = load_config("anime_dcgan.yaml", ["data.source=folder", f"data.path={folder}"])
+    start = time.perf_counter()
+    data = build_dataset(cfg.data)
+    per_epoch = data.steps_per_epoch
+    for _ in data.dataset:  # first pass: decode + resize + fill the cache
+        pass
+    cold = per_epoch * cfg.data.batch_size / (time.perf_counter() - start)
+    iterator = iter(data.stream(data.steps_per_epoch))
+    seconds = _timed_steps(lambda: next(iterator)[0].numpy(), steps)
+    return cold, steps * cfg.data.batch_size / seconds, cfg, data
 
 
 def sampling_throughput(model, steps, batch=256):
@@ -164,77 +206,94 @@ def sampling_throughput(model, steps, batch=256):
         return steps * batch / seconds
 
 
+# The two DCGANs the speed targets are set on: tfgen's DCGAN networks at the sizes users run.
+CASES = {
+    "mnist 28 px DCGAN": ("mnist5k_dcgan.yaml", ["model.latent_dim=100", "model.g_width=64",
+                                                 "model.d_width=64", "data.batch_size=64"]),
+    "colour 64 px DCGAN": ("pokemon_dcgan.yaml", ["model.d_dropout=0", "data.batch_size=64"]),
+}
+
+
+def bench_case(name, args, folder):
+    """One CASES entry: tfgen's step per option, the Keras example's loop, FLOPs and peak share."""
+    config, overrides = CASES[name]
+    overrides = [*overrides, *args.set, "train.distribute=none"]
+    if "64 px" in name:  # any 64x64 colour folder will do for speed: the generated JPEGs
+        overrides += ["data.source=folder", f"data.path={folder}"]
+    gpus = tf.config.list_logical_devices("GPU")
+    half = "mixed_float16" if gpus else "mixed_bfloat16"
+    case = {"config": config, "overrides": overrides, "train": []}
+    default_cfg = load_config(config, overrides)
+    data = build_dataset(default_cfg.data, seed=default_cfg.train.seed)
+    jit, policy = speed_settings(default_cfg, data, distribute.make_strategy("none"))
+    variants = [(f"default (XLA {'on' if jit else 'off'}, {policy})", [])] + [
+        (f"XLA {'on' if x else 'off'}, {p}", [f"train.jit_compile={str(x).lower()}", f"train.mixed_precision={p}"])
+        for x in (False, True) for p in ("none", half)
+    ]
+    default_model = None
+    for label, settings in variants:
+        cfg = load_config(config, [*overrides, *settings])
+        rate, model = train_throughput(cfg, data, args.steps)
+        case["train"].append({"setting": label, "images_per_s": rate})
+        log.info("%s, %s: %.0f images/s", name, label, rate)
+        default_model = default_model or model
+    default_rate = case["train"][0]["images_per_s"]
+    example = example_throughput(default_model, data, args.steps)
+    case.update(example_images_per_s=example, ratio_to_example=default_rate / example)
+    log.info("%s, Keras example loop: %.0f images/s; tfgen default is %.2fx", name, example, default_rate / example)
+    flops = flops_per_image(default_model, data)
+    peak, source = machine_peak("float32" if policy == "none" else policy)
+    case.update(flops_per_train_image=flops, peak_flops={"value": peak, "source": source})
+    if peak:
+        case["fraction_of_peak"] = flops * default_rate / peak
+    return case, default_model
+
+
 def bench(args):
     """All measurements as a dict (also printed as a table)."""
     gpus = tf.config.list_logical_devices("GPU")
-    results = {"device": gpus[0].name if gpus else "cpu", "tensorflow": tf.__version__, "config": args.config,
-               "steps": args.steps, "train": []}
-    half = "mixed_float16" if gpus else "mixed_bfloat16"
-    variants = [("none", False, "none"), ("none", True, "none"), ("none", True, half)]
-    if len(gpus) > 1:
-        variants.append(("mirrored", True, half))
-    default_model = None
-    for dist, xla, precision in variants:
-        cfg = load_config(args.config, [*args.set, f"train.distribute={dist}", f"train.jit_compile={str(xla).lower()}",
-                                        f"train.mixed_precision={precision}"])
-        data = build_dataset(cfg.data, seed=cfg.train.seed)
-        rate, model = train_throughput(cfg, data, args.steps)
-        replicas = distribute.make_strategy(dist).num_replicas_in_sync
-        results["train"].append({"xla": xla, "precision": precision, "replicas": replicas, "images_per_s": rate})
-        log.info("train: XLA %s, %s, %d replica(s): %.0f images/s", xla, precision, replicas, rate)
-        if (dist, xla, precision) == ("none", True, "none"):
-            default_model, default_rate, default_data = model, rate, data
-
-    if hasattr(default_model, "discriminator") and hasattr(default_model, "generator"):
-        naive = naive_throughput(default_model, default_data, args.steps)
-        results["naive_baseline_images_per_s"] = naive
-        results["ratio_to_naive"] = default_rate / naive
-        log.info("naive tf.function loop: %.0f images/s; tfgen (XLA) is %.2fx", naive, default_rate / naive)
-        results["sampling_images_per_s"] = sampling_throughput(default_model, args.steps)
-
-    flops = flops_per_image(default_model, default_data)
-    peak, source = machine_peak("float32")
-    results["flops_per_train_image"] = flops
-    results["peak_flops"] = {"value": peak, "source": source}
-    if peak:
-        results["fraction_of_peak"] = flops * default_rate / peak
-
-    cold, warm, anime_cfg, anime_data = input_pipeline(args.steps)
-    anime_rate, _ = train_throughput(anime_cfg, anime_data, max(2, args.steps // 10))
+    results = {"device": gpus[0].name if gpus else "cpu", "tensorflow": tf.__version__, "steps": args.steps,
+               "cases": {}}
+    with tempfile.TemporaryDirectory() as folder:
+        write_jpeg_folder(folder, 1024)
+        for name in CASES:
+            results["cases"][name], model = bench_case(name, args, folder)
+        results["sampling_images_per_s"] = sampling_throughput(model, args.steps)
+        cold, warm, cfg, data = input_pipeline(folder, args.steps)
+    step_rate = results["cases"]["colour 64 px DCGAN"]["train"][0]["images_per_s"]
     results["input_pipeline"] = {
         "shape": "64x64x3 JPEG, batch 128", "cold_images_per_s": cold, "warm_images_per_s": warm,
-        "anime_dcgan_train_images_per_s": anime_rate, "warm_ratio_to_train": warm / anime_rate,
+        "train_images_per_s": step_rate, "cold_ratio_to_train": cold / step_rate,
     }
     return results
 
 
 def format_results(r):
-    lines = [f"device: {r['device']}  (TensorFlow {r['tensorflow']}, {r['config']}, {r['steps']} timed steps)", "",
-             "training                                images/s"]
-    for t in r["train"]:
-        lines.append(f"  XLA {'on ' if t['xla'] else 'off'} {t['precision']:<15} {t['replicas']} replica(s) {t['images_per_s']:>10.0f}")
-    if "naive_baseline_images_per_s" in r:
-        lines.append(f"  naive tf.function loop (no XLA)         {r['naive_baseline_images_per_s']:>10.0f}")
-        lines.append(f"  tfgen default / naive                   {r['ratio_to_naive']:>10.2f}x")
-        lines.append(f"sampling from the SavedModel             {r['sampling_images_per_s']:>10.0f}")
-    peak = r["peak_flops"]
-    lines.append(f"FLOPs per training image                 {r['flops_per_train_image']:>10.3g}")
-    if "fraction_of_peak" in r:
-        lines.append(f"achieved fraction of peak                {100 * r['fraction_of_peak']:>9.2f}%  "
-                     f"(peak {peak['value'] / 1e9:.0f} GFLOP/s, {peak['source']})")
+    lines = [f"device: {r['device']}  (TensorFlow {r['tensorflow']}, {r['steps']} timed steps)"]
+    for name, case in r["cases"].items():
+        lines += ["", f"{name} ({case['config']} {' '.join(case['overrides'])})", "  training                        images/s"]
+        for t in case["train"]:
+            lines.append(f"  {t['setting']:<30}{t['images_per_s']:>10.0f}")
+        lines.append(f"  {'Keras example loop':<30}{case['example_images_per_s']:>10.0f}")
+        lines.append(f"  {'tfgen default / example':<30}{case['ratio_to_example']:>9.2f}x")
+        lines.append(f"  FLOPs per training image      {case['flops_per_train_image']:>10.3g}")
+        if "fraction_of_peak" in case:
+            peak = case["peak_flops"]
+            lines.append(f"  achieved fraction of peak     {100 * case['fraction_of_peak']:>9.1f}%  "
+                         f"(peak {peak['value'] / 1e9:.0f} GFLOP/s, {peak['source']})")
     p = r["input_pipeline"]
-    lines += [f"input pipeline ({p['shape']}): cold {p['cold_images_per_s']:.0f}, warm {p['warm_images_per_s']:.0f} images/s",
-              f"  64x64 DCGAN train step: {p['anime_dcgan_train_images_per_s']:.0f} images/s; "
-              f"pipeline/step = {p['warm_ratio_to_train']:.1f}x"]
+    lines += ["", f"sampling from the SavedModel (64 px)    {r['sampling_images_per_s']:>10.0f} images/s",
+              f"input pipeline ({p['shape']}): cold {p['cold_images_per_s']:.0f}, warm {p['warm_images_per_s']:.0f} images/s;",
+              f"  cold pipeline / 64 px DCGAN step = {p['cold_ratio_to_train']:.1f}x (target >= 3x)"]
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tfgen.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="digits_dcgan.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement (after 2 warm-up steps)")
     parser.add_argument("--out", default="bench.json")
+    cli.add_verbose_argument(parser)
     return cli.run(_bench_command, parser.parse_args(argv))
 
 

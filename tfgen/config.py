@@ -34,7 +34,7 @@ _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 class DataConfig:
     """Where images come from and how they become batches of [-1, 1] float images."""
 
-    source: Literal["digits", "tfds", "folder", "kaggle"] = "digits"
+    source: Literal["digits", "mnist5k", "tfds", "folder", "kaggle"] = "digits"
     name: str = ""  # TFDS dataset name ("mnist") or Kaggle slug ("owner/dataset")
     path: str = ""  # image folder; for kaggle, the sub-folder inside the download
     split: str = "train"  # TFDS split, slicing allowed ("train[:10%]")
@@ -78,7 +78,7 @@ class TrainConfig:
     seed: int = 0
     distribute: Literal["auto", "none", "mirrored", "multi_worker", "tpu"] = "auto"
     jit_compile: Literal["auto", True, False] = "auto"
-    mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"
+    mixed_precision: Literal["none", "auto", "mixed_float16", "mixed_bfloat16"] = "none"  # auto: tfgen.precision
     sample_every: int = 5  # epochs between sample grids
     num_samples: int = 64  # images in each sample grid (fixed latent batch)
     checkpoint_every: int = 1  # epochs between checkpoints

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from tfgen import callbacks, cli, distribute, evaluate, metrics
+from tfgen import callbacks, cli, distribute, evaluate, metrics, precision
 from tfgen.config import load_config
 from tfgen.data import build_dataset
 from tfgen.errors import ConfigError, RunError
@@ -55,6 +55,7 @@ def parse_args(argv=None):
         "--max-minutes", type=float, metavar="M",
         help="checkpoint and stop cleanly after M minutes (continue later with --resume)",
     )
+    cli.add_verbose_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -81,8 +82,11 @@ def prepare_run_dir(cfg, resume, overwrite):
     return run_dir
 
 
-def build_model(cfg, image_shape, num_classes, jit_compile):
-    """The registered model with its optimizers, variables and optimizer slots all built."""
+def build_model(cfg, image_shape, num_classes, jit_compile, policy="none"):
+    """The registered model with its optimizers, variables and optimizer slots all built.
+
+    `policy` is the resolved mixed-precision policy, already set as Keras' global policy.
+    """
     cls = get_model_class(cfg.model.name)
     kwargs = dict(cfg.model.params, image_shape=image_shape, seed=cfg.train.seed)
     if cls.needs_labels:
@@ -95,11 +99,31 @@ def build_model(cfg, image_shape, num_classes, jit_compile):
     optimizers = {}
     for name in cls.optimizer_names:
         optimizer = keras.optimizers.Adam(learning_rate_for(name, train), beta_1=train.beta_1, beta_2=train.beta_2)
-        if train.mixed_precision == "mixed_float16":  # float16 gradients need loss scaling
+        if policy == "mixed_float16":  # float16 gradients need loss scaling
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizers[name] = optimizer
     model.compile(**optimizers, jit_compile=jit_compile)
     return model
+
+
+def speed_settings(cfg, data, strategy):
+    """(jit_compile, mixed-precision policy) for this model on this device, `auto` resolved.
+
+    XLA by `distribute.resolve_jit_compile`'s rule; mixed precision by measurement where it
+    could pay (`tfgen.precision`), which builds throw-away copies of the model.
+    """
+    jit_compile = distribute.resolve_jit_compile(cfg.train.jit_compile, strategy)
+    key = {"model": {"name": cfg.model.name, **cfg.model.params}, "image_shape": list(data.image_shape),
+           "batch_size": cfg.data.batch_size, "replicas": strategy.num_replicas_in_sync, "xla": jit_compile}
+
+    def build(policy):
+        with strategy.scope():
+            return build_model(cfg, data.image_shape, len(data.class_names), jit_compile, policy)
+
+    def stream():
+        return iter(strategy.experimental_distribute_dataset(data.stream(0)))
+
+    return jit_compile, precision.resolve_mixed_precision(cfg.train.mixed_precision, key, build, stream)
 
 
 def learning_rate_for(optimizer_name, train_cfg):
@@ -217,21 +241,20 @@ def train(cfg, run_dir, resume=False, deadline=None):
     a RunError, or with `train.on_nan: rollback` restores the last good checkpoint with
     lower learning rates, up to `train.max_rollbacks` times.
     """
-    keras.utils.set_random_seed(cfg.train.seed)
-    # Output layers and losses stay float32 (see tfgen.layers); "none" resets an earlier run's policy.
-    keras.mixed_precision.set_global_policy("float32" if cfg.train.mixed_precision == "none" else cfg.train.mixed_precision)
     strategy = distribute.make_strategy(cfg.train.distribute)
-    jit_compile = distribute.resolve_jit_compile(cfg.train.jit_compile, strategy)
     model_cls = get_model_class(cfg.model.name)
     data = build_dataset(cfg.data, seed=cfg.train.seed, require_labels=model_cls.needs_labels)
     steps = cfg.train.steps_per_epoch or data.steps_per_epoch
+    jit_compile, policy = speed_settings(cfg, data, strategy)
     log.info(
-        "data: %s, %d images of %s, %d steps per epoch; %d replica(s), XLA %s",
+        "data: %s, %d images of %s, %d steps per epoch; %d replica(s), XLA %s, %s",
         data.description, data.num_examples, "x".join(map(str, data.image_shape)), steps,
-        strategy.num_replicas_in_sync, "on" if jit_compile else "off",
+        strategy.num_replicas_in_sync, "on" if jit_compile else "off", "float32" if policy == "none" else policy,
     )
+    keras.utils.set_random_seed(cfg.train.seed)  # after any timing runs, which draw initial weights
+    keras.mixed_precision.set_global_policy("float32" if policy == "none" else policy)
     with strategy.scope():
-        model = build_model(cfg, data.image_shape, len(data.class_names), jit_compile)
+        model = build_model(cfg, data.image_shape, len(data.class_names), jit_compile, policy)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     # Every RNG state (latents, dropout masks) goes into the checkpoint for an exact resume.
     rng = [v.value for v in model.non_trainable_variables if "seed_generator_state" in v.path]
