@@ -1,7 +1,7 @@
 # `make train` and `make test` work on a fresh machine: both create .venv on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-CONFIG ?= digits_dcgan.yaml
+CONFIG ?= mnist5k_dcgan.yaml
 ARGS ?= --overwrite
 
 .PHONY: train test clean

@@ -222,6 +222,19 @@ def test_standardize_half_transparent_blends_with_white():
     np.testing.assert_array_equal(out, np.full((8, 8, 3), 204, np.uint8))
 
 
+@pytest.mark.parametrize("fit", ["crop", "pad"])
+def test_fit_crops_or_pads_a_wide_image_with_white(fit):
+    image = np.zeros((8, 16, 3), np.uint8)
+    image[..., 0] = 255  # red, twice as wide as high
+    out = standardize(tf.constant(image), 8, 3, fit).numpy()
+    red = np.all(out == (255, 0, 0), axis=-1)
+    white = np.all(out == (255, 255, 255), axis=-1)
+    if fit == "crop":
+        assert red.all()
+    else:  # the whole image, 8 x 4, centred, white above and below
+        assert red[2:6].all() and white[:2].all() and white[6:].all()
+
+
 def test_to_signed_unit_range():
     out = to_signed_unit(tf.constant([0, 255], tf.uint8)).numpy()
     np.testing.assert_allclose(out, [-1.0, 1.0])

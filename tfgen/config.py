@@ -42,6 +42,7 @@ class DataConfig:
     label_key: str = "label"  # TFDS feature holding the class label
     data_dir: str = ""  # TFDS data_dir; empty means TFDS's default (~/tensorflow_datasets)
     image_size: int = 32
+    fit: Literal["crop", "pad"] = "crop"  # non-square images: centre-crop, or pad with white
     channels: Literal[1, 3] = 1
     batch_size: int = 64
     random_flip: bool = False

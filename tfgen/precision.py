@@ -61,6 +61,14 @@ def cache_path():
     return root / "tfgen" / "mixed_precision.json"
 
 
+def read_cache(path):
+    """The cached verdicts {entry: {"speedup", "policy"}}; empty if absent or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def steps_per_second(train_function, iterator, steps=8, warmup=3, rounds=2):
     """Best of `rounds` timings of `steps` calls of a Keras train function (after warm-up)."""
     for _ in range(warmup):
@@ -91,10 +99,7 @@ def resolve_mixed_precision(setting, key, build, stream):
         return "none"
     entry = json.dumps({**key, "device": device, "tensorflow": tf.__version__}, sort_keys=True)
     path = cache_path()
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
+    cache = read_cache(path)
     if entry not in cache:
         log.info("mixed precision auto: timing float32 against %s on %s (once; cached in %s)", half, device, path)
         rates = {}
@@ -107,8 +112,8 @@ def resolve_mixed_precision(setting, key, build, stream):
         finally:
             keras.mixed_precision.set_global_policy("float32")
         cache[entry] = {"speedup": rates[half] / rates["none"], "policy": half}
-        try:
-            write_text(path, json.dumps(cache, indent=1))
+        try:  # re-read first: another run may have added its verdict meanwhile
+            write_text(path, json.dumps({**read_cache(path), entry: cache[entry]}, indent=1))
         except OSError as exc:  # a read-only home only costs the measurement next time
             log.warning("could not cache the mixed-precision verdict in %s: %s", path, exc.strerror)
     speedup = cache[entry]["speedup"]

@@ -3,7 +3,8 @@
 Sources hand over `(image, label)` pairs with `image` a uint8 [H, W, C] tensor of any size
 and C in 1..4 (gray, gray+alpha, RGB, RGBA). From there every dataset is treated alike:
 alpha composited on white, converted to the configured channels, resized so the shorter side
-is `image_size` and centre-cropped; then cache, shuffle, scale to [-1, 1], flip, batch,
+is `image_size` and centre-cropped (or, with `fit: pad`, the longer side is `image_size` and
+the rest is white); then cache, shuffle, scale to [-1, 1], flip, batch,
 prefetch. The shuffle and flips of epoch e depend only on (seed, e), so training can resume
 mid-run with the same data order.
 """
@@ -41,24 +42,32 @@ def composite_on_white(rgba):
     return rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
 
 
-def resize_and_crop(image, size):
-    """Resize so the shorter side is `size` (keeping aspect), then centre-crop to size x size."""
+def resize_and_crop(image, size, fit="crop"):
+    """A square size x size image from any [H, W, C] image in [0, 255], keeping the aspect.
+
+    fit "crop": the shorter side becomes `size` and the longer one is centre-cropped (photos,
+    faces). fit "pad": the longer side becomes `size` and the rest is padded with white, so
+    nothing is cut off (a whole creature, a sprite sheet's figure on its white background).
+    """
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = size / tf.reduce_min(shape)
+    scale = size / (tf.reduce_min(shape) if fit == "crop" else tf.reduce_max(shape))
     new_shape = tf.cast(tf.math.ceil(shape * scale), tf.int32)
+    if fit == "pad":
+        new_shape = tf.minimum(new_shape, size)
     image = tf.image.resize(image, new_shape, method="bilinear", antialias=True)
-    return tf.image.resize_with_crop_or_pad(image, size, size)
+    # resize_with_crop_or_pad pads with zeros: shift white to zero and back.
+    return tf.image.resize_with_crop_or_pad(image - 255.0, size, size) + 255.0
 
 
-def standardize(image, image_size, channels):
-    """uint8 [H, W, 1..4] -> uint8 [image_size, image_size, channels].
+def standardize(image, image_size, channels, fit="crop"):
+    """uint8 [H, W, 1..4] -> uint8 [image_size, image_size, channels] (see resize_and_crop for `fit`).
 
     Kept in uint8 so the cache holds a quarter of the bytes of float images.
     """
     rgb = composite_on_white(to_rgba(image))
     if channels == 1:
         rgb = tf.image.rgb_to_grayscale(rgb)
-    image = resize_and_crop(rgb, image_size)
+    image = resize_and_crop(rgb, image_size, fit)
     image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
     return tf.ensure_shape(image, [image_size, image_size, channels])
 
@@ -71,7 +80,7 @@ def to_signed_unit(image):
 def prepare(pairs, cfg):
     """Decoded pairs -> standardized uint8 pairs, cached (in memory) when `cfg.cache`."""
     ds = pairs.map(
-        lambda image, label: (standardize(image, cfg.image_size, cfg.channels), label),
+        lambda image, label: (standardize(image, cfg.image_size, cfg.channels, cfg.fit), label),
         num_parallel_calls=AUTOTUNE,
     )
     return ds.cache() if cfg.cache else ds
