@@ -4,8 +4,11 @@ This must run before TensorFlow initialises its devices, which is why it lives h
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Caches tfgen writes for the user (the mixed-precision verdicts) go to a throw-away folder.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="tfgen-test-cache-")
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

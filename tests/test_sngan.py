@@ -32,3 +32,21 @@ def test_defaults_are_hinge_and_spectral_and_round_trip(tmp_path):
     assert model.loss == "hinge" and model.d_norm == "spectral"
     model.train_step(real_images(model, 8))
     assert_keras_round_trip(model, tmp_path, tf.random.normal((2, 4)))
+
+
+def test_mixed_precision_keeps_spectrally_normalised_kernels_in_float32():
+    # Keras writes W / sigma back into the kernel each training call; in bfloat16 that rounded
+    # every kernel to bfloat16 and erased the optimizer's updates.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = toy_model("sngan", latent_dim=4, g_width=4, d_width=4)
+        model.train_step(real_images(model, n=8))
+        for layer in model.discriminator.layers:
+            if isinstance(layer, keras.layers.SpectralNormalization):
+                kernel = layer.layer.kernel.value.numpy()
+                rounded = tf.cast(tf.cast(kernel, tf.bfloat16), tf.float32).numpy()
+                assert not np.array_equal(kernel, rounded)
+                if isinstance(layer.layer, keras.layers.Conv2D):  # (the logit layer is float32)
+                    assert layer.layer.compute_dtype == "bfloat16"  # the convolution stays fast
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -114,10 +114,12 @@ def test_python_m_entry_point_reports_user_errors_without_traceback(tmp_path):
 
 
 TOY_RUN = ["--set", "data.image_size=8", "--set", "data.limit=64", "--set", "data.batch_size=8",
-           "--set", "train.epochs=1", "--set", "train.steps_per_epoch=2", "--set", "train.jit_compile=false"]
+           "--set", "train.epochs=1", "--set", "train.steps_per_epoch=2", "--set", "train.jit_compile=false",
+           "--set", "train.mixed_precision=none"]
+OFFLINE_CONFIGS = sorted(p.name for pattern in ("digits_*.yaml", "mnist5k_*.yaml") for p in (REPO / "configs").glob(pattern))
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("digits_*.yaml")))
+@pytest.mark.parametrize("config", OFFLINE_CONFIGS)
 def test_every_offline_config_trains_at_toy_size(config, tmp_path):
     code = train.main(["--config", config, "--set", f"run_dir={tmp_path}", *TOY_RUN])
     assert code == 0

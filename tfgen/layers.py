@@ -77,8 +77,15 @@ def build_generator(latent_dim, image_shape, width, name="generator"):
 
 
 def _sn(layer, norm):
-    """Wrap a weight layer in spectral normalisation (Miyato et al. 2018) when asked."""
-    return layers.SpectralNormalization(layer) if norm == "spectral" else layer
+    """Wrap a weight layer in spectral normalisation (Miyato et al. 2018) when asked.
+
+    The wrapper runs in float32 whatever the mixed-precision policy: Keras' version writes
+    W / sigma back into the float32 kernel on every training call, and computed in bfloat16
+    or float16 that write rounded the kernel to half precision each step, wiping out the
+    optimizer's small updates (SNGAN then never learned under mixed precision). The wrapped
+    convolution itself still computes in the policy's half precision.
+    """
+    return layers.SpectralNormalization(layer, dtype="float32") if norm == "spectral" else layer
 
 
 def discriminator_body(image_shape, width, dropout=0.0, norm="batch"):
