@@ -7,7 +7,7 @@ import os
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Caches tfgen writes for the user (the mixed-precision verdicts) go to a throw-away folder.
+# Caches tfgen writes for the user (the auto-setting measurements) go to a throw-away folder.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="tfgen-test-cache-")
 
 import pytest  # noqa: E402
@@ -35,6 +35,7 @@ train:
   sample_every: 1
   num_samples: 4
   distribute: none
+  jit_compile: false
 """
 
 

@@ -78,8 +78,8 @@ class TrainConfig:
     beta_2: float = 0.999
     seed: int = 0
     distribute: Literal["auto", "none", "mirrored", "multi_worker", "tpu"] = "auto"
-    jit_compile: Literal["auto", True, False] = "auto"
-    mixed_precision: Literal["none", "auto", "mixed_float16", "mixed_bfloat16"] = "none"  # auto: tfgen.precision
+    jit_compile: Literal["auto", True, False] = "auto"  # auto: tfgen.autotune
+    mixed_precision: Literal["none", "auto", "mixed_float16", "mixed_bfloat16"] = "none"  # auto: tfgen.autotune
     sample_every: int = 5  # epochs between sample grids
     num_samples: int = 64  # images in each sample grid (fixed latent batch)
     checkpoint_every: int = 1  # epochs between checkpoints

@@ -52,25 +52,21 @@ def is_chief(strategy):
     return strategy.extended.should_checkpoint
 
 
-def on_accelerator():
-    """Whether TensorFlow sees a GPU or TPU (the step then runs there, not on the CPU)."""
-    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+def jit_compile_options(setting, strategy):
+    """`train.jit_compile` -> the XLA settings to choose from: [False, True] for auto, which
+    `tfgen.autotune` then measures, else the one set.
 
-
-def resolve_jit_compile(setting, strategy):
-    """`train.jit_compile` -> bool.
-
-    auto means XLA on GPUs and TPUs, where it fuses the many small ops of a GAN step, and
-    not on the CPU, where `tfgen.bench` measures it slower for every DCGAN size users run
-    (28 px MNIST and 64 px colour on a 2-core CPU: about half the images/s). Across several
-    CPU replicas TensorFlow cannot compile the replicated step at all.
+    TPUs always compile; across several CPU replicas TensorFlow cannot compile the
+    replicated step at all, so auto means off there and true is an error.
     """
-    multi_cpu = strategy.num_replicas_in_sync > 1 and not on_accelerator()
+    multi_cpu = strategy.num_replicas_in_sync > 1 and not tf.config.list_logical_devices("GPU")
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return [True]
     if setting == "auto":
-        return on_accelerator() or isinstance(strategy, tf.distribute.TPUStrategy)
+        return [False] if multi_cpu else [False, True]
     if setting and multi_cpu:
         raise ConfigError(
             "train.jit_compile: true is not supported across several CPU replicas; "
             "use jit_compile: auto or false, or distribute: none"
         )
-    return bool(setting)
+    return [bool(setting)]

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from tfgen import callbacks, cli, distribute, evaluate, metrics, precision
+from tfgen import autotune, callbacks, cli, distribute, evaluate, metrics
 from tfgen.config import load_config
 from tfgen.data import build_dataset
 from tfgen.errors import ConfigError, RunError
@@ -107,23 +107,20 @@ def build_model(cfg, image_shape, num_classes, jit_compile, policy="none"):
 
 
 def speed_settings(cfg, data, strategy):
-    """(jit_compile, mixed-precision policy) for this model on this device, `auto` resolved.
-
-    XLA by `distribute.resolve_jit_compile`'s rule; mixed precision by measurement where it
-    could pay (`tfgen.precision`), which builds throw-away copies of the model.
-    """
-    jit_compile = distribute.resolve_jit_compile(cfg.train.jit_compile, strategy)
+    """(jit_compile, mixed-precision policy) for this model on this device, `auto` resolved
+    by measurement (`tfgen.autotune`, which builds throw-away copies of the model)."""
     key = {"model": {"name": cfg.model.name, **cfg.model.params}, "image_shape": list(data.image_shape),
-           "batch_size": cfg.data.batch_size, "replicas": strategy.num_replicas_in_sync, "xla": jit_compile}
+           "batch_size": cfg.data.batch_size, "replicas": strategy.num_replicas_in_sync}
 
-    def build(policy):
+    def build(jit_compile, policy):
         with strategy.scope():
             return build_model(cfg, data.image_shape, len(data.class_names), jit_compile, policy)
 
     def stream():
         return iter(strategy.experimental_distribute_dataset(data.stream(0)))
 
-    return jit_compile, precision.resolve_mixed_precision(cfg.train.mixed_precision, key, build, stream)
+    jit_options = distribute.jit_compile_options(cfg.train.jit_compile, strategy)
+    return autotune.resolve(jit_options, cfg.train.mixed_precision, key, build, stream)
 
 
 def learning_rate_for(optimizer_name, train_cfg):

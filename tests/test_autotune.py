@@ -1,0 +1,88 @@
+"""`auto` XLA and mixed precision: measured once per model and device, cached, plain unless faster."""
+
+import json
+
+import keras
+import pytest
+
+from tfgen import autotune, distribute, train
+from tfgen.config import load_config
+from tfgen.data import build_dataset
+
+KEY = {"model": {"name": "dcgan"}, "image_shape": [8, 8, 1], "batch_size": 8}
+
+
+def never_built(jit, policy):
+    raise AssertionError("no timing run expected")
+
+
+@pytest.fixture
+def cache_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    return tmp_path / "tfgen" / "autotune.json"
+
+
+def test_explicit_settings_pass_through_without_timing(cache_file):
+    for policy in ("none", "mixed_float16", "mixed_bfloat16"):
+        assert autotune.resolve([True], policy, KEY, never_built, None) == (True, policy)
+    assert not cache_file.exists()
+
+
+def test_cpu_without_native_bf16_stays_float32(monkeypatch, cache_file, caplog):
+    monkeypatch.setattr(autotune, "half_precision_candidate", lambda: (None, "CPU Old"))
+    with caplog.at_level("INFO", logger="tfgen"):
+        assert autotune.resolve([False], "auto", KEY, never_built, None) == (False, "none")
+    assert "float32 (CPU Old has no native half-precision arithmetic)" in caplog.text
+
+
+class FakeModel:
+    train_function = None
+
+    def __init__(self, jit):
+        self.jit = jit
+
+    def make_train_function(self):
+        self.train_function = self.jit  # read back by the fake timer below
+
+
+@pytest.mark.parametrize("rates, expected", [
+    ({"XLA off, float32": 1.0, "XLA on, float32": 0.5, "XLA off, mixed_bfloat16": 2.0, "XLA on, mixed_bfloat16": 1.0},
+     (False, "mixed_bfloat16")),
+    ({"XLA off, float32": 1.0, "XLA on, float32": 1.5, "XLA off, mixed_bfloat16": 0.8, "XLA on, mixed_bfloat16": 1.2},
+     (True, "none")),
+    ({"XLA off, float32": 1.0, "XLA on, float32": 1.02, "XLA off, mixed_bfloat16": 1.03, "XLA on, mixed_bfloat16": 0.5},
+     (False, "none")),  # within MIN_SPEEDUP: timing noise never moves off the plain setting
+])
+def test_auto_times_every_candidate_once_and_caches(monkeypatch, cache_file, rates, expected):
+    monkeypatch.setattr(autotune, "half_precision_candidate", lambda: ("mixed_bfloat16", "CPU New"))
+    built = []
+
+    def build(jit, policy):
+        built.append((jit, policy, keras.mixed_precision.global_policy().name))
+        return FakeModel(jit)
+
+    def fake_rate(jit, iterator):
+        return rates[autotune.describe(jit, keras.mixed_precision.global_policy().name.replace("float32", "none"))]
+
+    monkeypatch.setattr(autotune, "steps_per_second", fake_rate)
+    assert autotune.resolve([False, True], "auto", KEY, build, lambda: None) == expected
+    assert [(j, p) for j, p, _ in built] == [(False, "none"), (True, "none"), (False, "mixed_bfloat16"), (True, "mixed_bfloat16")]
+    assert all(active == ("float32" if p == "none" else p) for _, p, active in built)  # built under its policy
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after timing
+    (cached,) = json.loads(cache_file.read_text()).values()
+    assert cached == rates
+    # the second run reads the verdict instead of timing again
+    assert autotune.resolve([False, True], "auto", KEY, never_built, None) == expected
+    # another shape is another entry
+    autotune.resolve([False, True], "auto", {**KEY, "image_shape": [16, 16, 1]}, build, lambda: None)
+    assert len(json.loads(cache_file.read_text())) == 2
+
+
+def test_real_timing_builds_and_steps_the_model(monkeypatch, cache_file, toy_config):
+    monkeypatch.setattr(autotune, "half_precision_candidate", lambda: (None, "CPU Test"))
+    cfg = load_config(str(toy_config), ["train.jit_compile=auto"])
+    data = build_dataset(cfg.data)
+    jit, policy = train.speed_settings(cfg, data, distribute.make_strategy("none"))
+    assert policy == "none" and jit in (False, True)
+    (cached,) = json.loads(cache_file.read_text()).values()
+    assert set(cached) == {"XLA off, float32", "XLA on, float32"} and min(cached.values()) > 0
