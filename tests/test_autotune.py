@@ -4,6 +4,7 @@ import json
 
 import keras
 import pytest
+import tensorflow as tf
 
 from tfgen import autotune, distribute, train
 from tfgen.config import load_config
@@ -86,3 +87,26 @@ def test_real_timing_builds_and_steps_the_model(monkeypatch, cache_file, toy_con
     assert policy == "none" and jit in (False, True)
     (cached,) = json.loads(cache_file.read_text()).values()
     assert set(cached) == {"XLA off, float32", "XLA on, float32"} and min(cached.values()) > 0
+
+
+def test_a_failing_candidate_is_dropped_not_fatal(monkeypatch, cache_file, caplog):
+    monkeypatch.setattr(autotune, "half_precision_candidate", lambda: (None, "CPU Test"))
+
+    def build(jit, policy):
+        if jit:
+            raise tf.errors.UnimplementedError(None, None, "XLA cannot compile op Foo")
+        return FakeModel(jit)
+
+    monkeypatch.setattr(autotune, "steps_per_second", lambda fn, it: 1.0)
+    with caplog.at_level("WARNING", logger="tfgen"):
+        assert autotune.resolve([False, True], "auto", KEY, build, lambda: None) == (False, "none")
+    assert "XLA on, float32 fails for this model (XLA cannot compile op Foo)" in caplog.text
+
+
+def test_the_run_records_what_auto_chose(monkeypatch, cache_file, toy_config, tmp_path):
+    monkeypatch.setattr(autotune, "half_precision_candidate", lambda: ("mixed_bfloat16", "CPU Test"))
+    monkeypatch.setattr(autotune, "steps_per_second", lambda fn, it: 2.0 if keras.mixed_precision.global_policy().name == "mixed_bfloat16" else 1.0)
+    assert train.main(["--config", str(toy_config), "--set", "train.mixed_precision=auto", "--set", "train.epochs=1"]) == 0
+    recorded = load_config(str(tmp_path / "runs" / "toy" / "config.yaml"))
+    assert (recorded.train.jit_compile, recorded.train.mixed_precision) == (False, "mixed_bfloat16")
+    keras.mixed_precision.set_global_policy("float32")

@@ -198,3 +198,12 @@ def test_train_step_moves_both_networks_and_the_ema():
         after = getattr(model, name).get_weights()
         assert any(not np.allclose(a, b) for a, b in zip(after, weights)), name
     assert int(model.g_optimizer.iterations) == 1 and int(model.d_optimizer.iterations) == 1
+
+
+def test_train_step_runs_the_generator_forward_once():
+    model = toy()
+    calls = []
+    run_generator = model.run_generator
+    model.run_generator = lambda *args, **kwargs: calls.append(1) or run_generator(*args, **kwargs)
+    model.train_step(real_batch(model))
+    assert len(calls) == 1

@@ -118,9 +118,17 @@ def resolve(jit_options, precision_setting, key, build, stream):
         try:
             for jit, policy in candidates:
                 keras.mixed_precision.set_global_policy("float32" if policy == "none" else policy)
-                model = build(jit, policy)
-                model.make_train_function()
-                rates[describe(jit, policy)] = steps_per_second(model.train_function, stream())
+                try:
+                    model = build(jit, policy)
+                    model.make_train_function()
+                    rates[describe(jit, policy)] = steps_per_second(model.train_function, stream())
+                except (tf.errors.OpError, ValueError, TypeError) as exc:
+                    if (jit, policy) == candidates[0]:
+                        raise  # the plain setting itself fails: that is the run's error to report
+                    # an op XLA or half precision cannot handle: that candidate is out
+                    log.warning("auto settings: %s fails for this model (%s)", describe(jit, policy),
+                                str(exc).splitlines()[0][:200])
+                    rates[describe(jit, policy)] = 0.0
         finally:
             keras.mixed_precision.set_global_policy("float32")
         try:  # re-read first: another run may have added its measurements meanwhile

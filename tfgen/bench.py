@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from tfgen import cli, distribute
+from tfgen import autotune, cli, distribute
 from tfgen.config import load_config
 from tfgen.data import build_dataset
 from tfgen.export import export_saved_model
@@ -220,8 +220,7 @@ def bench_case(name, args, folder):
     overrides = [*overrides, *args.set, "train.distribute=none"]
     if "64 px" in name:  # any 64x64 colour folder will do for speed: the generated JPEGs
         overrides += ["data.source=folder", f"data.path={folder}"]
-    gpus = tf.config.list_logical_devices("GPU")
-    half = "mixed_float16" if gpus else "mixed_bfloat16"
+    half = autotune.half_precision_candidate()[0] or "mixed_bfloat16"
     case = {"config": config, "overrides": overrides, "train": []}
     default_cfg = load_config(config, overrides)
     data = build_dataset(default_cfg.data, seed=default_cfg.train.seed)

@@ -21,7 +21,8 @@ from tfgen.errors import TfgenError
 log = logging.getLogger("tfgen")
 
 # absl's pre-InitializeLog INFO and WARNING lines ("I0000 00:00:1795611245.808510    6007
-# port.cc:153] oneDNN custom ...") and the notice that precedes them; ERROR and FATAL lines pass.
+# port.cc:153] oneDNN custom ...") and the notice that precedes them; ERROR and FATAL lines pass
+# (a command's TF_CPP_MIN_LOG_LEVEL=3 keeps C++ ERROR lines from being written at all).
 _TF_STARTUP_LINE = re.compile(
     rb"WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] "
 )
@@ -89,8 +90,8 @@ def tensorflow_startup_lines_hidden():
 
     TensorFlow writes its oneDNN and CUDA stub notices while it is imported, before absl's
     logging is initialised, so TF_CPP_MIN_LOG_LEVEL cannot silence them; only the file they are
-    written to can be filtered. Everything else (Python warnings, ERROR and FATAL lines) is
-    forwarded line by line as it comes.
+    written to can be filtered. Everything else (Python warnings, FATAL lines, and ERROR lines
+    where the log level lets them through) is forwarded line by line as it comes.
     """
     sys.stderr.flush()
     stderr = os.dup(2)

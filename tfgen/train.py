@@ -14,6 +14,7 @@ everything needed to understand and reproduce it to `runs/<name>/`:
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import shutil
 import signal
@@ -120,6 +121,11 @@ def speed_settings(cfg, data, strategy):
         return iter(strategy.experimental_distribute_dataset(data.stream(0)))
 
     jit_options = distribute.jit_compile_options(cfg.train.jit_compile, strategy)
+    if distribute.is_multi_worker(strategy):
+        # Timed steps are collective: workers that measured (or cached) differently would
+        # hang or compile different steps. Use the plain setting for whatever is auto.
+        policy = "none" if cfg.train.mixed_precision == "auto" else cfg.train.mixed_precision
+        return jit_options[0], policy
     return autotune.resolve(jit_options, cfg.train.mixed_precision, key, build, stream)
 
 
@@ -243,6 +249,11 @@ def train(cfg, run_dir, resume=False, deadline=None):
     data = build_dataset(cfg.data, seed=cfg.train.seed, require_labels=model_cls.needs_labels)
     steps = cfg.train.steps_per_epoch or data.steps_per_epoch
     jit_compile, policy = speed_settings(cfg, data, strategy)
+    if (cfg.train.jit_compile, cfg.train.mixed_precision) != (jit_compile, policy):
+        # Record what auto chose, so a resume (or a rerun of config.yaml) trains with the
+        # same numerics whatever a later measurement on another machine would say.
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, jit_compile=jit_compile, mixed_precision=policy))
+        write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     log.info(
         "data: %s, %d images of %s, %d steps per epoch; %d replica(s), XLA %s, %s",
         data.description, data.num_examples, "x".join(map(str, data.image_shape)), steps,
