@@ -42,3 +42,14 @@ def test_sample_grids_are_tensorboard_images_too(tmp_path):
         on_disk = tf.io.decode_png((tmp_path / "samples" / f"epoch_{step + 1:03d}.png").read_bytes())
         assert (int(height), int(width)) == tuple(on_disk.shape[:2])
         np.testing.assert_array_equal(tf.io.decode_png(png), on_disk)
+
+
+def test_every_model_asks_for_pictures_the_callbacks_know():
+    from tfgen.callbacks import PICTURES
+    from tfgen.models import get_model_class, registry
+
+    for name in registry.MODELS:
+        assert set(get_model_class(name).pictures) <= set(PICTURES), name
+    assert get_model_class("conv_vae").pictures == ("reconstructions",)
+    assert get_model_class("vae_gan").pictures == ("reconstructions",)
+    assert get_model_class("dcgan").pictures == ()

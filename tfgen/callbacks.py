@@ -175,6 +175,28 @@ class Checkpointer(keras.callbacks.Callback):
             self.manager.save(checkpoint_number=epoch * self.steps_per_epoch)
 
 
+def take_examples(dataset, num):
+    """The first `num` (images, labels) of a batched dataset, as numpy arrays."""
+    images, labels = [], []
+    for batch_images, batch_labels in dataset:
+        images.append(batch_images.numpy())
+        labels.append(batch_labels.numpy())
+        if sum(len(b) for b in images) >= num:
+            break
+    return np.concatenate(images)[:num], np.concatenate(labels)[:num]
+
+
+def fixed_real_batch(run_dir, dataset, num):
+    """Real images (and labels) behind the reconstruction pictures, stored like the latents."""
+    path = run_dir / "samples" / "real.npz"
+    if not path.exists():
+        images, labels = take_examples(dataset, num)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, images=images, labels=labels)
+    stored = np.load(path)
+    return stored["images"], stored["labels"]
+
+
 class VAEPictures(keras.callbacks.Callback):
     """The pictures that show what a VAE learned (after the TensorFlow CVAE tutorial).
 
@@ -192,6 +214,14 @@ class VAEPictures(keras.callbacks.Callback):
         self.every = every
         self.last_epoch = last_epoch
         self.scatter_data = scatter_data
+
+    @classmethod
+    def for_run(cls, run_dir, dataset, every, last_epoch, model):
+        """The callback for a run: its fixed real batch (stored in the run, so a resume draws
+        the same images) and, for a 2-d latent space, 2000 images for the scatter."""
+        real, labels = fixed_real_batch(Path(run_dir), dataset, 32)
+        scatter = take_examples(dataset, 2000) if model.latent_dim == 2 else None
+        return cls(run_dir, real, labels, every, last_epoch, scatter)
 
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1
@@ -254,6 +284,11 @@ class VAEPictures(keras.callbacks.Callback):
         if not self.model.needs_labels:
             return None
         return (self.labels if labels is None else labels)[:n]
+
+
+# Picture callbacks a model asks for by name in its `pictures` attribute:
+# name -> factory(run_dir, batched dataset, every, last_epoch, model).
+PICTURES = {"reconstructions": VAEPictures.for_run}
 
 
 class Evaluation(keras.callbacks.Callback):

@@ -147,28 +147,6 @@ def fixed_latent(run_dir, num, latent_dim, seed):
     return latent
 
 
-def take_examples(dataset, num):
-    """The first `num` (images, labels) of a batched dataset, as numpy arrays."""
-    images, labels = [], []
-    for batch_images, batch_labels in dataset:
-        images.append(batch_images.numpy())
-        labels.append(batch_labels.numpy())
-        if sum(len(b) for b in images) >= num:
-            break
-    return np.concatenate(images)[:num], np.concatenate(labels)[:num]
-
-
-def fixed_real_batch(run_dir, dataset, num):
-    """Real images (and labels) behind the reconstruction pictures, stored like the latents."""
-    path = run_dir / "samples" / "real.npz"
-    if not path.exists():
-        images, labels = take_examples(dataset, num)
-        with atomic_path(path) as tmp:
-            np.savez(tmp, images=images, labels=labels)
-    stored = np.load(path)
-    return stored["images"], stored["labels"]
-
-
 def evaluation_callback(cfg, data, checkpoint, epoch, run_dir):
     """The Evaluation callback for `cfg.eval`, with its extractor ready (trained if need be)."""
     names = metrics.parse_metric_names(cfg.eval.metrics)
@@ -290,10 +268,8 @@ def train(cfg, run_dir, resume=False, deadline=None):
     ]
     if cfg.eval.every_epochs:
         fit_callbacks.insert(2, evaluation_callback(cfg, data, checkpoint, epoch, run_dir))
-    if hasattr(model, "encode"):
-        real, labels = fixed_real_batch(run_dir, data.dataset, 32)
-        scatter = take_examples(data.dataset, 2000) if model.latent_dim == 2 else None
-        fit_callbacks.append(callbacks.VAEPictures(run_dir, real, labels, every, last, scatter))
+    for picture in model.pictures:  # what the model draws besides the sample grid
+        fit_callbacks.append(callbacks.PICTURES[picture](run_dir, data.dataset, every, last, model))
 
     rollbacks = 0
     with stop_on_signals(guard):

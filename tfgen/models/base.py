@@ -6,6 +6,8 @@ A model subclasses `GenerativeModel`, builds its networks in `__init__`, writes
 - `optimizer_names`: {compile() argument: the sub-networks that optimizer trains};
   the training script builds one Adam per entry.
 - `needs_labels`: whether batches must carry class labels (conditional models).
+- `pictures`: the picture callbacks its runs draw besides the sample grid (VAEs:
+  "reconstructions"); the training script asks for these instead of checking model types.
 - `generate(z, labels=None)`: images in [-1, 1]; `model(z)` calls it.
 - `export_endpoints()`: the SavedModel signatures (see `tfgen.export`).
 """
@@ -21,6 +23,8 @@ class GenerativeModel(keras.Model):
 
     optimizer_names: dict = {}
     needs_labels = False
+    # Pictures a run draws besides the sample grid, by name in tfgen.callbacks.PICTURES.
+    pictures: tuple = ()
 
     def __init__(self, image_shape, latent_dim, seed, metric_names, num_classes=0, **kwargs):
         super().__init__(**kwargs)
