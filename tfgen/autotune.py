@@ -84,8 +84,13 @@ def steps_per_second(train_function, iterator, steps=8, warmup=3, rounds=2):
     return best
 
 
+def keras_policy(setting):
+    """A resolved `train.mixed_precision` ("none", "mixed_bfloat16", ...) -> Keras' policy name."""
+    return "float32" if setting == "none" else setting
+
+
 def describe(jit, policy):
-    return f"XLA {'on' if jit else 'off'}, {'float32' if policy == 'none' else policy}"
+    return f"XLA {'on' if jit else 'off'}, {keras_policy(policy)}"
 
 
 def resolve(jit_options, precision_setting, key, build, stream):
@@ -117,7 +122,7 @@ def resolve(jit_options, precision_setting, key, build, stream):
         rates = {}
         try:
             for jit, policy in candidates:
-                keras.mixed_precision.set_global_policy("float32" if policy == "none" else policy)
+                keras.mixed_precision.set_global_policy(keras_policy(policy))
                 try:
                     model = build(jit, policy)
                     model.make_train_function()

@@ -62,7 +62,7 @@ def train_throughput(cfg, data, steps):
     with `auto` settings resolved as `tfgen.train` resolves them."""
     strategy = distribute.make_strategy(cfg.train.distribute)
     jit, policy = speed_settings(cfg, data, strategy)
-    keras.mixed_precision.set_global_policy("float32" if policy == "none" else policy)
+    keras.mixed_precision.set_global_policy(autotune.keras_policy(policy))
     try:
         with strategy.scope():
             model = build_model(cfg, data.image_shape, len(data.class_names), jit, policy)
@@ -247,7 +247,7 @@ def bench_case(name, args, folder):
     log.info("%s, Keras example loop: %.0f images/s (float32), %.0f (%s); tfgen default is %.2fx / %.2fx",
              name, example, same, policy, default_rate / example, default_rate / same)
     flops = flops_per_image(default_model, data)
-    peak, source = machine_peak("float32" if policy == "none" else policy)
+    peak, source = machine_peak(autotune.keras_policy(policy))
     case.update(flops_per_train_image=flops, peak_flops={"value": peak, "source": source})
     if peak:
         case["fraction_of_peak"] = flops * default_rate / peak

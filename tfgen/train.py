@@ -235,10 +235,10 @@ def train(cfg, run_dir, resume=False, deadline=None):
     log.info(
         "data: %s, %d images of %s, %d steps per epoch; %d replica(s), XLA %s, %s",
         data.description, data.num_examples, "x".join(map(str, data.image_shape)), steps,
-        strategy.num_replicas_in_sync, "on" if jit_compile else "off", "float32" if policy == "none" else policy,
+        strategy.num_replicas_in_sync, "on" if jit_compile else "off", autotune.keras_policy(policy),
     )
     keras.utils.set_random_seed(cfg.train.seed)  # after any timing runs, which draw initial weights
-    keras.mixed_precision.set_global_policy("float32" if policy == "none" else policy)
+    keras.mixed_precision.set_global_policy(autotune.keras_policy(policy))
     with strategy.scope():
         model = build_model(cfg, data.image_shape, len(data.class_names), jit_compile, policy)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")

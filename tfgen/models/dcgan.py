@@ -161,9 +161,13 @@ class DCGAN(GenerativeModel):
         with tf.GradientTape() as tape:
             fake = self.run_generator(self.generator, self.sample_latent(batch_size), labels, training=True)
             loss = self.generator_loss(fake, labels)
+        self.update_generator(tape, loss)
+        return {"g_loss": loss}
+
+    def update_generator(self, tape, loss):
+        """G's optimizer step on `loss` (recorded on `tape`), then the EMA update."""
         self.apply_update("g_optimizer", tape, loss)
         self.update_ema()
-        return {"g_loss": loss}
 
     def ema_decay_at(self, updates):
         """The decay after `updates` G updates: min(ema_decay, (1 + n) / (10 + n)).
@@ -212,8 +216,7 @@ class DCGAN(GenerativeModel):
             with tape.stop_recording():
                 logs = self.discriminator_step(real, labels, fake=tf.stop_gradient(fake))
             logs["g_loss"] = self.generator_loss(fake, labels)
-        self.apply_update("g_optimizer", tape, logs["g_loss"])
-        self.update_ema()
+        self.update_generator(tape, logs["g_loss"])
         return self.update_trackers(logs)
 
     def export_endpoints(self):
