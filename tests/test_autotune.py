@@ -66,7 +66,7 @@ def test_auto_times_every_candidate_once_and_caches(monkeypatch, cache_file, rat
         return rates[autotune.describe(jit, keras.mixed_precision.global_policy().name.replace("float32", "none"))]
 
     monkeypatch.setattr(autotune, "steps_per_second", fake_rate)
-    assert autotune.resolve([False, True], "auto", KEY, build, lambda: None) == expected
+    assert autotune.resolve([False, True], "auto", KEY, build, lambda model: None) == expected
     assert [(j, p) for j, p, _ in built] == [(False, "none"), (True, "none"), (False, "mixed_bfloat16"), (True, "mixed_bfloat16")]
     assert all(active == ("float32" if p == "none" else p) for _, p, active in built)  # built under its policy
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after timing
@@ -75,7 +75,7 @@ def test_auto_times_every_candidate_once_and_caches(monkeypatch, cache_file, rat
     # the second run reads the verdict instead of timing again
     assert autotune.resolve([False, True], "auto", KEY, never_built, None) == expected
     # another shape is another entry
-    autotune.resolve([False, True], "auto", {**KEY, "image_shape": [16, 16, 1]}, build, lambda: None)
+    autotune.resolve([False, True], "auto", {**KEY, "image_shape": [16, 16, 1]}, build, lambda model: None)
     assert len(json.loads(cache_file.read_text())) == 2
 
 
@@ -99,7 +99,7 @@ def test_a_failing_candidate_is_dropped_not_fatal(monkeypatch, cache_file, caplo
 
     monkeypatch.setattr(autotune, "steps_per_second", lambda fn, it: 1.0)
     with caplog.at_level("WARNING", logger="tfgen"):
-        assert autotune.resolve([False, True], "auto", KEY, build, lambda: None) == (False, "none")
+        assert autotune.resolve([False, True], "auto", KEY, build, lambda model: None) == (False, "none")
     assert "XLA on, float32 fails for this model (XLA cannot compile op Foo)" in caplog.text
 
 

@@ -292,3 +292,19 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     assert not np.array_equal(full[0], full[per_epoch])  # epochs are shuffled differently
     other_seed = build_dataset(cfg, seed=6)
     assert not np.array_equal(next(iter(other_seed.dataset))[0], next(iter(data.dataset))[0])
+
+
+def test_several_batches_per_step_are_the_same_images_regrouped():
+    """A critic with d_steps 3 gets 3 consecutive batches per step, one pass per epoch."""
+    cfg = DataConfig(source="digits", image_size=8, batch_size=4, limit=64)
+    data = build_dataset(cfg, seed=5)
+    assert data.steps_per_pass(3) == 64 // 12
+    single = [b for b, _ in data.stream(0).take(6).as_numpy_iterator()]
+    triple = [b for b, _ in data.stream(0, batches_per_step=3).take(2).as_numpy_iterator()]
+    assert triple[0].shape == (12, 8, 8, 1)
+    np.testing.assert_array_equal(triple[0], np.concatenate(single[:3]))
+    np.testing.assert_array_equal(triple[1], np.concatenate(single[3:6]))
+    # a resume at step 6 of pass 0 continues there; pass 1 starts after 5 steps
+    resumed = next(data.stream(data.steps_per_pass(3) + 1, batches_per_step=3).as_numpy_iterator())[0]
+    second_pass = [b for b, _ in data.stream(0, batches_per_step=3).take(7).as_numpy_iterator()]
+    np.testing.assert_array_equal(resumed, second_pass[6])

@@ -91,9 +91,29 @@ def test_generator_step_moves_only_g_weights():
 
 def test_d_steps_updates_d_that_many_times_per_g_update():
     model = toy(d_steps=3)
-    model.train_step(real_batch(model))
+    assert model.real_batches_per_step == 3
+    model.train_step(real_batch(model, 3 * 4))
     assert int(model.d_optimizer.iterations) == 3
     assert int(model.g_optimizer.iterations) == 1
+
+
+def test_every_critic_step_sees_its_own_real_batch(monkeypatch):
+    """d_steps batches arrive concatenated; D update i is given batch i (Gulrajani et al.)."""
+    model = toy(d_steps=3)
+    seen = []
+    step = model.discriminator_step
+
+    def recording_step(real, labels=None, fake=None):
+        seen.append(np.asarray(real))
+        return step(real, labels, fake)
+
+    monkeypatch.setattr(model, "discriminator_step", recording_step)
+    batch = real_batch(model, 3 * 4)
+    model.train_step(batch)
+    assert len(seen) == 3
+    for i, real in enumerate(seen):
+        np.testing.assert_array_equal(real, np.asarray(batch)[4 * i : 4 * (i + 1)])
+    assert all(not np.array_equal(seen[i], seen[j]) for i in range(3) for j in range(i))
 
 
 def test_fit_reports_losses_and_scores_as_probabilities():

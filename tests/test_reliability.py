@@ -53,6 +53,100 @@ def variables(checkpoint_prefix):
             if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
 
 
+def metrics_rows(run):
+    """metrics.csv as (header, [[floats] per row])."""
+    lines = (run / "metrics.csv").read_text().splitlines()
+    return lines[0], [[float(x) if x not in ("", "NA") else float("nan") for x in line.split(",")] for line in lines[1:]]
+
+
+def assert_same_run(run, reference, final_step, epochs):
+    """`run` ended exactly as the uninterrupted `reference`: every checkpointed variable
+    (weights, optimizer moments and iterations, RNG states, running metrics, step) and
+    every metrics.csv row, one per epoch, none twice."""
+    got = variables(run / "checkpoints" / f"ckpt-{final_step}")
+    want = variables(reference / "checkpoints" / f"ckpt-{final_step}")
+    assert got.keys() == want.keys()
+    for name in want:
+        if name.startswith("save_counter"):  # counts saves (a stop adds one), not training state
+            continue
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    header, rows = metrics_rows(run)
+    want_header, want_rows = metrics_rows(reference)
+    assert header == want_header
+    assert [int(r[0]) for r in rows] == list(range(epochs))
+    np.testing.assert_allclose(rows, want_rows, rtol=1e-4, atol=1e-5)
+    assert len(sorted((run / "samples").glob("epoch_*.png"))) == epochs
+
+
+def run_reference(tmp_path, text=SLOW):
+    reference = write_config(tmp_path, text, name="ref")
+    done = subprocess.run([sys.executable, "-m", "tfgen.train", "--config", str(reference)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return tmp_path / "runs" / "ref"
+
+
+def stopped_step(output):
+    """The global step a stopped run says it saved."""
+    line = next(line for line in output.splitlines() if "stopped at" in line)
+    return int(line.rsplit("ckpt-", 1)[1].split()[0].rstrip(".;"))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sigterm_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp_path, seed):
+    steps = 480 // 16
+    reference = run_reference(tmp_path)
+    config = write_config(tmp_path)
+    run = tmp_path / "runs" / "rel"
+    victim = start(config)
+    wait_for(run / "checkpoints" / f"ckpt-{steps}.index", victim)
+    time.sleep(np.random.default_rng(seed).uniform(0.0, 1.5))
+    victim.send_signal(signal.SIGTERM)
+    output = victim.communicate(timeout=120)[0]
+    assert victim.returncode == 130, output[-3000:]
+    assert "SIGTERM received" in output and "--resume" in output
+    stopped = stopped_step(output)
+    assert steps < stopped < 6 * steps, "the signal came too late to test anything"
+    assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith(f"ckpt-{stopped}")
+    resumed = subprocess.run([sys.executable, "-m", "tfgen.train", "--config", str(config), "--resume"],
+                             cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert f"resumed from {run / 'checkpoints' / f'ckpt-{stopped}'}" in resumed.stderr
+    assert_same_run(run, reference, 6 * steps, 6)
+
+
+def test_max_minutes_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, capsys):
+    steps = 480 // 16
+    reference = run_reference(tmp_path)
+    config = write_config(tmp_path)
+    run = tmp_path / "runs" / "rel"
+    minutes = np.random.default_rng().uniform(2.0, 5.0) / 60
+    assert train.main(["--config", str(config), "--max-minutes", f"{minutes}"]) == 0
+    stopped = stopped_step(capsys.readouterr().err)
+    assert 0 < stopped < 6 * steps and not (run / "model.keras").exists()
+    assert train.main(["--config", str(config), "--resume"]) == 0
+    assert_same_run(run, reference, 6 * steps, 6)
+
+
+def test_sigkill_after_a_mid_epoch_checkpoint_resumes_exactly(tmp_path):
+    """train.checkpoint_every_steps: a kill -9 inside a long epoch loses at most that many steps."""
+    steps = 480 // 16
+    text = SLOW.replace("checkpoint_every: 1", "checkpoint_every: 3, checkpoint_every_steps: 7")
+    reference = run_reference(tmp_path, text)
+    config = write_config(tmp_path, text)
+    run = tmp_path / "runs" / "rel"
+    victim = start(config)
+    wait_for(run / "checkpoints" / f"ckpt-{steps + 5}.index", victim)  # 35 = 5 x 7, inside epoch 2
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    latest = int(tf.train.latest_checkpoint(str(run / "checkpoints")).rsplit("-", 1)[1])
+    assert latest % 7 == 0 and latest % steps and latest < 3 * steps, latest
+    resumed = subprocess.run([sys.executable, "-m", "tfgen.train", "--config", str(config), "--resume"],
+                             cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert_same_run(run, reference, 6 * steps, 6)
+
+
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     steps = 480 // 16
     config = write_config(tmp_path)
@@ -116,7 +210,7 @@ def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys
     assert train.main(["--config", str(config), "--resume", "--set", "train.epochs=3"]) == 0
     log = capsys.readouterr().err
     assert "ckpt-60 is unreadable" in log
-    assert "resumed from" in log and "ckpt-30 at epoch 1" in log
+    assert "resumed from" in log and "ckpt-30 at the end of epoch 1" in log
     rows = (tmp_path / "runs" / "rel" / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
 

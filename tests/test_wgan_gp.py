@@ -32,7 +32,7 @@ def test_critic_has_no_batch_norm_and_reports_the_penalty():
     model = toy_model("wgan_gp", (16, 16, 1), **SIZE)
     assert not any(isinstance(l, keras.layers.BatchNormalization) for l in model.discriminator.layers)
     assert any(isinstance(l, keras.layers.LayerNormalization) for l in model.discriminator.layers)
-    logs = model.train_step(real_images(model, 8))
+    logs = model.train_step(real_images(model, 5 * 4))
     assert float(logs["gradient_penalty"]) >= 0
     assert int(model.d_optimizer.iterations) == 5 and int(model.g_optimizer.iterations) == 1
 
@@ -44,6 +44,12 @@ def test_label_smoothing_is_refused():
 
 def test_round_trip(tmp_path):
     model = toy_model("wgan_gp", **SIZE)
-    model.train_step(real_images(model, 8))
+    model.train_step(real_images(model, 5 * 4))
     loaded = assert_keras_round_trip(model, tmp_path, tf.random.normal((3, 4)))
     assert loaded.gp_weight == 10.0 and loaded.d_steps == 5
+
+
+def test_a_batch_that_is_not_d_steps_batches_is_a_clear_error():
+    model = toy_model("wgan_gp", **SIZE)
+    with pytest.raises(ValueError, match="d_steps = 5 real batches concatenated.*got 8"):
+        model.train_step(real_images(model, 8))

@@ -98,8 +98,8 @@ def resolve(jit_options, precision_setting, key, build, stream):
 
     `jit_options` are the XLA settings allowed ([False, True] for auto, else the one set);
     `precision_setting` is train.mixed_precision. `key` (a dict) names the model, shape and
-    batch; `build(jit, policy)` returns a compiled model under that global policy; `stream()`
-    a fresh iterator of training batches.
+    batch; `build(jit, policy)` returns a compiled model under that global policy; `stream(model)`
+    a fresh iterator of that model's training batches.
     """
     half, device = half_precision_candidate()
     if precision_setting != "auto":
@@ -126,7 +126,7 @@ def resolve(jit_options, precision_setting, key, build, stream):
                 try:
                     model = build(jit, policy)
                     model.make_train_function()
-                    rates[describe(jit, policy)] = steps_per_second(model.train_function, stream())
+                    rates[describe(jit, policy)] = steps_per_second(model.train_function, stream(model))
                 except (tf.errors.OpError, ValueError, TypeError) as exc:
                     if (jit, policy) == candidates[0]:
                         raise  # the plain setting itself fails: that is the run's error to report

@@ -152,27 +152,57 @@ def _number(text):
 
 
 class Checkpointer(keras.callbacks.Callback):
-    """Saves a `tf.train.CheckpointManager` every `every` epochs and at the last one.
+    """Saves a `tf.train.CheckpointManager` at epoch ends and every `every_steps` steps.
 
-    Checkpoints are numbered by global step (`ckpt-<step>`), so the one an interruption saves
-    mid-epoch never collides with an epoch's. `epoch` is a tf.Variable inside the checkpoint,
-    so a restore knows where to continue. TensorFlow writes the data files first and the
-    `checkpoint` index last, by rename, so a kill mid-save leaves the previous one current.
+    At the end of every `every` epochs and of the last one; and, when `every_steps` > 0,
+    whenever the global step (counted by `guard`) is a multiple of it, so a kill -9 in the
+    middle of an hour-long epoch loses at most that many steps. Checkpoints are numbered by
+    global step (`ckpt-<step>`); `step` is a tf.Variable inside the checkpoint, so a restore
+    knows where to continue, mid-epoch included. TensorFlow writes the data files first and
+    the `checkpoint` index last, by rename, so a kill mid-save leaves the previous one current.
     """
 
-    def __init__(self, manager, epoch, every, last_epoch, steps_per_epoch):
+    def __init__(self, manager, step, guard, every, last_epoch, steps_per_epoch, every_steps=0):
         super().__init__()
         self.manager = manager
-        self.epoch = epoch
+        self.step = step
+        self.guard = guard
         self.every = every
         self.last_epoch = last_epoch
         self.steps_per_epoch = steps_per_epoch
+        self.every_steps = every_steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = self.guard.step
+        if self.every_steps and done % self.every_steps == 0 and done % self.steps_per_epoch:
+            self.save(done)  # an epoch's last step is saved at its end, after its logs
 
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1
         if _is_due(epoch, self.every, self.last_epoch):
-            self.epoch.assign(epoch)
-            self.manager.save(checkpoint_number=epoch * self.steps_per_epoch)
+            self.save(epoch * self.steps_per_epoch)
+
+    def save(self, step):
+        self.step.assign(step)
+        return self.manager.save(checkpoint_number=step)
+
+
+class ResumeMetrics(keras.callbacks.Callback):
+    """Restores the running means of an epoch that a checkpoint cut in the middle.
+
+    `fit` resets every metric when an epoch begins; for the resumed part of a cut epoch
+    this puts back the means of its steps before the cut (saved in the checkpoint), so its
+    metrics.csv row averages the whole epoch, as in an uninterrupted run. Use it for that
+    epoch's `fit` only.
+    """
+
+    def __init__(self, variables, path):
+        super().__init__()
+        self.variables = variables  # the metrics' variables, saved as `metrics` in the checkpoint
+        self.path = path
+
+    def on_epoch_begin(self, epoch, logs=None):
+        tf.train.Checkpoint(metrics=self.variables).restore(self.path).expect_partial()
 
 
 def take_examples(dataset, num):
@@ -301,7 +331,8 @@ class Evaluation(keras.callbacks.Callback):
     `best_manager` and described in `best.json`.
     """
 
-    def __init__(self, evaluate, names, every, last_epoch, best_metric, lower_is_better, best_manager, epoch, run_dir):
+    def __init__(self, evaluate, names, every, last_epoch, best_metric, lower_is_better, best_manager, step,
+                 steps_per_epoch, run_dir):
         super().__init__()
         self.evaluate = evaluate
         self.names = names
@@ -310,7 +341,8 @@ class Evaluation(keras.callbacks.Callback):
         self.best_metric = best_metric
         self.lower_is_better = lower_is_better
         self.best_manager = best_manager
-        self.epoch = epoch
+        self.step = step
+        self.steps_per_epoch = steps_per_epoch
         self.best_path = Path(run_dir) / "best.json"
         self.best = json.loads(self.best_path.read_text())["value"] if self.best_path.exists() else None
 
@@ -324,54 +356,84 @@ class Evaluation(keras.callbacks.Callback):
         value = result[self.best_metric]
         if self.best is None or (value < self.best if self.lower_is_better else value > self.best):
             self.best = value
-            self.epoch.assign(epoch)
+            self.step.assign(epoch * self.steps_per_epoch)
             self.best_manager.save(checkpoint_number=epoch)
             write_text(self.best_path, json.dumps({"metric": self.best_metric, "value": value, "epoch": epoch}))
 
 
 class Interrupted(Exception):
-    """Training stopped on request (a signal or the deadline) in the middle of an epoch."""
+    """Training stopped on request (a signal or the deadline) after global step `step`."""
 
-    def __init__(self, reason, epoch, step):
+    def __init__(self, reason, step, signalled):
         super().__init__(reason)
         self.reason = reason
-        self.epoch = epoch  # 0-based index of the epoch that was cut short
-        self.step = step  # steps of it that were done
+        self.step = step
+        self.signalled = signalled  # a signal (exit 130), not the deadline (exit 0)
 
 
 class NonFiniteLoss(Exception):
     """A metric went NaN or infinite; the weights of this step cannot be trusted."""
 
-    def __init__(self, name, value, epoch, step):
-        super().__init__(f"{name} = {value} at epoch {epoch + 1}, step {step + 1}")
-        self.epoch = epoch
+    def __init__(self, name, value, step, steps_per_epoch):
+        epoch, done = divmod(step - 1, steps_per_epoch)
+        super().__init__(f"{name} = {value} at epoch {epoch + 1}, step {done + 1}")
 
 
 class Guard(keras.callbacks.Callback):
-    """Checks after every step: finite metrics, no stop request, deadline not passed.
+    """Counts global steps and checks after each: finite metrics, no stop requested.
+
+    A stop is requested by a signal handler (`request_stop`) or by the deadline passing.
+    In a multi-worker run one worker's request must stop them all at the same step, or
+    the others would wait for it in their next collective and die: `agree(flags)` then
+    all-reduces this worker's [deadline passed, signal received] flags every step, so every
+    worker sees the same verdict at the same step boundary.
 
     It raises instead of setting `stop_training`, so Keras does not run the epoch-end
-    callbacks of a half-finished epoch (no metrics row, grid or checkpoint for it); the
-    training loop catches the exception and decides (save and exit, or roll back).
+    callbacks of a half-finished epoch (no metrics row or grid for it); the training loop
+    catches the exception and decides (save and exit, or roll back). A stop after an
+    epoch's last step waits until that epoch's row, grid and checkpoint are written and is
+    raised when the next epoch begins (if there is none, training simply finishes).
     """
 
-    def __init__(self, deadline=None):
+    def __init__(self, steps_per_epoch, start_step=0, deadline=None, agree=None):
         super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+        self.step = start_step  # global steps done
         self.deadline = deadline  # time.monotonic() value, or None
-        self.stop_reason = None  # set by a signal handler
-        self.epoch = 0
+        self.agree = agree
+        self.stop_reason = None
+        self.pending = None  # an Interrupted to raise when the next epoch begins
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
+    def request_stop(self, reason):
+        """Ask for a stop at the next step boundary (safe to call from a signal handler)."""
+        self.stop_reason = reason
 
     def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
         for name, value in (logs or {}).items():
             if not math.isfinite(float(value)):
-                raise NonFiniteLoss(name, float(value), self.epoch, batch)
-        if self.stop_reason is None and self.deadline is not None and time.monotonic() > self.deadline:
-            self.stop_reason = "the --max-minutes deadline passed"
+                raise NonFiniteLoss(name, float(value), self.step, self.steps_per_epoch)
+        late_here = self.deadline is not None and time.monotonic() > self.deadline
+        late, signalled = late_here, self.stop_reason is not None
+        if self.agree is not None:
+            late, signalled = self.agree([late, signalled])
+        if not (late or signalled):
+            return
         if self.stop_reason is not None:
-            raise Interrupted(self.stop_reason, self.epoch, batch + 1)
+            reason = self.stop_reason
+        elif signalled:
+            reason = "another worker received a signal"
+        else:
+            reason = "the --max-minutes deadline passed" + ("" if late_here else " on another worker")
+        stop = Interrupted(reason, self.step, signalled)
+        if self.step % self.steps_per_epoch:
+            raise stop
+        self.pending = stop
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.pending is not None:
+            stop, self.pending = self.pending, None
+            raise stop
 
 
 def truncate_metrics(path, start_epoch):

@@ -83,6 +83,7 @@ class TrainConfig:
     sample_every: int = 5  # epochs between sample grids
     num_samples: int = 64  # images in each sample grid (fixed latent batch)
     checkpoint_every: int = 1  # epochs between checkpoints
+    checkpoint_every_steps: int = 0  # also every N steps, mid-epoch (0: only at epoch ends)
     keep_checkpoints: int = 3
     on_nan: Literal["stop", "rollback"] = "stop"  # what a NaN / infinite loss does
     rollback_lr_factor: float = 0.5  # rollback: learning rates are multiplied by this
@@ -108,6 +109,8 @@ class TrainConfig:
             yield "rollback_lr_factor", "a number in (0, 1)"
         if self.max_rollbacks < 0:
             yield "max_rollbacks", "an integer >= 0"
+        if self.checkpoint_every_steps < 0:
+            yield "checkpoint_every_steps", "an integer >= 0 (0: checkpoints only at epoch ends)"
 
 
 @dataclass

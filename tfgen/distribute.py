@@ -70,3 +70,22 @@ def jit_compile_options(setting, strategy):
             "use jit_compile: auto or false, or distribute: none"
         )
     return [bool(setting)]
+
+
+def make_agreement(strategy):
+    """For a multi-worker `strategy`, a function flags -> flags: each flag true if it is true
+    on any worker, by one small all-reduce that every worker must call at the same step
+    (tfgen.callbacks.Guard does, after every step). None for a single-process strategy.
+    """
+    if not is_multi_worker(strategy):
+        return None
+
+    @tf.function
+    def any_worker(flags):
+        counts = strategy.run(lambda: tf.identity(flags))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, counts, axis=None)
+
+    def agree(flags):
+        return [bool(count > 0) for count in any_worker(tf.constant(flags, tf.int32)).numpy()]
+
+    return agree

@@ -6,7 +6,8 @@ everything needed to understand and reproduce it to `runs/<name>/`:
     config.yaml        the fully resolved config (re-run it with --config runs/<name>/config.yaml)
     metrics.csv        one row per epoch; curves.png draws it
     samples/           epoch_NNN.png grids from one fixed latent batch; progress.gif animates them
-    checkpoints/       model, optimizers, seed state and epoch (resume with --resume)
+    checkpoints/       model, optimizers, RNG states, running metrics and the global step
+                       (resume with --resume, mid-epoch included)
     logs/              TensorBoard
     model.keras        the trained model (keras.saving.load_model after `import tfgen`)
     saved_model/       the generator for plain TensorFlow: generate(z) -> images
@@ -117,8 +118,8 @@ def speed_settings(cfg, data, strategy):
         with strategy.scope():
             return build_model(cfg, data.image_shape, len(data.class_names), jit_compile, policy)
 
-    def stream():
-        return iter(strategy.experimental_distribute_dataset(data.stream(0)))
+    def stream(model):
+        return iter(strategy.experimental_distribute_dataset(data.stream(0, model.real_batches_per_step)))
 
     jit_options = distribute.jit_compile_options(cfg.train.jit_compile, strategy)
     if distribute.is_multi_worker(strategy):
@@ -147,7 +148,7 @@ def fixed_latent(run_dir, num, latent_dim, seed):
     return latent
 
 
-def evaluation_callback(cfg, data, checkpoint, epoch, run_dir):
+def evaluation_callback(cfg, data, checkpoint, step, steps_per_epoch, run_dir):
     """The Evaluation callback for `cfg.eval`, with its extractor ready (trained if need be)."""
     names = metrics.parse_metric_names(cfg.eval.metrics)
     reported = metrics.reported_metrics(names)
@@ -163,7 +164,7 @@ def evaluation_callback(cfg, data, checkpoint, epoch, run_dir):
     best = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints" / "best", max_to_keep=1)
     return callbacks.Evaluation(
         score, reported, cfg.eval.every_epochs, cfg.train.epochs, cfg.eval.best_metric,
-        metrics.LOWER_IS_BETTER[cfg.eval.best_metric], best, epoch, run_dir,
+        metrics.LOWER_IS_BETTER[cfg.eval.best_metric], best, step, steps_per_epoch, run_dir,
     )
 
 
@@ -187,7 +188,7 @@ def stop_on_signals(guard):
         return
 
     def request_stop(signum, frame):
-        guard.stop_reason = f"{signal.Signals(signum).name} received"
+        guard.request_stop(f"{signal.Signals(signum).name} received")
         signal.signal(signum, previous[signum])  # a second one (e.g. during a long compile) ends at once
 
     previous = {}
@@ -215,82 +216,88 @@ def set_learning_rates(model, train_cfg, factor=1.0):
 
 
 def train(cfg, run_dir, resume=False, deadline=None):
-    """Run `fit` for `cfg` in `run_dir`: (model, ImageData, finished).
+    """Run `fit` for `cfg` in `run_dir`: (model, ImageData, stop).
 
-    `finished` is False when a signal or the `deadline` (a time.monotonic() value) stopped
-    the run; it is then checkpointed and can be resumed. A NaN or infinite loss stops with
+    `stop` is None when training finished, else the `callbacks.Interrupted` (a signal, or
+    the `deadline`, a time.monotonic() value) that stopped it after a step; that step is
+    checkpointed and `resume` continues from it exactly. A NaN or infinite loss stops with
     a RunError, or with `train.on_nan: rollback` restores the last good checkpoint with
     lower learning rates, up to `train.max_rollbacks` times.
     """
     strategy = distribute.make_strategy(cfg.train.distribute)
     model_cls = get_model_class(cfg.model.name)
     data = build_dataset(cfg.data, seed=cfg.train.seed, require_labels=model_cls.needs_labels)
-    steps = cfg.train.steps_per_epoch or data.steps_per_epoch
     jit_compile, policy = speed_settings(cfg, data, strategy)
     if (cfg.train.jit_compile, cfg.train.mixed_precision) != (jit_compile, policy):
         # Record what auto chose, so a resume (or a rerun of config.yaml) trains with the
         # same numerics whatever a later measurement on another machine would say.
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, jit_compile=jit_compile, mixed_precision=policy))
         write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    log.info(
-        "data: %s, %d images of %s, %d steps per epoch; %d replica(s), XLA %s, %s",
-        data.description, data.num_examples, "x".join(map(str, data.image_shape)), steps,
-        strategy.num_replicas_in_sync, "on" if jit_compile else "off", autotune.keras_policy(policy),
-    )
     keras.utils.set_random_seed(cfg.train.seed)  # after any timing runs, which draw initial weights
     keras.mixed_precision.set_global_policy(autotune.keras_policy(policy))
     with strategy.scope():
         model = build_model(cfg, data.image_shape, len(data.class_names), jit_compile, policy)
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    # Every RNG state (latents, dropout masks) goes into the checkpoint for an exact resume.
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    batches = model.real_batches_per_step
+    steps = cfg.train.steps_per_epoch or data.steps_per_pass(batches)
+    if steps < 1:
+        raise ConfigError(
+            f"model: {batches} critic steps (d_steps) of data.batch_size {cfg.data.batch_size} take "
+            f"{batches * cfg.data.batch_size} images per step, more than the {data.num_examples} in "
+            f"{data.description}; lower model.d_steps or data.batch_size"
+        )
+    log.info(
+        "data: %s, %d images of %s, %d steps per epoch%s; %d replica(s), XLA %s, %s",
+        data.description, data.num_examples, "x".join(map(str, data.image_shape)), steps,
+        f" ({batches} real batches each)" if batches > 1 else "",
+        strategy.num_replicas_in_sync, "on" if jit_compile else "off", autotune.keras_policy(policy),
+    )
+    # Every RNG state (latents, dropout masks) and the running means of the metrics go into
+    # the checkpoint, so a resume, even mid-epoch, continues exactly.
     rng = [v.value for v in model.non_trainable_variables if "seed_generator_state" in v.path]
-    checkpoint = tf.train.Checkpoint(model=model, rng=rng, epoch=epoch)
+    running = [v.value for m in model.metrics for v in m.variables]
+    checkpoint = tf.train.Checkpoint(model=model, rng=rng, step=step, metrics=running)
     manager = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints", cfg.train.keep_checkpoints)
+    restored = None
     if resume:
-        path = restore_latest(checkpoint, manager)
+        restored = restore_latest(checkpoint, manager)
         set_learning_rates(model, cfg.train)
-        callbacks.truncate_metrics(run_dir / "metrics.csv", int(epoch.numpy()))
-        log.info("resumed from %s at epoch %d", path, int(epoch.numpy()))
+        log.info("resumed from %s at %s", restored, describe_step(int(step.numpy()), steps))
     else:
         manager.save(checkpoint_number=0)  # a good state to roll back to from the first step
 
     last = cfg.train.epochs
     every = cfg.train.sample_every
     latent = fixed_latent(run_dir, cfg.train.num_samples, model.latent_dim, cfg.train.seed)
-    guard = callbacks.Guard(deadline)
+    guard = callbacks.Guard(steps, deadline=deadline, agree=distribute.make_agreement(strategy))
     fit_callbacks = [  # in this order: SampleGrid adds sample_diversity to the logs CSVLogger writes
         guard,
         callbacks.SampleGrid(run_dir, latent, every, last, model.num_classes),
         keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=True),
         callbacks.Curves(run_dir / "metrics.csv", run_dir / "curves.png"),
-        callbacks.Checkpointer(manager, epoch, cfg.train.checkpoint_every, last, steps),
+        callbacks.Checkpointer(manager, step, guard, cfg.train.checkpoint_every, last, steps,
+                               cfg.train.checkpoint_every_steps),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
     ]
     if cfg.eval.every_epochs:
-        fit_callbacks.insert(2, evaluation_callback(cfg, data, checkpoint, epoch, run_dir))
+        fit_callbacks.insert(2, evaluation_callback(cfg, data, checkpoint, step, steps, run_dir))
     for picture in model.pictures:  # what the model draws besides the sample grid
         fit_callbacks.append(callbacks.PICTURES[picture](run_dir, data.dataset, every, last, model))
 
     rollbacks = 0
     with stop_on_signals(guard):
         while True:
-            start = int(epoch.numpy())
+            start = int(step.numpy())
+            guard.step = start
+            callbacks.truncate_metrics(run_dir / "metrics.csv", start // steps)
             try:
-                model.fit(
-                    data.stream(start * steps),
-                    epochs=last,
-                    initial_epoch=start,
-                    steps_per_epoch=steps,
-                    callbacks=fit_callbacks,
-                    shuffle=False,  # the pipeline shuffles
-                    verbose=1 if sys.stdout.isatty() else 2,
-                )
-                return model, data, True
+                fit_from(model, data, start, steps, last, fit_callbacks, running, restored)
+                return model, data, None
             except callbacks.Interrupted as stop:
-                epoch.assign(stop.epoch)  # the cut-short epoch is redone from its start
-                path = manager.save(checkpoint_number=stop.epoch * steps + stop.step)
-                log.warning("stopped during epoch %d: %s; saved %s", stop.epoch + 1, stop.reason, path)
-                return model, data, False
+                step.assign(stop.step)
+                path = manager.save(checkpoint_number=stop.step)
+                log.warning("stopped at %s: %s; saved %s", describe_step(stop.step, steps), stop.reason, path)
+                return model, data, stop
             except callbacks.NonFiniteLoss as bad:
                 good = manager.latest_checkpoint
                 if cfg.train.on_nan == "stop" or rollbacks >= cfg.train.max_rollbacks:
@@ -301,11 +308,37 @@ def train(cfg, run_dir, resume=False, deadline=None):
                         "train.learning_rate, or set train.on_nan: rollback"
                     ) from None
                 rollbacks += 1
-                restore_latest(checkpoint, manager)
-                callbacks.truncate_metrics(run_dir / "metrics.csv", int(epoch.numpy()))
+                restored = restore_latest(checkpoint, manager)
                 rates = set_learning_rates(model, cfg.train, cfg.train.rollback_lr_factor**rollbacks)
-                log.warning("%s; rolled back to %s (epoch %d), learning rates now %s",
-                            bad, good, int(epoch.numpy()), ", ".join(f"{r:.3g}" for r in rates))
+                log.warning("%s; rolled back to %s (%s), learning rates now %s", bad, good,
+                            describe_step(int(step.numpy()), steps), ", ".join(f"{r:.3g}" for r in rates))
+
+
+def describe_step(step, steps_per_epoch):
+    """'the end of epoch 3' at an epoch boundary, else 'epoch 4, step 7 of 20' (for logs)."""
+    epoch, done = divmod(step, steps_per_epoch)
+    return f"the end of epoch {epoch}" if not done else f"epoch {epoch + 1}, step {done} of {steps_per_epoch}"
+
+
+def fit_from(model, data, start, steps, last_epoch, fit_callbacks, running, restored):
+    """`fit` from global step `start` to the end of epoch `last_epoch`.
+
+    A start inside an epoch (a checkpoint saved on a stop or by `checkpoint_every_steps`)
+    first finishes that epoch with a `fit` of its remaining steps, its running metric means
+    (the variables `running`) restored from the checkpoint `restored`, so every epoch ends
+    exactly as it would have.
+    """
+    epoch, done = divmod(start, steps)
+    verbose = 1 if sys.stdout.isatty() else 2
+    batches = model.real_batches_per_step
+    if done:
+        model.fit(data.stream(start, batches), epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps - done,
+                  callbacks=[callbacks.ResumeMetrics(running, restored), *fit_callbacks],
+                  shuffle=False, verbose=verbose)
+        epoch += 1
+    if epoch < last_epoch:
+        model.fit(data.stream(epoch * steps, batches), epochs=last_epoch, initial_epoch=epoch, steps_per_epoch=steps,
+                  callbacks=fit_callbacks, shuffle=False, verbose=verbose)  # the pipeline shuffles
 
 
 def export(cfg, model, run_dir, class_names):
@@ -377,8 +410,8 @@ def _train_in(cfg, run_dir, args):
     deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes else None
     try:
         write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        model, data, finished = train(cfg, run_dir, resume=args.resume, deadline=deadline)
-        if finished:
+        model, data, stop = train(cfg, run_dir, resume=args.resume, deadline=deadline)
+        if stop is None:
             export(cfg, model, run_dir, data.class_names)
     except OSError as exc:  # disk full, permissions: the checkpoints written so far stay valid
         raise RunError(
@@ -391,9 +424,9 @@ def _train_in(cfg, run_dir, args):
             f"cannot write in {run_dir}: {exc.message.splitlines()[0]}; free space or fix permissions, "
             "then continue with --resume"
         ) from None
-    if not finished:
+    if stop is not None:
         log.warning("resume with: python -m tfgen.train --config %s --resume", run_dir / "config.yaml")
-        return 0 if deadline is not None and time.monotonic() > deadline else 130
+        return 130 if stop.signalled else 0
     log.info("done in %.0f s; samples, curves, checkpoints and exports are in %s", time.time() - start, run_dir)
     return 0
 

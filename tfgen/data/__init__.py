@@ -56,14 +56,25 @@ class ImageData:
         batches = epoch_batches(self.prepared, self.config, self.seed, 0)
         return batches.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch)).prefetch(tf.data.AUTOTUNE)
 
-    def stream(self, start_step=0):
-        data_pass, offset = divmod(start_step, self.steps_per_epoch)
-        return training_stream(self.prepared, self.config, self.seed, data_pass).skip(offset)
+    def stream(self, start_step=0, batches_per_step=1):
+        """The endless training input from global step `start_step` on.
+
+        A model that makes several updates per step from fresh real images (a WGAN critic's
+        `d_steps`) takes `batches_per_step` batches at once, as one batch of that many times
+        `batch_size` images, which it splits.
+        """
+        data_pass, offset = divmod(start_step, self.steps_per_pass(batches_per_step))
+        step_batch = self.batch_size * batches_per_step
+        return training_stream(self.prepared, self.config, self.seed, data_pass, step_batch).skip(offset)
+
+    def steps_per_pass(self, batches_per_step=1):
+        """Training steps in one pass over the data (the last partial batch is dropped)."""
+        return self.num_examples // (self.batch_size * batches_per_step)
 
     @property
     def steps_per_epoch(self):
         """Full batches in one pass (the last partial batch is dropped)."""
-        return self.num_examples // self.batch_size
+        return self.steps_per_pass(1)
 
 
 def skip_report(source):

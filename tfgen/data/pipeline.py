@@ -86,12 +86,14 @@ def prepare(pairs, cfg):
     return ds.cache() if cfg.cache else ds
 
 
-def epoch_batches(prepared, cfg, seed, epoch):
+def epoch_batches(prepared, cfg, seed, epoch, batch_size=None):
     """One epoch of training batches whose order and flips depend only on (seed, epoch).
 
     That makes a resumed run see exactly the batches an uninterrupted one would have seen.
     Batches are full (`drop_remainder`) so every step has the same shape: XLA compiles once
-    and each replica of a distributed step gets an equal share.
+    and each replica of a distributed step gets an equal share. `batch_size` (default
+    `cfg.batch_size`) only regroups the same image order: a batch of k * B images is k
+    consecutive batches of B.
     """
     epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64)
 
@@ -114,13 +116,13 @@ def epoch_batches(prepared, cfg, seed, epoch):
             image = tf.image.stateless_random_flip_left_right(image, seed=tf.stack([epoch_seed, index]))
         return image, label
 
-    return ds.map(finish, num_parallel_calls=AUTOTUNE).batch(cfg.batch_size, drop_remainder=True)
+    return ds.map(finish, num_parallel_calls=AUTOTUNE).batch(batch_size or cfg.batch_size, drop_remainder=True)
 
 
-def training_stream(prepared, cfg, seed, start_epoch=0):
+def training_stream(prepared, cfg, seed, start_epoch=0, batch_size=None):
     """Epochs start_epoch, start_epoch + 1, ... of `epoch_batches`, one endless dataset."""
     epochs = tf.data.Dataset.range(start_epoch, 2**62)
-    stream = epochs.flat_map(lambda epoch: epoch_batches(prepared, cfg, seed, epoch)).prefetch(AUTOTUNE)
+    stream = epochs.flat_map(lambda epoch: epoch_batches(prepared, cfg, seed, epoch, batch_size)).prefetch(AUTOTUNE)
     # Across workers, split every global batch as MirroredStrategy splits it over local
     # devices (worker k gets the k-th slice), whatever the source: AUTO would shard a
     # file-based source (TFDS) by file instead.

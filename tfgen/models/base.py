@@ -8,6 +8,9 @@ A model subclasses `GenerativeModel`, builds its networks in `__init__`, writes
 - `needs_labels`: whether batches must carry class labels (conditional models).
 - `pictures`: the picture callbacks its runs draw besides the sample grid (VAEs:
   "reconstructions"); the training script asks for these instead of checking model types.
+- `real_batches_per_step`: how many batches of real images one `train_step` consumes
+  (a GAN with `d_steps` critic updates takes a fresh batch for each); the training
+  script feeds that many at once, concatenated.
 - `generate(z, labels=None)`: images in [-1, 1]; `model(z)` calls it.
 - `export_endpoints()`: the SavedModel signatures (see `tfgen.export`).
 """
@@ -25,6 +28,8 @@ class GenerativeModel(keras.Model):
     needs_labels = False
     # Pictures a run draws besides the sample grid, by name in tfgen.callbacks.PICTURES.
     pictures: tuple = ()
+    # Real batches one train_step consumes, fed concatenated (see the module docstring).
+    real_batches_per_step = 1
 
     def __init__(self, image_shape, latent_dim, seed, metric_names, num_classes=0, **kwargs):
         super().__init__(**kwargs)

@@ -1,8 +1,9 @@
 """DCGAN (Radford et al. 2016), the convolutional GAN every other GAN here extends.
 
-`train_step` follows the paper's algorithm box: `d_steps` discriminator updates on the real
-batch and fresh fakes, then one generator update (on the last D update's fakes). The two halves are public methods
-(`discriminator_step`, `generator_step`) so tests and subclasses can run them one at a time.
+`train_step` follows the papers' algorithm box: `d_steps` discriminator updates, each on its
+own real batch and fresh fakes, then one generator update (on the last D update's fakes).
+The two halves are public methods (`discriminator_step`, `generator_step`) so tests and
+subclasses can run them one at a time.
 The classic stabilisers are options: the loss, D's normalisation, dropout, one-sided label
 smoothing, an exponential moving average of G (used for samples and export) and DiffAugment.
 """
@@ -30,7 +31,9 @@ class DCGAN(GenerativeModel):
         d_norm: D's normalisation: "batch", "spectral", "layer" or "none".
         d_dropout: dropout rate after every activation in D (0 disables it).
         label_smoothing: one-sided: D's target for real images is 1 - label_smoothing.
-        d_steps: discriminator updates per generator update.
+        d_steps: discriminator updates per generator update, each on a fresh real batch
+            (as in Gulrajani et al.): `train_step` takes d_steps batches concatenated, so
+            one step (and one epoch) consumes d_steps times as many images.
         ema_decay: if > 0, samples and exports use an exponential moving average of G's
             weights with this decay (e.g. 0.999), updated after every G step.
         diffaugment: DiffAugment policy, e.g. "color,translation,cutout"; "" disables it.
@@ -100,6 +103,10 @@ class DCGAN(GenerativeModel):
         return self.discriminator(images, training=training)
 
     # -- the algorithm ---------------------------------------------------------------------
+
+    @property
+    def real_batches_per_step(self):
+        return self.d_steps
 
     @property
     def export_networks(self):
@@ -202,15 +209,23 @@ class DCGAN(GenerativeModel):
     def train_step(self, data):
         """`d_steps` D updates, then one G update on the fakes of the last D update.
 
-        Sharing those fakes (as the PyTorch DCGAN example does) runs G forward once per step
-        instead of twice; G's update still goes through the freshly updated D, as in the
-        paper's alternating algorithm.
+        `data` holds `d_steps` real batches concatenated (see `real_batches_per_step`); D
+        update i sees batch i, so every critic step has real images of its own. Sharing the
+        last D update's fakes with G (as the PyTorch DCGAN example does) runs G forward once
+        per step instead of twice; G's update still goes through the freshly updated D, as
+        in the paper's alternating algorithm.
         """
         real, labels = data if isinstance(data, (tuple, list)) else (data, None)
-        if not self.needs_labels:
-            labels = None
-        for _ in range(self.d_steps - 1):
-            self.discriminator_step(real, labels)
+        if real.shape[0] is not None and real.shape[0] % self.d_steps:
+            raise ValueError(
+                f"train_step takes d_steps = {self.d_steps} real batches concatenated (one per critic "
+                f"update), so a multiple of {self.d_steps} images; got {real.shape[0]}"
+            )
+        reals = tf.split(real, self.d_steps)
+        label_batches = tf.split(labels, self.d_steps) if self.needs_labels else [None] * self.d_steps
+        for real_batch, label_batch in zip(reals[:-1], label_batches[:-1]):
+            self.discriminator_step(real_batch, label_batch)
+        real, labels = reals[-1], label_batches[-1]
         with tf.GradientTape() as tape:
             fake = self.run_generator(self.generator, self.sample_latent(tf.shape(real)[0]), labels, training=True)
             with tape.stop_recording():
