@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfgen import callbacks
@@ -53,3 +54,58 @@ def test_every_model_asks_for_pictures_the_callbacks_know():
     assert get_model_class("conv_vae").pictures == ("reconstructions",)
     assert get_model_class("vae_gan").pictures == ("reconstructions",)
     assert get_model_class("dcgan").pictures == ()
+
+
+def run_steps(guard, n, logs=None):
+    for batch in range(n):
+        guard.on_train_batch_end(batch, logs or {"d_loss": 0.5})
+
+
+def test_guard_counts_global_steps_and_stops_on_request():
+    guard = callbacks.Guard(steps_per_epoch=4, start_step=7)
+    run_steps(guard, 2)
+    assert guard.step == 9
+    guard.request_stop("SIGTERM received")
+    with pytest.raises(callbacks.Interrupted) as stop:
+        run_steps(guard, 1)
+    assert stop.value.step == 10 and stop.value.signalled and stop.value.reason == "SIGTERM received"
+
+
+def test_guard_waits_for_the_epoch_end_before_stopping_after_an_epochs_last_step():
+    """A stop after step 5 of 5 must let that epoch's row, grid and checkpoint be written."""
+    guard = callbacks.Guard(steps_per_epoch=5, start_step=4)
+    guard.request_stop("SIGINT received")
+    run_steps(guard, 1)  # no raise: the epoch-end callbacks still have to run
+    with pytest.raises(callbacks.Interrupted) as stop:
+        guard.on_epoch_begin(1)
+    assert stop.value.step == 5
+
+
+def test_guard_names_the_epoch_and_step_of_a_nan():
+    guard = callbacks.Guard(steps_per_epoch=5, start_step=6)
+    with pytest.raises(callbacks.NonFiniteLoss, match="g_loss = nan at epoch 2, step 2"):
+        run_steps(guard, 1, {"d_loss": 0.1, "g_loss": float("nan")})
+
+
+def test_guard_follows_the_workers_agreement():
+    """Under several workers the all-reduced flags decide: a deadline or a signal on another
+    worker stops this one too, at the same step, with the reason and the exit kind shared."""
+    seen = []
+
+    def agree(flags, verdict=[False, False]):
+        seen.append(list(flags))
+        return verdict
+
+    guard = callbacks.Guard(steps_per_epoch=10, agree=agree)
+    run_steps(guard, 2)
+    guard.request_stop("SIGTERM received")  # agreed: nobody stops
+    run_steps(guard, 1)
+    assert seen == [[False, False], [False, False], [False, True]]
+    guard = callbacks.Guard(steps_per_epoch=10, agree=lambda flags: [True, False])
+    with pytest.raises(callbacks.Interrupted, match="deadline passed on another worker") as stop:
+        run_steps(guard, 1)
+    assert not stop.value.signalled
+    guard = callbacks.Guard(steps_per_epoch=10, agree=lambda flags: [False, True])
+    with pytest.raises(callbacks.Interrupted, match="another worker received a signal") as stop:
+        run_steps(guard, 1)
+    assert stop.value.signalled

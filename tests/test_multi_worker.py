@@ -4,6 +4,7 @@ halves of every global batch, same per-replica latents, so the same weights."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -33,35 +34,44 @@ def free_ports(n):
             s.close()
 
 
-def run_workers(argv, logs_dir, n=2, env=None, timeout=WORKER_TIMEOUT, grace=15.0, attempts=3):
-    """Run `argv` as n MWMS workers; their exit codes. A worker left waiting for a dead
-    peer (in a collective, or in the strategy's wait for the cluster) is killed."""
+def start_workers(argv, logs_dir, n=2, env=None):
+    """Start `argv` as n MWMS workers on free localhost ports: (processes, log files)."""
+    ports = free_ports(n)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs, logs = [], []
+    for i in range(n):
+        worker_env = dict(os.environ, **(env or {}), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+                          TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        logs.append(open(logs_dir / f"worker{i}.log", "w"))
+        procs.append(subprocess.Popen(argv, cwd=REPO, env=worker_env, stdout=logs[-1], stderr=subprocess.STDOUT))
+    return procs, logs
+
+
+def wait_workers(procs, logs, logs_dir, timeout=WORKER_TIMEOUT, grace=15.0):
+    """Wait for the workers: (exit codes, log texts). A worker left waiting for a dead peer
+    (in a collective, or in the strategy's wait for the cluster) is killed."""
+    start, failed_at = time.monotonic(), None
+    try:
+        while any(p.poll() is None for p in procs) and time.monotonic() - start < timeout:
+            if failed_at is None and any(p.poll() not in (None, 0, 130) for p in procs):
+                failed_at = time.monotonic()
+            if failed_at is not None and time.monotonic() - failed_at > grace:
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        for f in logs:
+            f.close()
+    return [p.returncode for p in procs], [(logs_dir / f"worker{i}.log").read_text() for i in range(len(procs))]
+
+
+def run_workers(argv, logs_dir, n=2, env=None, attempts=3):
+    """Run `argv` as n MWMS workers to the end: (exit codes, log texts)."""
     for attempt in range(attempts):
-        ports = free_ports(n)
-        cluster = {"worker": [f"localhost:{p}" for p in ports]}
-        procs, logs = [], []
-        for i in range(n):
-            worker_env = dict(os.environ, **(env or {}), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-                              TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-            logs.append(open(logs_dir / f"worker{i}.log", "w"))
-            procs.append(subprocess.Popen(argv, cwd=REPO, env=worker_env, stdout=logs[-1], stderr=subprocess.STDOUT))
-        start, failed_at = time.monotonic(), None
-        try:
-            while any(p.poll() is None for p in procs) and time.monotonic() - start < timeout:
-                if failed_at is None and any(p.poll() not in (None, 0) for p in procs):
-                    failed_at = time.monotonic()
-                if failed_at is not None and time.monotonic() - failed_at > grace:
-                    break
-                time.sleep(0.2)
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                p.wait()
-            for f in logs:
-                f.close()
-        codes = [p.returncode for p in procs]
-        texts = [(logs_dir / f"worker{i}.log").read_text() for i in range(n)]
+        codes, texts = wait_workers(*start_workers(argv, logs_dir, n, env), logs_dir)
         if any(codes) and any("Could not start gRPC server" in t for t in texts) and attempt + 1 < attempts:
             continue  # a port was taken between free_ports and the bind: new ports
         return codes, texts
@@ -135,3 +145,76 @@ def test_two_workers_resume_from_the_chiefs_checkpoint(toy_config, tmp_path):
     actual = checkpoint_values(runs / "toy" / "checkpoints" / "ckpt-4")
     for name, value in expected.items():
         np.testing.assert_allclose(actual[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def worker_argv(toy_config, runs, settings):
+    return [sys.executable, "-m", "tfgen.train", "--config", str(toy_config),
+            "--set", "train.distribute=multi_worker", "--set", f"run_dir={runs}",
+            *[a for s in settings for a in ("--set", s)]]
+
+
+def mirrored_reference(toy_config, settings):
+    """The same run in this process under MirroredStrategy on two logical CPUs: its run dir."""
+    cfg = load_config(str(toy_config), ["train.distribute=mirrored", *settings])
+    train.train(cfg, train.prepare_run_dir(cfg, resume=False, overwrite=False))
+    return Path(cfg.run_dir) / cfg.name
+
+
+def test_sigterm_to_one_worker_stops_both_at_one_step_and_they_resume_exactly(toy_config, tmp_path):
+    """A stop request on one worker is agreed by all at a step boundary: both save that step
+    and exit 130 (none dies waiting for the other), and the resumed run matches an
+    uninterrupted one."""
+    settings = [*SETTINGS, "train.epochs=3", "train.steps_per_epoch=10", "train.sample_every=3"]
+    runs = tmp_path / "multi"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {"TMPDIR": str(scratch)}
+    argv = worker_argv(toy_config, runs, settings)
+    procs, logs = start_workers(argv, tmp_path, env=env)
+    first = runs / "toy" / "checkpoints" / "ckpt-10.index"
+    end = time.monotonic() + WORKER_TIMEOUT
+    while not first.exists() and time.monotonic() < end and all(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    time.sleep(np.random.default_rng().uniform(0.0, 0.5))
+    procs[1].send_signal(signal.SIGTERM)  # the non-chief only
+    codes, texts = wait_workers(procs, logs, tmp_path)
+    assert codes == [130, 130], "\n\n".join(text[-3000:] for text in texts)
+    assert "SIGTERM received" in texts[1] and "another worker received a signal" in texts[0]
+    stopped = [int(t.split("stopped at", 1)[1].split("ckpt-", 1)[1].split(";")[0].split()[0]) for t in texts]
+    assert stopped[0] == stopped[1] and 10 <= stopped[0] < 30, stopped
+
+    codes, texts = run_workers([*argv, "--resume"], tmp_path, env=env)
+    assert codes == [0, 0], "\n\n".join(text[-3000:] for text in texts)
+    reference = mirrored_reference(toy_config, settings)
+    expected = checkpoint_values(reference / "checkpoints" / "ckpt-30")
+    actual = checkpoint_values(runs / "toy" / "checkpoints" / "ckpt-30")
+    assert sorted(actual) == sorted(expected)
+    for name, value in expected.items():
+        np.testing.assert_allclose(actual[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
+    rows = (runs / "toy" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
+
+
+def test_scoring_during_training_under_two_workers(toy_config, tmp_path):
+    settings = [*SETTINGS, "eval.every_epochs=1", "eval.num_samples=32", "eval.metrics=fid"]
+    runs = tmp_path / "multi"
+    codes, texts = run_workers(worker_argv(toy_config, runs, settings), tmp_path)
+    assert codes == [0, 0], "\n\n".join(text[-3000:] for text in texts)
+    header, *rows = (runs / "toy" / "metrics.csv").read_text().splitlines()
+    fid = [float(r.split(",")[header.split(",").index("fid")]) for r in rows]
+    assert len(fid) == 2 and all(np.isfinite(fid)) and min(fid) > 0
+    best = json.loads((runs / "toy" / "best.json").read_text())
+    assert best["value"] == min(fid)
+    assert tf.train.latest_checkpoint(str(runs / "toy" / "checkpoints" / "best"))
+
+
+def test_nan_rollback_under_two_workers(toy_config, tmp_path):
+    """Both workers see the same (all-reduced) NaN at the same step, roll back together,
+    and give up together: no worker is left waiting in a collective."""
+    settings = [*SETTINGS, "train.learning_rate=1e30", "train.on_nan=rollback", "train.max_rollbacks=1",
+                "train.rollback_lr_factor=0.1"]
+    codes, texts = run_workers(worker_argv(toy_config, tmp_path / "multi", settings), tmp_path)
+    assert codes == [2, 2], "\n\n".join(text[-3000:] for text in texts)
+    for text in texts:
+        assert text.count("rolled back to") == 1 and "learning rates now 1e+29" in text
+        assert "training diverged after 1 rollback(s)" in text
