@@ -13,7 +13,6 @@ Inception Score reads a classifier's predictions. Every extractor has the same i
 """
 
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgen.errors import TfgenError
+from tfgen.files import atomic_path
 
 log = logging.getLogger("tfgen")
 
@@ -88,11 +88,11 @@ class ClassifierExtractor(FeatureExtractor):
         return cls(model)
 
     def save(self, path):
-        """Write the classifier to `path` (.keras), atomically: a crash leaves no half cache."""
-        path = Path(path)
-        partial = path.with_name(path.stem + ".partial.keras")
-        self.model.save(partial)
-        os.replace(partial, path)
+        """Write the classifier to `path` (.keras), atomically: a crash leaves no half cache,
+        and processes saving the same cache at once (the workers of a multi-worker run) each
+        write their own temporary file."""
+        with atomic_path(path) as tmp:
+            self.model.save(tmp)
 
     @classmethod
     def load(cls, path):
