@@ -70,7 +70,7 @@ def test_resume_continues_counters_and_files(toy_config, tmp_path):
     # 3 epochs x 2 steps: both optimizers carried their iteration counts across the resume
     iterations = [reader.get_tensor(n) for n in names if n.endswith("_iterations/.ATTRIBUTES/VARIABLE_VALUE")]
     assert sorted(int(i) for i in iterations) == [6, 6]
-    assert int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE")) == 3
+    assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == 6
 
 
 def test_resume_without_checkpoints_is_an_error(toy_config, capsys):
@@ -159,8 +159,8 @@ def test_mixed_precision_trains_with_float32_outputs(config, policy, tmp_path):
         cfg = load_config(config, [f"run_dir={tmp_path}", f"train.mixed_precision={policy}", "data.image_size=8",
                                    "data.limit=64", "data.batch_size=8", "train.epochs=1", "train.steps_per_epoch=2",
                                    "train.jit_compile=false"])
-        model, _, finished = train.train(cfg, train.prepare_run_dir(cfg, resume=False, overwrite=False))
-        assert finished
+        model, _, stop = train.train(cfg, train.prepare_run_dir(cfg, resume=False, overwrite=False))
+        assert stop is None
         assert keras.mixed_precision.global_policy().name == policy
         if policy == "mixed_float16":
             assert all(isinstance(getattr(model, n), keras.optimizers.LossScaleOptimizer) for n in model.optimizer_names)

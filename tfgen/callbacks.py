@@ -66,6 +66,12 @@ class SampleGrid(keras.callbacks.Callback):
         self.latent = latent
         self.writer = None  # TensorBoard's, opened at the first grid
 
+    @classmethod
+    def for_run(cls, run_dir, data, model, every, last_epoch, num_samples, seed):
+        """The callback for a run, its latent batch stored in the run (a resume reuses it)."""
+        latent = fixed_latent(Path(run_dir), num_samples, model.latent_dim, seed)
+        return cls(run_dir, latent, every, last_epoch, model.num_classes)
+
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1
         samples = np.asarray(self.model.generate(self.latent, self.labels))
@@ -74,14 +80,98 @@ class SampleGrid(keras.callbacks.Callback):
         if not (epoch == 1 or _is_due(epoch, self.every, self.last_epoch)):
             return
         grid = images.make_grid(images.to_uint8(samples), columns=self.columns)
-        images.save_png(self.run_dir / "samples" / f"epoch_{epoch:03d}.png", grid)
-        frames = sorted((self.run_dir / "samples").glob("epoch_*.png"))
-        images.save_gif(self.run_dir / "progress.gif", frames)
-        if self.writer is None:
-            self.writer = tf.summary.create_file_writer(str(self.run_dir / "logs" / "samples"))
-        with self.writer.as_default():
-            tf.summary.image("samples", grid[None], step=epoch - 1)
-        self.writer.flush()  # a run killed later keeps the grids drawn so far
+        self.writer = save_epoch_grid(self.run_dir, epoch, grid, self.writer)
+
+
+def save_epoch_grid(run_dir, epoch, grid, writer=None):
+    """`samples/epoch_NNN.png`, `progress.gif` of all of them, and the TensorBoard image
+    (step: the 0-based epoch, beside that epoch's scalars); returns the TensorBoard writer,
+    opened at the first grid."""
+    images.save_png(run_dir / "samples" / f"epoch_{epoch:03d}.png", grid)
+    frames = sorted((run_dir / "samples").glob("epoch_*.png"))
+    images.save_gif(run_dir / "progress.gif", frames)
+    if writer is None:
+        writer = tf.summary.create_file_writer(str(run_dir / "logs" / "samples"))
+    with writer.as_default():
+        tf.summary.image("samples", grid[None], step=epoch - 1)
+    writer.flush()  # a run killed later keeps the grids drawn so far
+    return writer
+
+
+def fixed_latent(run_dir, num, latent_dim, seed):
+    """The latent batch behind every sample grid, stored so a resumed run reuses it."""
+    path = run_dir / "samples" / "latent.npy"
+    if path.exists():
+        return np.load(path)
+    latent = np.random.default_rng(seed).standard_normal((num, latent_dim)).astype(np.float32)
+    with atomic_path(path) as tmp:
+        np.save(tmp, latent)
+    return latent
+
+
+class TranslationGrid(keras.callbacks.Callback):
+    """For a two-domain translator (CycleGAN): `samples/epoch_NNN.png` and `progress.gif`.
+
+    Fixed real images of each domain (stored in the run, so a resume shows the same ones),
+    in row triples: A, A -> B, A -> B -> A, then B, B -> A, B -> A -> B. The first epoch,
+    every `every` epochs and the last one, like the sample grids of the other models.
+    """
+
+    def __init__(self, run_dir, real_a, real_b, every, last_epoch):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.real_a = real_a
+        self.real_b = real_b
+        self.every = every
+        self.last_epoch = last_epoch
+        self.writer = None
+
+    @classmethod
+    def for_run(cls, run_dir, data, model, every, last_epoch, num_samples, seed):
+        run_dir = Path(run_dir)
+        columns = max(1, min(8, num_samples))
+        real_a, _ = fixed_real_batch(run_dir, data.a.dataset, columns, "real_a.npz")
+        real_b, _ = fixed_real_batch(run_dir, data.b.dataset, columns, "real_b.npz")
+        return cls(run_dir, real_a, real_b, every, last_epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        epoch += 1
+        if epoch == 1 or _is_due(epoch, self.every, self.last_epoch):
+            self.writer = save_epoch_grid(self.run_dir, epoch, self.grid(), self.writer)
+
+    def grid(self):
+        rows = []
+        for real, there, back in ((self.real_a, "a2b", "b2a"), (self.real_b, "b2a", "a2b")):
+            translated = self.model.translate(real, there)
+            rows += [real, np.asarray(translated), np.asarray(self.model.translate(translated, back))]
+        return images.make_grid(images.to_uint8(np.concatenate(rows)), columns=len(self.real_a))
+
+
+class LearningRates(keras.callbacks.Callback):
+    """Sets every optimizer's rate when an epoch begins (a resumed part-epoch included):
+    its configured rate x `scale` (lowered by NaN rollbacks) x the schedule's factor.
+
+    Schedules: "constant"; "linear_decay", constant for the first half of training, then
+    falling linearly towards 0 over the second half (CycleGAN's, Zhu et al. 2017).
+    """
+
+    def __init__(self, rates, epochs, schedule="constant"):
+        super().__init__()
+        self.rates = rates  # {optimizer attribute name: configured rate}
+        self.epochs = epochs
+        self.schedule = schedule
+        self.scale = 1.0
+
+    def factor(self, epoch):
+        """The schedule's factor for the 0-based `epoch`."""
+        if self.schedule == "constant":
+            return 1.0
+        constant = self.epochs // 2
+        return 1.0 - max(0, epoch + 1 - constant) / (self.epochs - constant + 1)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for name, rate in self.rates.items():
+            getattr(self.model, name).learning_rate.assign(rate * self.scale * self.factor(epoch))
 
 
 class Curves(keras.callbacks.Callback):
@@ -216,9 +306,9 @@ def take_examples(dataset, num):
     return np.concatenate(images)[:num], np.concatenate(labels)[:num]
 
 
-def fixed_real_batch(run_dir, dataset, num):
+def fixed_real_batch(run_dir, dataset, num, name="real.npz"):
     """Real images (and labels) behind the reconstruction pictures, stored like the latents."""
-    path = run_dir / "samples" / "real.npz"
+    path = run_dir / "samples" / name
     if not path.exists():
         images, labels = take_examples(dataset, num)
         with atomic_path(path) as tmp:
@@ -246,11 +336,11 @@ class VAEPictures(keras.callbacks.Callback):
         self.scatter_data = scatter_data
 
     @classmethod
-    def for_run(cls, run_dir, dataset, every, last_epoch, model):
+    def for_run(cls, run_dir, data, model, every, last_epoch, num_samples, seed):
         """The callback for a run: its fixed real batch (stored in the run, so a resume draws
         the same images) and, for a 2-d latent space, 2000 images for the scatter."""
-        real, labels = fixed_real_batch(Path(run_dir), dataset, 32)
-        scatter = take_examples(dataset, 2000) if model.latent_dim == 2 else None
+        real, labels = fixed_real_batch(Path(run_dir), data.dataset, 32)
+        scatter = take_examples(data.dataset, 2000) if model.latent_dim == 2 else None
         return cls(run_dir, real, labels, every, last_epoch, scatter)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -316,9 +406,14 @@ class VAEPictures(keras.callbacks.Callback):
         return (self.labels if labels is None else labels)[:n]
 
 
-# Picture callbacks a model asks for by name in its `pictures` attribute:
-# name -> factory(run_dir, batched dataset, every, last_epoch, model).
-PICTURES = {"reconstructions": VAEPictures.for_run}
+# Picture callbacks a model asks for by name in its `pictures` attribute: name ->
+# factory(run_dir, data, model, every, last_epoch, num_samples, seed), `data` an ImageData
+# (a TwoDomainData for two-domain models).
+PICTURES = {
+    "samples": SampleGrid.for_run,
+    "reconstructions": VAEPictures.for_run,
+    "translations": TranslationGrid.for_run,
+}
 
 
 class Evaluation(keras.callbacks.Callback):

@@ -49,6 +49,10 @@ class DataConfig:
     cache: bool = True
     shuffle_buffer: int = 10000
     limit: int = 0  # use only the first N images; 0 means all
+    # Two-domain models (CycleGAN): each domain is a source of its own; its keys override
+    # the ones above (typically source, name, path, split, fit), the rest are shared.
+    domain_a: Optional["DataConfig"] = None
+    domain_b: Optional["DataConfig"] = None
 
     def problems(self):
         """(key, expectation) for each out-of-range value."""
@@ -73,6 +77,7 @@ class TrainConfig:
     epochs: int = 50
     steps_per_epoch: int = 0  # 0 means one pass over the data
     learning_rate: float = 2e-4
+    lr_schedule: Literal["constant", "linear_decay"] = "constant"  # linear_decay: to 0 over the second half
     d_learning_rate: Optional[float] = None  # discriminator's rate if it differs (TTUR)
     beta_1: float = 0.5
     beta_2: float = 0.999
@@ -175,11 +180,27 @@ class Config:
             "name": self.name,
             "run_dir": self.run_dir,
             "model": {"name": self.model.name, **self.model.params},
-            "data": dataclasses.asdict(self.data),
+            "data": _data_dict(self.data),
             "train": dataclasses.asdict(self.train),
             "export": dataclasses.asdict(self.export),
             "eval": dataclasses.asdict(self.eval),
         }
+
+
+# One model sees both domains: their image shape and batch are set once, in `data`.
+SHARED_DATA_KEYS = ("image_size", "channels", "batch_size")
+
+
+def _data_dict(data):
+    """The data section as a dict: the domains (when set) without their own empty domain keys."""
+    values = dataclasses.asdict(data)
+    for domain in ("domain_a", "domain_b"):
+        if values[domain] is None:
+            del values[domain]
+        else:
+            values[domain] = {k: v for k, v in values[domain].items()
+                              if k not in ("domain_a", "domain_b", *SHARED_DATA_KEYS)}
+    return values
 
 
 _SECTIONS = {"data": DataConfig, "train": TrainConfig, "export": ExportConfig, "eval": EvalConfig}
@@ -267,15 +288,20 @@ def _build(raw, path, origins):
         fail("name", name, "a run name of letters, digits, '.', '_' or '-' (no path separators)")
     run_dir = _convert(raw.get("run_dir", "runs"), str, "run_dir", where)
 
-    sections = {}
-    for section, cls in _SECTIONS.items():
-        values = _section(raw, section, where)
-        hints = typing.get_type_hints(cls)
-        _reject_unknown(values, [f.name for f in dataclasses.fields(cls)], f"{section}.", where)
-        obj = cls(**{k: _convert(v, hints[k], f"{section}.{k}", where) for k, v in values.items()})
-        for key, expectation in obj.problems():
-            fail(f"{section}.{key}", getattr(obj, key), expectation)
-        sections[section] = obj
+    sections = {section: _dataclass(cls, _section(raw, section, where), section, where)
+                for section, cls in _SECTIONS.items()}
+    data = sections["data"]
+    for domain in ("domain_a", "domain_b"):
+        values = (raw.get("data") or {}).get(domain) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where(f'data.{domain}')}: data.{domain}: expected a mapping of data keys "
+                              f"(source, name, path, ...), got {_kind(values)}")
+        if values:  # the shared keys, overridden by the domain's own
+            shared = {f.name: getattr(data, f.name) for f in dataclasses.fields(DataConfig)
+                      if f.name not in ("domain_a", "domain_b")}
+            own_keys = [k for k in shared if k not in SHARED_DATA_KEYS]
+            _reject_unknown(values, own_keys, f"data.{domain}.", where)
+            setattr(data, domain, _dataclass(DataConfig, values, f"data.{domain}", where, preset=shared))
 
     model_raw = dict(_section(raw, "model", where))
     model_name = model_raw.pop("name", "dcgan")
@@ -288,6 +314,25 @@ def _build(raw, path, origins):
         params[key] = _convert(value, schema[key][0], f"model.{key}", where)
     model = ModelConfig(name=model_name, params=params)
     return Config(name=name, run_dir=run_dir, model=model, **sections)
+
+
+def _dataclass(cls, values, prefix, where, preset=None):
+    """A validated `cls` from a mapping of raw values (on top of `preset` ones)."""
+    hints = typing.get_type_hints(cls)
+    nested = [f.name for f in dataclasses.fields(cls) if dataclasses.is_dataclass(_optional_of(hints[f.name]))]
+    _reject_unknown(values, [f.name for f in dataclasses.fields(cls)], f"{prefix}.", where)
+    converted = {k: _convert(v, hints[k], f"{prefix}.{k}", where) for k, v in values.items() if k not in nested}
+    obj = cls(**{**(preset or {}), **converted})
+    for key, expectation in obj.problems():
+        raise ConfigError(f"{where(f'{prefix}.{key}')}: {prefix}.{key}: invalid value "
+                          f"{getattr(obj, key)!r}; expected {expectation}")
+    return obj
+
+
+def _optional_of(tp):
+    """X for Optional[X], else tp."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and args else tp
 
 
 def _section(raw, section, where):

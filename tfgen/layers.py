@@ -119,3 +119,33 @@ def build_discriminator(image_shape, width, dropout=0.0, norm="batch", name="dis
     """images [B, H, W, C] -> one real/fake logit [B, 1]; see `discriminator_body`."""
     stack = [keras.Input(image_shape), *discriminator_body(image_shape, width, dropout, norm), logit_layer(norm)]
     return keras.Sequential(stack, name=name)
+
+
+@keras.saving.register_keras_serializable(package="tfgen")
+class ReflectionPadding2D(layers.Layer):
+    """Pads height and width by mirroring the border (CycleGAN's generators, Zhu et al. 2017).
+
+    Zero padding makes a bright frame the generator must learn to hide; mirroring does
+    not. A layer of its own, not a Lambda, so saved models load under `safe_mode`.
+    """
+
+    def __init__(self, padding=1, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = int(padding)
+
+    def call(self, x):
+        p = self.padding
+        return keras.ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        grow = 2 * self.padding
+        return b, None if h is None else h + grow, None if w is None else w + grow, c
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}
+
+
+def instance_norm():
+    """Instance normalisation: Keras' GroupNormalization with one group per channel."""
+    return layers.GroupNormalization(groups=-1, epsilon=1e-5)

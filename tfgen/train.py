@@ -137,17 +137,6 @@ def learning_rate_for(optimizer_name, train_cfg):
     return train_cfg.learning_rate
 
 
-def fixed_latent(run_dir, num, latent_dim, seed):
-    """The latent batch behind every sample grid, stored so a resumed run reuses it."""
-    path = run_dir / "samples" / "latent.npy"
-    if path.exists():
-        return np.load(path)
-    latent = np.random.default_rng(seed).standard_normal((num, latent_dim)).astype(np.float32)
-    with atomic_path(path) as tmp:
-        np.save(tmp, latent)
-    return latent
-
-
 def evaluation_callback(cfg, data, checkpoint, step, steps_per_epoch, run_dir):
     """The Evaluation callback for `cfg.eval`, with its extractor ready (trained if need be)."""
     names = metrics.parse_metric_names(cfg.eval.metrics)
@@ -201,20 +190,6 @@ def stop_on_signals(guard):
             signal.signal(sig, handler)
 
 
-def set_learning_rates(model, train_cfg, factor=1.0):
-    """Set every optimizer's rate to its configured value times `factor`; the new rates.
-
-    Called after every restore: a checkpoint carries the rates it was saved with, and a
-    resume with a new train.learning_rate, or a rollback, must override them.
-    """
-    rates = []
-    for name in model.optimizer_names:
-        rate = learning_rate_for(name, train_cfg) * factor
-        getattr(model, name).learning_rate.assign(rate)
-        rates.append(rate)
-    return rates
-
-
 def train(cfg, run_dir, resume=False, deadline=None):
     """Run `fit` for `cfg` in `run_dir`: (model, ImageData, stop).
 
@@ -226,7 +201,10 @@ def train(cfg, run_dir, resume=False, deadline=None):
     """
     strategy = distribute.make_strategy(cfg.train.distribute)
     model_cls = get_model_class(cfg.model.name)
-    data = build_dataset(cfg.data, seed=cfg.train.seed, require_labels=model_cls.needs_labels)
+    data = build_dataset(cfg.data, seed=cfg.train.seed, require_labels=model_cls.needs_labels, domains=model_cls.domains)
+    if cfg.eval.every_epochs and not model_cls.samples_from_latent:
+        raise ConfigError(f"eval.every_epochs: scoring compares samples drawn from latents with real images; "
+                          f"{cfg.model.name} does not sample from latents: set eval.every_epochs: 0")
     jit_compile, policy = speed_settings(cfg, data, strategy)
     if (cfg.train.jit_compile, cfg.train.mixed_precision) != (jit_compile, policy):
         # Record what auto chose, so a resume (or a rerun of config.yaml) trains with the
@@ -261,28 +239,31 @@ def train(cfg, run_dir, resume=False, deadline=None):
     restored = None
     if resume:
         restored = restore_latest(checkpoint, manager)
-        set_learning_rates(model, cfg.train)
         log.info("resumed from %s at %s", restored, describe_step(int(step.numpy()), steps))
     else:
         manager.save(checkpoint_number=0)  # a good state to roll back to from the first step
 
     last = cfg.train.epochs
     every = cfg.train.sample_every
-    latent = fixed_latent(run_dir, cfg.train.num_samples, model.latent_dim, cfg.train.seed)
     guard = callbacks.Guard(steps, deadline=deadline, agree=distribute.make_agreement(strategy))
-    fit_callbacks = [  # in this order: SampleGrid adds sample_diversity to the logs CSVLogger writes
+    # The learning rates come from the config, not the checkpoint: a resume with a new
+    # train.learning_rate, a schedule and rollbacks all take effect.
+    rates = callbacks.LearningRates({name: learning_rate_for(name, cfg.train) for name in model.optimizer_names},
+                                    last, cfg.train.lr_schedule)
+    # in this order: the pictures (sample grids add sample_diversity) and scores join the
+    # epoch's logs before the CSV logger writes them
+    fit_callbacks = [
         guard,
-        callbacks.SampleGrid(run_dir, latent, every, last, model.num_classes),
+        rates,
+        *(callbacks.PICTURES[picture](run_dir, data, model, every, last, cfg.train.num_samples, cfg.train.seed)
+          for picture in model.pictures),
+        *([evaluation_callback(cfg, data, checkpoint, step, steps, run_dir)] if cfg.eval.every_epochs else []),
         keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=True),
         callbacks.Curves(run_dir / "metrics.csv", run_dir / "curves.png"),
         callbacks.Checkpointer(manager, step, guard, cfg.train.checkpoint_every, last, steps,
                                cfg.train.checkpoint_every_steps),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
     ]
-    if cfg.eval.every_epochs:
-        fit_callbacks.insert(2, evaluation_callback(cfg, data, checkpoint, step, steps, run_dir))
-    for picture in model.pictures:  # what the model draws besides the sample grid
-        fit_callbacks.append(callbacks.PICTURES[picture](run_dir, data.dataset, every, last, model))
 
     rollbacks = 0
     with stop_on_signals(guard):
@@ -309,9 +290,10 @@ def train(cfg, run_dir, resume=False, deadline=None):
                     ) from None
                 rollbacks += 1
                 restored = restore_latest(checkpoint, manager)
-                rates = set_learning_rates(model, cfg.train, cfg.train.rollback_lr_factor**rollbacks)
+                rates.scale = cfg.train.rollback_lr_factor**rollbacks
                 log.warning("%s; rolled back to %s (%s), learning rates now %s", bad, good,
-                            describe_step(int(step.numpy()), steps), ", ".join(f"{r:.3g}" for r in rates))
+                            describe_step(int(step.numpy()), steps),
+                            ", ".join(f"{r * rates.scale:.3g}" for r in rates.rates.values()))
 
 
 def describe_step(step, steps_per_epoch):

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from tfgen.data.digits import digits_source
+from tfgen.data.domains import TwoDomainData
 from tfgen.data.folder import folder_source
 from tfgen.data.kaggle import kaggle_source
 from tfgen.data.mnist5k import mnist5k_source
 from tfgen.data.pipeline import epoch_batches, prepare, training_stream
 from tfgen.data.tfds import tfds_source
-from tfgen.errors import DataError
+from tfgen.errors import ConfigError, DataError
 
 log = logging.getLogger("tfgen")
 
@@ -93,8 +94,20 @@ def skip_report(source):
     return f"skipped {skipped} of {skipped + source.num_examples} files in {source.description}: {'; '.join(parts)}"
 
 
-def build_dataset(cfg, seed=0, require_labels=False):
-    """`cfg` (a DataConfig) -> ImageData; DataError for anything the user must fix."""
+def build_dataset(cfg, seed=0, require_labels=False, domains=1):
+    """`cfg` (a DataConfig) -> ImageData, or for `domains` 2 a TwoDomainData of
+    `cfg.domain_a` and `cfg.domain_b`; DataError or ConfigError for what the user must fix."""
+    given = [d for d in ("domain_a", "domain_b") if getattr(cfg, d) is not None]
+    if domains == 2:
+        if len(given) < 2:
+            raise ConfigError(
+                "this model translates between two image domains: set data.domain_a and data.domain_b, "
+                "each with its own source (e.g. domain_a: {source: folder, path: photos})"
+            )
+        return TwoDomainData(build_dataset(cfg.domain_a, seed), build_dataset(cfg.domain_b, seed + 1))
+    if given:
+        raise ConfigError(f"data.{given[0]}: only two-domain models (cyclegan) read data.domain_a / "
+                          "data.domain_b; this model reads data.source")
     source = SOURCES[cfg.source](cfg)
     pairs, num_examples = source.pairs, source.num_examples
     if cfg.limit:

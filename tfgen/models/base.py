@@ -6,8 +6,13 @@ A model subclasses `GenerativeModel`, builds its networks in `__init__`, writes
 - `optimizer_names`: {compile() argument: the sub-networks that optimizer trains};
   the training script builds one Adam per entry.
 - `needs_labels`: whether batches must carry class labels (conditional models).
-- `pictures`: the picture callbacks its runs draw besides the sample grid (VAEs:
-  "reconstructions"); the training script asks for these instead of checking model types.
+- `pictures`: the picture callbacks its runs draw, by name in `tfgen.callbacks.PICTURES`
+  ("samples" grids from fixed latents; VAEs add "reconstructions"; a translator draws
+  "translations"); the training script asks for these instead of checking model types.
+- `domains`: 1, or 2 for a translator between two image domains (CycleGAN), whose batches
+  are (domain A batch, domain B batch) pairs.
+- `samples_from_latent`: whether `generate(z)` draws images from latents (every model but
+  a translator); sample grids, scoring and `tfgen.generate` need it.
 - `real_batches_per_step`: how many batches of real images one `train_step` consumes
   (a GAN with `d_steps` critic updates takes a fresh batch for each); the training
   script feeds that many at once, concatenated.
@@ -26,14 +31,16 @@ class GenerativeModel(keras.Model):
 
     optimizer_names: dict = {}
     needs_labels = False
-    # Pictures a run draws besides the sample grid, by name in tfgen.callbacks.PICTURES.
-    pictures: tuple = ()
+    # Pictures a run draws, by name in tfgen.callbacks.PICTURES.
+    pictures: tuple = ("samples",)
     # Real batches one train_step consumes, fed concatenated (see the module docstring).
     real_batches_per_step = 1
+    domains = 1
+    samples_from_latent = True
 
     def __init__(self, image_shape, latent_dim, seed, metric_names, num_classes=0, **kwargs):
         super().__init__(**kwargs)
-        if latent_dim < 1:
+        if self.samples_from_latent and latent_dim < 1:
             raise ValueError(f"latent_dim must be an integer >= 1, got {latent_dim}")
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim

@@ -33,7 +33,7 @@ class VAE(GenerativeModel):
     """
 
     optimizer_names = {"optimizer": ("encoder", "decoder")}
-    pictures = ("reconstructions",)  # reconstructions, interpolation, latent plane (tfgen.callbacks)
+    pictures = ("samples", "reconstructions")  # + reconstructions, interpolation, latent plane
     export_networks = ("encoder", "decoder")
     metric_names = ("loss", "reconstruction", "kl")
 
