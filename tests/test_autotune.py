@@ -1,6 +1,7 @@
 """`auto` XLA and mixed precision: measured once per model and device, cached, plain unless faster."""
 
 import json
+import time
 
 import keras
 import pytest
@@ -62,7 +63,7 @@ def test_auto_times_every_candidate_once_and_caches(monkeypatch, cache_file, rat
         built.append((jit, policy, keras.mixed_precision.global_policy().name))
         return FakeModel(jit)
 
-    def fake_rate(jit, iterator):
+    def fake_rate(jit, iterator, give_up_below=0.0):
         return rates[autotune.describe(jit, keras.mixed_precision.global_policy().name.replace("float32", "none"))]
 
     monkeypatch.setattr(autotune, "steps_per_second", fake_rate)
@@ -97,7 +98,7 @@ def test_a_failing_candidate_is_dropped_not_fatal(monkeypatch, cache_file, caplo
             raise tf.errors.UnimplementedError(None, None, "XLA cannot compile op Foo")
         return FakeModel(jit)
 
-    monkeypatch.setattr(autotune, "steps_per_second", lambda fn, it: 1.0)
+    monkeypatch.setattr(autotune, "steps_per_second", lambda fn, it, give_up_below=0.0: 1.0)
     with caplog.at_level("WARNING", logger="tfgen"):
         assert autotune.resolve([False, True], "auto", KEY, build, lambda model: None) == (False, "none")
     assert "XLA on, float32 fails for this model (XLA cannot compile op Foo)" in caplog.text
@@ -105,8 +106,21 @@ def test_a_failing_candidate_is_dropped_not_fatal(monkeypatch, cache_file, caplo
 
 def test_the_run_records_what_auto_chose(monkeypatch, cache_file, toy_config, tmp_path):
     monkeypatch.setattr(autotune, "half_precision_candidate", lambda: ("mixed_bfloat16", "CPU Test"))
-    monkeypatch.setattr(autotune, "steps_per_second", lambda fn, it: 2.0 if keras.mixed_precision.global_policy().name == "mixed_bfloat16" else 1.0)
+    monkeypatch.setattr(autotune, "steps_per_second", lambda fn, it, give_up_below=0.0: 2.0 if keras.mixed_precision.global_policy().name == "mixed_bfloat16" else 1.0)
     assert train.main(["--config", str(toy_config), "--set", "train.mixed_precision=auto", "--set", "train.epochs=1"]) == 0
     recorded = load_config(str(tmp_path / "runs" / "toy" / "config.yaml"))
     assert (recorded.train.jit_compile, recorded.train.mixed_precision) == (False, "mixed_bfloat16")
     keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_candidate_far_slower_than_the_best_is_dropped_after_its_warm_up():
+    calls = []
+
+    def slow_step(iterator):
+        calls.append(1)
+        time.sleep(0.02)
+        return {"loss": tf.constant(1.0)}
+
+    rate = autotune.steps_per_second(slow_step, None, steps=8, warmup=3, rounds=2, give_up_below=100.0)
+    assert rate < 100 and len(calls) == 2  # the compiling call and one warm step, not 19
+    assert autotune.steps_per_second(slow_step, None, steps=2, warmup=2, rounds=1) > 0 and len(calls) == 2 + 4

@@ -259,3 +259,46 @@ def test_translate_cli_names_an_undecodable_single_file(trained_cyclegan, tmp_pa
     assert translate.main(["--run", str(trained_cyclegan), "--input", str(tmp_path / "bad.png"),
                            "--out", str(tmp_path / "o")]) == 2
     assert "bad.png" in capsys.readouterr().err
+
+
+def test_reuse_translator_tool_runs_without_tfgen(trained_cyclegan, tmp_path):
+    Image.new("RGB", (20, 12), (250, 80, 80)).save(tmp_path / "in.png")
+    done = subprocess.run(
+        [sys.executable, "tools/reuse_translator.py", "--run", str(trained_cyclegan), "--input",
+         str(tmp_path / "in.png"), "--out", str(tmp_path / "pair.png")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "round-trip L1" in done.stdout
+    assert np.asarray(Image.open(tmp_path / "pair.png")).shape == (8, 24, 3)
+
+
+def test_generate_cli_points_a_translator_to_translate(trained_cyclegan, capsys):
+    from tfgen import generate
+
+    assert generate.main(["--run", str(trained_cyclegan), "--num", "2", "--out", "x.png"]) == 2
+    assert "use python -m tfgen.translate" in capsys.readouterr().err
+
+
+def test_translate_never_overwrites_and_keeps_clashing_names_apart(tmp_path):
+    Image.new("RGB", (9, 9), (0, 200, 0)).save(tmp_path / "a.png")
+    Image.new("RGB", (9, 9), (0, 0, 200)).save(tmp_path / "a.jpg")
+    names = [str(name) for _, name in translate.input_files(tmp_path, tmp_path / "out")]
+    assert sorted(names) == ["a.jpg.png", "a.png.png"]
+    Image.new("RGB", (9, 9)).save(tmp_path / "b.png")
+    (tmp_path / "sub").mkdir()
+    Image.new("RGB", (9, 9)).save(tmp_path / "sub" / "c.png")
+    with pytest.raises(ConfigError, match="would overwrite the input"):
+        translate.input_files(tmp_path / "sub", tmp_path / "sub")
+
+
+def test_domain_keys_round_trip_and_a_later_set_still_reaches_them(tmp_path):
+    import yaml
+
+    cfg = load_config(str(two_domain_config(tmp_path)))
+    written = tmp_path / "written.yaml"
+    written.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    assert load_config(str(written)).data == cfg.data
+    assert set(cfg.to_dict()["data"]["domain_b"]) == {"source", "path", "fit"}
+    again = load_config(str(written), ["data.cache=false"])
+    assert again.data.domain_a.cache is False and again.data.domain_b.cache is False

@@ -17,6 +17,8 @@ from PIL import Image
 from tfgen import callbacks, evaluate, train
 from tfgen.config import load_config
 
+from helpers import toy_model
+
 REPO = Path(__file__).resolve().parents[1]
 
 SLOW = """\
@@ -315,3 +317,32 @@ def test_resume_is_exact_when_an_epoch_is_shorter_than_a_pass(tmp_path):
     got = variables(tmp_path / "runs" / "split" / "checkpoints" / "ckpt-9")
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_rollback_skips_a_checkpoint_whose_weights_already_blew_up(tmp_path):
+    """A step's loss is finite before its update makes the weights NaN: the checkpoint saved
+    after it is broken, and a rollback must go back past it."""
+    model = toy_model("dcgan", latent_dim=4, g_width=4, d_width=4)
+    checkpoint = tf.train.Checkpoint(model=model)
+    manager = tf.train.CheckpointManager(checkpoint, tmp_path, max_to_keep=5)
+    good = manager.save(checkpoint_number=1)
+    kernel = model.generator.trainable_variables[0]
+    kept = kernel.numpy()
+    kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+    manager.save(checkpoint_number=2)
+    assert train.restore_latest(checkpoint, manager, model.variables) == good
+    np.testing.assert_array_equal(kernel.numpy(), kept)
+
+
+def test_resume_refuses_a_new_batch_size(tmp_path, capsys):
+    config = write_config(tmp_path, SLOW.replace("epochs: 6", "epochs: 1"))
+    assert train.main(["--config", str(config)]) == 0
+    assert train.main(["--config", str(config), "--resume", "--set", "data.batch_size=8"]) == 2
+    assert "data.batch_size was 16" in capsys.readouterr().err
+
+
+def test_more_critic_batches_than_images_is_a_clear_error(tmp_path, capsys):
+    config = write_config(tmp_path, SLOW.replace("d_dropout: 0.2", "d_steps: 40"))
+    assert train.main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "40 batches of data.batch_size 16" in err and "lower model.d_steps" in err

@@ -70,10 +70,20 @@ def read_cache(path):
         return {}
 
 
-def steps_per_second(train_function, iterator, steps=8, warmup=3, rounds=2):
-    """Best of `rounds` timings of `steps` calls of a Keras train function (after warm-up)."""
-    for _ in range(warmup):
-        train_function(iterator)
+def steps_per_second(train_function, iterator, steps=8, warmup=3, rounds=2, give_up_below=0.0):
+    """Best of `rounds` timings of `steps` calls of a Keras train function (after warm-up).
+
+    The first call compiles. A candidate whose warm steps run below `give_up_below` steps/s
+    (a fraction of the best candidate so far) cannot win: its rate is returned at once
+    instead of after a full timing (XLA on a CPU can be 25x slower, minutes per timing).
+    """
+    train_function(iterator)
+    for _ in range(warmup - 1):
+        start = time.perf_counter()
+        float(next(iter(train_function(iterator).values())))
+        rate = 1.0 / (time.perf_counter() - start)
+        if rate < give_up_below:
+            return rate
     best = 0.0
     for _ in range(rounds):
         start = time.perf_counter()
@@ -126,7 +136,10 @@ def resolve(jit_options, precision_setting, key, build, stream):
                 try:
                     model = build(jit, policy)
                     model.make_train_function()
-                    rates[describe(jit, policy)] = steps_per_second(model.train_function, stream(model))
+                    fastest = max(rates.values(), default=0.0)
+                    rates[describe(jit, policy)] = steps_per_second(
+                        model.train_function, stream(model), give_up_below=fastest / 2)
+                    log.info("auto settings: %s: %.3g steps/s", describe(jit, policy), rates[describe(jit, policy)])
                 except (tf.errors.OpError, ValueError, TypeError) as exc:
                     if (jit, policy) == candidates[0]:
                         raise  # the plain setting itself fails: that is the run's error to report

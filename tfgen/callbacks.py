@@ -147,6 +147,13 @@ class TranslationGrid(keras.callbacks.Callback):
         return images.make_grid(images.to_uint8(np.concatenate(rows)), columns=len(self.real_a))
 
 
+class EpochStart(keras.callbacks.Callback):
+    """Tells the model each epoch's number as it begins (`GenerativeModel.begin_epoch`)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.begin_epoch(epoch)
+
+
 class LearningRates(keras.callbacks.Callback):
     """Sets every optimizer's rate when an epoch begins (a resumed part-epoch included):
     its configured rate x `scale` (lowered by NaN rollbacks) x the schedule's factor.
@@ -269,8 +276,9 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1
-        if _is_due(epoch, self.every, self.last_epoch):
-            self.save(epoch * self.steps_per_epoch)
+        done = epoch * self.steps_per_epoch
+        if _is_due(epoch, self.every, self.last_epoch) or (self.every_steps and done % self.every_steps == 0):
+            self.save(done)
 
     def save(self, step):
         self.step.assign(step)

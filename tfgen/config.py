@@ -192,14 +192,15 @@ SHARED_DATA_KEYS = ("image_size", "channels", "batch_size")
 
 
 def _data_dict(data):
-    """The data section as a dict: the domains (when set) without their own empty domain keys."""
+    """The data section as a dict; a domain (when set) holds only the keys where it differs
+    from the section (and its source), so a later --set data.cache=... still reaches it."""
     values = dataclasses.asdict(data)
     for domain in ("domain_a", "domain_b"):
         if values[domain] is None:
             del values[domain]
         else:
             values[domain] = {k: v for k, v in values[domain].items()
-                              if k not in ("domain_a", "domain_b", *SHARED_DATA_KEYS)}
+                              if k == "source" or (k not in ("domain_a", "domain_b", *SHARED_DATA_KEYS) and v != values[k])}
     return values
 
 

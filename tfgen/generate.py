@@ -94,6 +94,9 @@ class Sampler:
         """The generator of a finished run directory (its model.keras)."""
         run = Path(run)
         cfg, model = evaluate.load_run(run)
+        if not model.samples_from_latent:
+            raise RunError(f"--run: {run} holds a {cfg.model.name} model, which translates images instead of "
+                           "sampling them; use python -m tfgen.translate")
         class_names = run_class_names(run, cfg, model)
 
         def fn(z, labels):
@@ -118,7 +121,8 @@ class Sampler:
         loaded = tf.saved_model.load(str(path))
         name = next((n for n in ("generate", "decode") if n in loaded.signatures), None)
         if name is None:
-            raise RunError(f"--export: {path} has no generate or decode signature ({', '.join(loaded.signatures)})")
+            hint = "; use python -m tfgen.translate --run on its run" if "a_to_b" in loaded.signatures else ""
+            raise RunError(f"--export: {path} has no generate or decode signature ({', '.join(loaded.signatures)}){hint}")
         signature = loaded.signatures[name]
         conditional = "label" in signature.structured_input_signature[1]
         class_names = meta.get("class_names", []) if conditional else []

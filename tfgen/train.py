@@ -157,16 +157,25 @@ def evaluation_callback(cfg, data, checkpoint, step, steps_per_epoch, run_dir):
     )
 
 
-def restore_latest(checkpoint, manager):
-    """Restore the newest readable checkpoint, falling back past unreadable ones; its path."""
+def restore_latest(checkpoint, manager, finite_weights=None):
+    """Restore the newest readable checkpoint, falling back past unreadable ones; its path.
+
+    With `finite_weights` (the model's variables), also past checkpoints holding NaN or
+    infinite values: a rollback's, since a step's loss is finite before its update makes
+    the weights blow up, so the checkpoint after that step may already be broken.
+    """
     for path in reversed(manager.checkpoints):
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
-            return path
         except Exception as exc:  # a torn file fails in many ways (OpError, IndexError, ...)
             log.warning("checkpoint %s is unreadable (%s); trying the one before", path,
                         str(exc).splitlines()[0][:200])
-    raise RunError(f"no readable checkpoint in {manager.directory}; start again with --overwrite")
+            continue
+        if finite_weights is None or all(np.all(np.isfinite(v.numpy())) for v in finite_weights
+                                         if v.dtype.is_floating):
+            return path
+        log.warning("checkpoint %s holds NaN or infinite weights; trying the one before", path)
+    raise RunError(f"no usable checkpoint in {manager.directory}; start again with --overwrite")
 
 
 @contextlib.contextmanager
@@ -218,12 +227,6 @@ def train(cfg, run_dir, resume=False, deadline=None):
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     batches = model.real_batches_per_step
     steps = cfg.train.steps_per_epoch or data.steps_per_pass(batches)
-    if steps < 1:
-        raise ConfigError(
-            f"model: {batches} critic steps (d_steps) of data.batch_size {cfg.data.batch_size} take "
-            f"{batches * cfg.data.batch_size} images per step, more than the {data.num_examples} in "
-            f"{data.description}; lower model.d_steps or data.batch_size"
-        )
     log.info(
         "data: %s, %d images of %s, %d steps per epoch%s; %d replica(s), XLA %s, %s",
         data.description, data.num_examples, "x".join(map(str, data.image_shape)), steps,
@@ -255,6 +258,7 @@ def train(cfg, run_dir, resume=False, deadline=None):
     fit_callbacks = [
         guard,
         rates,
+        callbacks.EpochStart(),
         *(callbacks.PICTURES[picture](run_dir, data, model, every, last, cfg.train.num_samples, cfg.train.seed)
           for picture in model.pictures),
         *([evaluation_callback(cfg, data, checkpoint, step, steps, run_dir)] if cfg.eval.every_epochs else []),
@@ -275,8 +279,10 @@ def train(cfg, run_dir, resume=False, deadline=None):
                 fit_from(model, data, start, steps, last, fit_callbacks, running, restored)
                 return model, data, None
             except callbacks.Interrupted as stop:
-                step.assign(stop.step)
-                path = manager.save(checkpoint_number=stop.step)
+                path = manager.latest_checkpoint
+                if not (path or "").endswith(f"-{stop.step}"):  # an epoch end's may be saved already
+                    step.assign(stop.step)
+                    path = manager.save(checkpoint_number=stop.step)
                 log.warning("stopped at %s: %s; saved %s", describe_step(stop.step, steps), stop.reason, path)
                 return model, data, stop
             except callbacks.NonFiniteLoss as bad:
@@ -289,7 +295,7 @@ def train(cfg, run_dir, resume=False, deadline=None):
                         "train.learning_rate, or set train.on_nan: rollback"
                     ) from None
                 rollbacks += 1
-                restored = restore_latest(checkpoint, manager)
+                restored = restore_latest(checkpoint, manager, model.variables)
                 rates.scale = cfg.train.rollback_lr_factor**rollbacks
                 log.warning("%s; rolled back to %s (%s), learning rates now %s", bad, good,
                             describe_step(int(step.numpy()), steps),
@@ -355,16 +361,23 @@ def worker_run_dir(cfg, resume):
 
 
 def check_resumable(recorded, cfg):
-    """ConfigError if a --resume override changes what the checkpoint's variables depend on."""
-    fixed = {f"model.{k}": v for k, v in {"name": recorded.model.name, **recorded.model.params}.items()}
-    fixed.update({"data.image_size": recorded.data.image_size, "data.channels": recorded.data.channels})
-    now = {f"model.{k}": v for k, v in {"name": cfg.model.name, **cfg.model.params}.items()}
-    now.update({"data.image_size": cfg.data.image_size, "data.channels": cfg.data.channels})
-    for key, value in fixed.items():
+    """ConfigError if a --resume override changes what the checkpoint depends on: the model's
+    shape, or how its global step maps to epochs and to a position in the data."""
+
+    def fixed(c):
+        values = {f"model.{k}": v for k, v in {"name": c.model.name, **c.model.params}.items()}
+        values.update({f"data.{k}": getattr(c.data, k) for k in ("image_size", "channels", "batch_size", "limit")})
+        values["train.steps_per_epoch"] = c.train.steps_per_epoch
+        return values
+
+    now = fixed(cfg)
+    for key, value in fixed(recorded).items():
         if now.get(key) != value:
+            why = ("the checkpoints hold a model of the old shape" if key.startswith(("model.", "data.image", "data.ch"))
+                   else "the checkpoint's step would map to another epoch and data position")
             raise ConfigError(
-                f"--resume: {key} was {value!r} in this run and cannot become {now.get(key)!r}: the "
-                "checkpoints hold a model of the old shape; start a new run (--set name=...) instead"
+                f"--resume: {key} was {value!r} in this run and cannot become {now.get(key)!r}: {why}; "
+                "start a new run (--set name=...) instead"
             )
 
 

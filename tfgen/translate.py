@@ -4,7 +4,8 @@ Translates a user's own images with a trained two-domain model (CycleGAN). Every
 through the training preprocessing of its domain: decoded with Pillow, EXIF orientation
 applied, transparency on white, then centre-cropped (or padded, if that domain was trained
 with `fit: pad`) to the model's size. Each output is a PNG at the model's size named after
-its input (`photo.jpg` -> `DIR/photo.png`, sub-folders kept); `--side-by-side` writes
+its input (`photo.jpg` -> `DIR/photo.png`, sub-folders kept, never over an input);
+`--side-by-side` writes
 input | output pairs instead. Files that do not decode are named in one line and skipped.
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from tfgen import cli, images
 from tfgen.data import folder, pipeline
-from tfgen.errors import ConfigError, DataError
+from tfgen.errors import ConfigError, DataError, RunError
 from tfgen.evaluate import load_run
 
 log = logging.getLogger("tfgen")
@@ -43,15 +44,27 @@ def main(argv=None):
     return cli.run(_translate_command, parse_args(argv))
 
 
-def input_files(path):
-    """[(file, output name relative to --out)] for a file or a folder (recursively)."""
+def input_files(path, out):
+    """[(file, output name relative to `out`)] for a file or a folder (recursively).
+
+    `photo.jpg` -> `photo.png`; inputs that would share a name (`a.jpg`, `a.png`) keep their
+    extension in it (`a.jpg.png`, `a.png.png`). Refuses to write over any input.
+    """
     path = Path(path)
     if path.is_file():
-        return [(path, Path(path.stem + ".png"))]
-    if path.is_dir():
-        files, _ = folder.find_images(path)
-        return [(f, f.relative_to(path).with_suffix(".png")) for f in files]
-    raise DataError(f"--input: {path} does not exist")
+        files, root = [path], path.parent
+    elif path.is_dir():
+        files, root = folder.find_images(path)[0], path
+    else:
+        raise DataError(f"--input: {path} does not exist")
+    names = [f.relative_to(root).with_suffix(".png") for f in files]
+    clashes = {n for n in names if names.count(n) > 1}
+    names = [f.relative_to(root).with_name(f.name + ".png") if n in clashes else n for f, n in zip(files, names)]
+    inputs = {f.resolve() for f in files}
+    for name in names:
+        if (Path(out) / name).resolve() in inputs:
+            raise ConfigError(f"--out: {out} would overwrite the input {Path(out) / name}; choose another folder")
+    return list(zip(files, names))
 
 
 def prepare(path, image_size, channels, fit):
@@ -87,13 +100,16 @@ def translate_files(model, direction, files, out, fit, side_by_side=False):
 def _translate_command(args):
     if args.direction not in DIRECTIONS:
         raise ConfigError(f"--direction: unknown direction {args.direction!r}; valid: {', '.join(DIRECTIONS)}")
-    files = input_files(args.input)
+    files = input_files(args.input, args.out)
     cfg, model = load_run(args.run)
     if not hasattr(model, "translate"):
         raise ConfigError(f"--run: {args.run} holds a {cfg.model.name} model, which does not translate images; "
                           "use python -m tfgen.generate")
     domain = cfg.data.domain_a if args.direction == "a2b" else cfg.data.domain_b
-    written, skipped = translate_files(model, args.direction, files, args.out, domain.fit, args.side_by_side)
+    try:
+        written, skipped = translate_files(model, args.direction, files, args.out, domain.fit, args.side_by_side)
+    except OSError as exc:
+        raise RunError(f"--out: cannot write {exc.filename or args.out}: {exc.strerror or exc}") from None
     if skipped:
         log.warning("skipped %d of %d files that could not be decoded: %s", len(skipped), len(files),
                     "; ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))

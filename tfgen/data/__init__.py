@@ -64,7 +64,14 @@ class ImageData:
         `d_steps`) takes `batches_per_step` batches at once, as one batch of that many times
         `batch_size` images, which it splits.
         """
-        data_pass, offset = divmod(start_step, self.steps_per_pass(batches_per_step))
+        per_pass = self.steps_per_pass(batches_per_step)
+        if per_pass < 1:
+            raise DataError(
+                f"one training step takes {batches_per_step} batches of data.batch_size {self.batch_size} "
+                f"(model.d_steps), {batches_per_step * self.batch_size} images, more than the "
+                f"{self.num_examples} in {self.description}; lower model.d_steps or data.batch_size"
+            )
+        data_pass, offset = divmod(start_step, per_pass)
         step_batch = self.batch_size * batches_per_step
         return training_stream(self.prepared, self.config, self.seed, data_pass, step_batch).skip(offset)
 

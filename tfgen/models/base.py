@@ -49,6 +49,10 @@ class GenerativeModel(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in metric_names}
 
+    def begin_epoch(self, epoch):
+        """Called as each 0-based `epoch` begins (tfgen.callbacks.EpochStart): for what a
+        model schedules per epoch, e.g. top-k's k. Nothing by default."""
+
     def call(self, z, training=False):
         """Images in [-1, 1] for latent vectors z [B, latent_dim] (unconditional models)."""
         return self.generate(z, training=training)

@@ -78,7 +78,9 @@ class ImagePool:
     then with probability 1/2 the image itself, else a random stored fake, which the new one
     replaces. The buffer and its fill count are model variables, so they are checkpointed
     and a resumed run continues with the same history. Under a distribution strategy each
-    replica keeps its own pool (on-read variables).
+    replica keeps its own pool (on-read variables); a checkpoint keeps the first replica's,
+    which every replica starts from on a resume, so a resume with several replicas is not
+    bit-exact (with one, it is).
     """
 
     def __init__(self, model, name, size, image_shape):
@@ -228,12 +230,13 @@ class CycleGAN(GenerativeModel):
         pooled_a = self.pool_a.query(tf.stop_gradient(fake_a), seed)
         pooled_b = self.pool_b.query(tf.stop_gradient(fake_b), seed + 2)
         with tf.GradientTape() as tape:
+            # least_squares_d is 0.5 [(D(b) - 1)^2 + D(G(a))^2]: the paper's objective halved
+            # "to slow down the rate at which D learns relative to G"
             d_a = losses.least_squares_d(self.discriminator_a(real_a, training=True),
                                          self.discriminator_a(pooled_a, training=True))
             d_b = losses.least_squares_d(self.discriminator_b(real_b, training=True),
                                          self.discriminator_b(pooled_b, training=True))
-            # the paper halves D's objective "to slow down the rate at which D learns"
-            d_loss = self.global_mean(0.5 * (d_a + d_b))
+            d_loss = self.global_mean(d_a + d_b)  # two independent discriminators
         self.apply_update("d_optimizer", tape, d_loss)
         return self.update_trackers({
             "d_a_loss": self.global_mean(d_a), "d_b_loss": self.global_mean(d_b),

@@ -10,6 +10,7 @@ smoothing, an exponential moving average of G (used for samples and export) and 
 
 from typing import Literal, Optional
 
+import keras
 import tensorflow as tf
 
 from tfgen import augment, layers, losses
@@ -38,7 +39,19 @@ class DCGAN(GenerativeModel):
             weights with this decay (e.g. 0.999), updated after every G step.
         diffaugment: DiffAugment policy, e.g. "color,translation,cutout"; "" disables it.
         seed: seeds the latent draws inside `train_step` (state saved with checkpoints).
+        top_k: top-k training (Sinha et al. 2020): G's loss is averaged over only the k fakes
+            D rates most real. k starts at the whole batch and is multiplied by `top_k_decay`
+            every epoch, down to `top_k_min` of the batch. Under `tf.distribute` each
+            replica selects among its own share of the batch.
+        g_threshold: the seed project's rule, a fraction T in [0, 0.5] of the batch (0 turns
+            it off; non-saturating loss only): in G's step the T fakes D rates highest get
+            the target 1, the T it rates lowest 0, the rest 0.5 (`g_threshold_rule:
+            reward_punish`); or the later variant (`soft`): the worst T get 0.5, the rest 0.95.
     """
+
+    # Options every GAN built on this class accepts through **kwargs (the registry adds them
+    # to a subclass's config schema), so they need not be repeated in every constructor.
+    shared_options = ("top_k", "top_k_decay", "top_k_min", "g_threshold", "g_threshold_rule")
 
     optimizer_names = {"d_optimizer": ("discriminator",), "g_optimizer": ("generator",)}
     metric_names = ("d_loss", "g_loss", "real_score", "fake_score")
@@ -58,9 +71,29 @@ class DCGAN(GenerativeModel):
         diffaugment: str = "",
         seed: Optional[int] = None,
         num_classes=0,
+        top_k: bool = False,
+        top_k_decay: float = 0.99,
+        top_k_min: float = 0.5,
+        g_threshold: float = 0.0,
+        g_threshold_rule: Literal["reward_punish", "soft"] = "reward_punish",
         **kwargs,
     ):
         super().__init__(image_shape, latent_dim, seed, self.metric_names, num_classes, **kwargs)
+        if not 0 < top_k_decay <= 1 or not 0 < top_k_min <= 1:
+            raise ValueError(f"top_k_decay and top_k_min must be in (0, 1], got {top_k_decay}, {top_k_min}")
+        if not 0 <= g_threshold <= 0.5:
+            raise ValueError(f"g_threshold must be a fraction of the batch in [0, 0.5], got {g_threshold}")
+        if g_threshold and top_k:
+            raise ValueError("top_k and g_threshold are two ways to weight G's fakes; choose one")
+        if g_threshold and loss != "non_saturating":
+            raise ValueError(f"g_threshold sets binary cross-entropy targets: it needs loss non_saturating, not {loss}")
+        self.top_k = top_k
+        self.top_k_decay = top_k_decay
+        self.top_k_min = top_k_min
+        self.g_threshold = g_threshold
+        self.g_threshold_rule = g_threshold_rule
+        if top_k:  # the fraction of the batch kept this epoch (set by begin_epoch; checkpointed)
+            self.top_k_fraction = keras.Variable(1.0, trainable=False, name="top_k_fraction")
         for name, value in (("g_width", g_width), ("d_width", d_width), ("d_steps", d_steps)):
             if value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value}")
@@ -159,9 +192,41 @@ class DCGAN(GenerativeModel):
             **extra,
         }
 
+    def begin_epoch(self, epoch):
+        """Top-k's k for the 0-based `epoch`: top_k_decay ** epoch of the batch, at least top_k_min."""
+        if self.top_k:
+            self.top_k_fraction.assign(max(self.top_k_min, self.top_k_decay**epoch))
+
     def generator_loss(self, fake, labels=None):
-        """G's loss share on fakes that are still connected to G (D is not updated)."""
-        return self.global_mean(self._g_loss(self.discriminate(self.augment(fake), labels)))
+        """G's loss share on fakes that are still connected to G (D is not updated), over
+        the top-k fakes or with the threshold rule's targets when those are on."""
+        logits = self.discriminate(self.augment(fake), labels)
+        if self.g_threshold:
+            return self.global_mean(self.threshold_loss(logits))
+        per_example = self._g_loss(logits)
+        if not self.top_k:
+            return self.global_mean(per_example)
+        batch = tf.shape(per_example)[0]
+        k = tf.maximum(1, tf.cast(tf.round(self.top_k_fraction * tf.cast(batch, tf.float32)), tf.int32))
+        # the k fakes D rates most real, by rank (a mask, not tf.math.top_k: XLA needs a static k)
+        chosen = tf.cast(_ranks(tf.stop_gradient(_scores(logits))) < k, tf.float32)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return tf.reduce_sum(per_example * chosen) / tf.cast(k * replicas, tf.float32)
+
+    def threshold_loss(self, logits):
+        """The seed's rule: per-example BCE against targets set by D's ranking of the fakes."""
+        scores = tf.stop_gradient(_scores(logits))
+        batch = tf.shape(scores)[0]
+        count = tf.cast(tf.floor(self.g_threshold * tf.cast(batch, tf.float32)), tf.int32)
+        rank = _ranks(scores)
+        best, worst = rank < count, rank >= batch - count
+        if self.g_threshold_rule == "reward_punish":
+            targets = tf.where(best, 1.0, tf.where(worst, 0.0, 0.5))
+        else:  # "soft": the later variant
+            targets = tf.where(worst, 0.5, 0.95)
+        flat = tf.reshape(tf.cast(logits, tf.float32), [batch, -1])
+        targets = tf.broadcast_to(targets[:, None], tf.shape(flat))
+        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=flat), axis=1)
 
     def generator_step(self, batch_size, labels=None):
         """One G update on fresh fakes through a (not updated) D, then the EMA update."""
@@ -249,4 +314,19 @@ class DCGAN(GenerativeModel):
             "d_steps": self.d_steps,
             "ema_decay": self.ema_decay,
             "diffaugment": self.diffaugment,
+            "top_k": self.top_k,
+            "top_k_decay": self.top_k_decay,
+            "top_k_min": self.top_k_min,
+            "g_threshold": self.g_threshold,
+            "g_threshold_rule": self.g_threshold_rule,
         }
+
+
+def _ranks(scores):
+    """Each example's rank by score, 0 for the one D rates most real."""
+    return tf.argsort(tf.argsort(scores, direction="DESCENDING", stable=True), stable=True)
+
+
+def _scores(logits):
+    """One realness score per example (the mean over a patch map's logits)."""
+    return tf.reduce_mean(tf.reshape(tf.cast(logits, tf.float32), [tf.shape(logits)[0], -1]), axis=1)

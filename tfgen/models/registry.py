@@ -36,7 +36,20 @@ def get_model_class(name):
 
 
 def model_params(cls):
-    """User-settable constructor arguments of `cls`: {name: (annotation, default)}."""
+    """User-settable constructor arguments of `cls`: {name: (annotation, default)}.
+
+    Besides its own, the options a base class lists in `shared_options` (e.g. DCGAN's top-k
+    for every GAN built on it), which subclasses pass through **kwargs.
+    """
+    params = _own_params(cls)
+    for name in getattr(cls, "shared_options", ()):
+        if name not in params:
+            owner = next(base for base in cls.__mro__ if name in _own_params(base))
+            params[name] = _own_params(owner)[name]
+    return params
+
+
+def _own_params(cls):
     hints = typing.get_type_hints(cls.__init__)
     params = {}
     for pname, p in inspect.signature(cls.__init__).parameters.items():
