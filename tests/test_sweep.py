@@ -45,3 +45,25 @@ def test_bad_grid_values_fail_before_any_training(tmp_path, capsys):
     assert sweep.main(["--config", str(config), "--grid", "train.epochs=1,many"]) == 2
     assert "train.epochs" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "sweeps").exists()
+
+
+def test_variants_and_configs_compare_at_equal_wall_time(tmp_path):
+    """Two configs x two variants; a time budget ends each run (exported) after its first epoch."""
+    for name, width in (("small", 4), ("wide", 6)):
+        (tmp_path / f"{name}.yaml").write_text(TOY.replace("g_width: 4", f"g_width: {width}")
+                                               + f"run_dir: {tmp_path / 'runs'}\n")
+    argv = ["--config", str(tmp_path / "small.yaml"), "--config", str(tmp_path / "wide.yaml"),
+            "--variant", "", "--variant", "model.top_k=true,model.top_k_min=0.5",
+            "--set", "train.epochs=50", "--set", "train.time_budget_minutes=0.0001",
+            "--name", "budget", "--num", "100"]
+    assert sweep.main(argv) == 0
+    out_dir = tmp_path / "runs" / "sweeps" / "budget"
+    markdown = (out_dir / "results.md").read_text()
+    header = markdown.splitlines()[2]
+    assert "| model | model.top_k | model.top_k_min |" in header
+    for name in ("small", "small__top_k-true__top_k_min-0.5", "wide", "wide__top_k-true__top_k_min-0.5"):
+        record = json.loads((out_dir / name / "sweep.json").read_text())
+        assert record["error"] is None and "fid" in record["metrics"], record
+        rows = (out_dir / name / "metrics.csv").read_text().splitlines()
+        assert len(rows) == 2  # header + the one epoch the budget allowed, of 50
+        assert (out_dir / name / "model.keras").is_file() and (out_dir / name / "samples" / "epoch_001.png").is_file()

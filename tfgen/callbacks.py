@@ -23,9 +23,10 @@ from tfgen import images  # noqa: E402
 from tfgen.files import atomic_path, write_text  # noqa: E402
 
 
-def _is_due(epoch, every, last_epoch):
-    """Whether a 1-based `epoch` is a multiple of `every` or the last one."""
-    return epoch % every == 0 or epoch == last_epoch
+def _is_due(epoch, every, last_epoch, model=None):
+    """Whether a 1-based `epoch` is a multiple of `every` or the last one (also when the
+    time budget ends training with it: the Guard, first in the list, has set stop_training)."""
+    return epoch % every == 0 or epoch == last_epoch or bool(getattr(model, "stop_training", False))
 
 
 def sample_diversity(samples):
@@ -77,7 +78,7 @@ class SampleGrid(keras.callbacks.Callback):
         samples = np.asarray(self.model.generate(self.latent, self.labels))
         if logs is not None:
             logs["sample_diversity"] = sample_diversity(samples)
-        if not (epoch == 1 or _is_due(epoch, self.every, self.last_epoch)):
+        if not (epoch == 1 or _is_due(epoch, self.every, self.last_epoch, self.model)):
             return
         grid = images.make_grid(images.to_uint8(samples), columns=self.columns)
         self.writer = save_epoch_grid(self.run_dir, epoch, grid, self.writer)
@@ -136,7 +137,7 @@ class TranslationGrid(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1
-        if epoch == 1 or _is_due(epoch, self.every, self.last_epoch):
+        if epoch == 1 or _is_due(epoch, self.every, self.last_epoch, self.model):
             self.writer = save_epoch_grid(self.run_dir, epoch, self.grid(), self.writer)
 
     def grid(self):
@@ -277,7 +278,7 @@ class Checkpointer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1
         done = epoch * self.steps_per_epoch
-        if _is_due(epoch, self.every, self.last_epoch) or (self.every_steps and done % self.every_steps == 0):
+        if _is_due(epoch, self.every, self.last_epoch, self.model) or (self.every_steps and done % self.every_steps == 0):
             self.save(done)
 
     def save(self, step):
@@ -353,7 +354,7 @@ class VAEPictures(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1
-        if epoch == 1 or _is_due(epoch, self.every, self.last_epoch):
+        if epoch == 1 or _is_due(epoch, self.every, self.last_epoch, self.model):
             self.save_reconstructions()
 
     def on_train_end(self, logs=None):
@@ -451,7 +452,7 @@ class Evaluation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1
-        if not _is_due(epoch, self.every, self.last_epoch):
+        if not _is_due(epoch, self.every, self.last_epoch, self.model):
             logs.update({name: math.nan for name in self.names})
             return
         result = self.evaluate(self.model)
@@ -498,9 +499,12 @@ class Guard(keras.callbacks.Callback):
     raised when the next epoch begins (if there is none, training simply finishes).
     """
 
-    def __init__(self, steps_per_epoch, start_step=0, deadline=None, agree=None):
+    def __init__(self, steps_per_epoch, start_step=0, deadline=None, agree=None, budget_deadline=None):
         super().__init__()
         self.steps_per_epoch = steps_per_epoch
+        # train.time_budget_minutes: after the epoch that passes this time.monotonic() value,
+        # training *finishes* (stop_training: exports follow), unlike the stop above
+        self.budget_deadline = budget_deadline
         self.step = start_step  # global steps done
         self.deadline = deadline  # time.monotonic() value, or None
         self.agree = agree
@@ -537,6 +541,15 @@ class Guard(keras.callbacks.Callback):
         if self.pending is not None:
             stop, self.pending = self.pending, None
             raise stop
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.budget_deadline is None:
+            return
+        spent = time.monotonic() > self.budget_deadline
+        if self.agree is not None:  # every worker finishes after the same epoch
+            spent = self.agree([spent, False])[0]
+        if spent:
+            self.model.stop_training = True
 
 
 def truncate_metrics(path, start_epoch):

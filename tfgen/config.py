@@ -75,6 +75,7 @@ class TrainConfig:
     """Optimisation, distribution and how often the run directory is written to."""
 
     epochs: int = 50
+    time_budget_minutes: float = 0.0  # > 0: finish (and export) after the epoch that passes it
     steps_per_epoch: int = 0  # 0 means one pass over the data
     learning_rate: float = 2e-4
     lr_schedule: Literal["constant", "linear_decay"] = "constant"  # linear_decay: to 0 over the second half
@@ -98,6 +99,8 @@ class TrainConfig:
         """(key, expectation) for each out-of-range value."""
         if self.epochs < 1:
             yield "epochs", "an integer >= 1"
+        if self.time_budget_minutes < 0:
+            yield "time_budget_minutes", "a number of minutes >= 0 (0: no budget, train.epochs decides)"
         if self.steps_per_epoch < 0:
             yield "steps_per_epoch", "an integer >= 0 (0 means one pass over the data)"
         if not self.learning_rate > 0:

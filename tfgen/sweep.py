@@ -6,6 +6,12 @@ one row per run with its parameters, metrics, training time and a thumbnail of i
 sample grid, best first. Each run trains in its own process, so a run that fails (a bad
 value, an out-of-memory error) becomes a row with its error instead of ending the sweep.
 Resumable: runs already trained and scored are read back, not repeated.
+
+Alternatives that are not one key's values go in as `--variant`s, each a set of overrides
+(`--variant model.top_k=true --variant model.g_threshold=0.25,model.g_threshold_rule=soft`;
+an empty `--variant ""` is the plain config), and several `--config`s compare models; every
+config x variant x grid combination runs. For comparisons at equal wall time, give each run
+the same `--set train.time_budget_minutes=M` (and epochs to spare).
 """
 
 import argparse
@@ -38,6 +44,17 @@ def parse_grid(items):
             raise ConfigError(f"--grid {item!r}: expected section.key=value1,value2,...")
         grid.append((key, choices))
     return grid
+
+
+def parse_variant(item):
+    """"model.top_k=true,model.top_k_min=0.25" -> [("model.top_k", "true"), ...]; "" -> []."""
+    settings = []
+    for part in filter(None, (p.strip() for p in item.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--variant {item!r}: expected section.key=value[,section.key=value ...]")
+        settings.append((key, value))
+    return settings
 
 
 def run_name(base, combination):
@@ -78,30 +95,36 @@ def thumbnail(run, sweep_dir, name, width=160):
 
 def sweep(args):
     """Run the sweep described by the parsed CLI arguments; returns the rows, best first."""
-    config = resolve_config_path(args.config)
+    configs = [resolve_config_path(c) for c in args.config]
     grid = parse_grid(args.grid)
+    variants = [parse_variant(v) for v in args.variant] or [[]]
+    if not grid and not args.variant and len(configs) < 2:
+        raise ConfigError("nothing to compare: give --grid, --variant or several --config")
     try:
         names = metrics.parse_metric_names(args.metric)
     except ValueError as exc:
         raise ConfigError(f"--metric: {exc}") from None
-    base = load_config(str(config), args.set)
-    combinations = [list(zip([k for k, _ in grid], values)) for values in itertools.product(*[v for _, v in grid])]
-    for combination in combinations:  # every combination must be a valid config before any training
+    bases = [load_config(str(c), args.set) for c in configs]
+    values = list(itertools.product(*[v for _, v in grid]))
+    jobs = [(config, base, [*variant, *zip([k for k, _ in grid], combo)])
+            for config, base in zip(configs, bases) for variant in variants for combo in values]
+    for config, _, combination in jobs:  # every combination must be a valid config before any training
         load_config(str(config), [*args.set, *(f"{k}={v}" for k, v in combination)])
-    sweep_dir = Path(base.run_dir) / "sweeps" / base.name
+    title = args.name or "_vs_".join(b.name for b in bases)
+    sweep_dir = Path(bases[0].run_dir) / "sweeps" / title
     sweep_dir.mkdir(parents=True, exist_ok=True)
 
     rows = []
-    for index, combination in enumerate(combinations, 1):
+    for index, (config, base, combination) in enumerate(jobs, 1):
         name = run_name(base.name, combination)
         run = sweep_dir / name
         record_path = run / "sweep.json"
         record = json.loads(record_path.read_text()) if record_path.exists() else {}
         settings = {"set": args.set, "metric": args.metric, "num": args.num, "extractor": args.extractor}
         if record.get("error") is None and "metrics" in record and record.get("settings") == settings:
-            log.info("run %d/%d: %s already done", index, len(combinations), name)
+            log.info("run %d/%d: %s already done", index, len(jobs), name)
         else:
-            log.info("run %d/%d: training %s", index, len(combinations), name)
+            log.info("run %d/%d: training %s", index, len(jobs), name)
             seconds, error = train_run(config, args.set, combination, name, sweep_dir)
             record = {"name": name, "params": dict(combination), "settings": settings,
                       "train_seconds": seconds, "error": error}
@@ -114,6 +137,7 @@ def sweep(args):
             write_text(record_path, json.dumps(record, indent=2))
             if record["error"]:
                 log.warning("run %s failed: %s", name, record["error"])
+        record["model"] = base.model.name
         record["thumbnail"] = thumbnail(run, sweep_dir, name) if run.is_dir() else None
         rows.append(record)
 
@@ -121,17 +145,19 @@ def sweep(args):
     key = reported[0]  # the first metric ranks
     lower = metrics.LOWER_IS_BETTER[key]
     rows.sort(key=lambda r: (r["error"] is not None, (1 if lower else -1) * r.get("metrics", {}).get(key, 0)))
-    columns = [k for k, _ in grid]
-    markdown = results_markdown(rows, columns, reported, base.name)
+    columns = list(dict.fromkeys(k for row in rows for k in row["params"]))
+    if len(configs) > 1:
+        columns = ["model", *columns]
+    markdown = results_markdown(rows, columns, reported, title)
     write_text(sweep_dir / "results.md", markdown)
-    write_text(sweep_dir / "results.html", results_html(rows, columns, reported, base.name))
+    write_text(sweep_dir / "results.html", results_html(rows, columns, reported, title))
     print(markdown)
     print(f"written: {sweep_dir / 'results.md'} and {sweep_dir / 'results.html'}")
     return rows
 
 
 def _cells(row, columns, reported):
-    values = [row["params"][c] for c in columns]
+    values = [row["model"] if c == "model" else row["params"].get(c, "") for c in columns]
     found = row.get("metrics", {})
     for name in reported:
         if name in found:
@@ -184,9 +210,13 @@ img {{ image-rendering: pixelated; }}
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tfgen.sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+    parser.add_argument("--config", action="append", required=True,
+                        help="a config (repeatable: every config runs every combination)")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                         help="a config key and its values (repeatable; every combination runs)")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=V[,KEY=V...]",
+                        help="one alternative as a set of overrides (repeatable; \"\" is the config as it is)")
+    parser.add_argument("--name", help="the sweep's folder name (default: the config names)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed overrides")
     parser.add_argument("--metric", default="fid", help=f"comma-separated, the first ranks: {', '.join(metrics.METRIC_NAMES)}")
     parser.add_argument("--num", type=int, default=2000, help="samples per evaluation")

@@ -248,7 +248,8 @@ def train(cfg, run_dir, resume=False, deadline=None):
 
     last = cfg.train.epochs
     every = cfg.train.sample_every
-    guard = callbacks.Guard(steps, deadline=deadline, agree=distribute.make_agreement(strategy))
+    budget = time.monotonic() + 60 * cfg.train.time_budget_minutes if cfg.train.time_budget_minutes else None
+    guard = callbacks.Guard(steps, deadline=deadline, agree=distribute.make_agreement(strategy), budget_deadline=budget)
     # The learning rates come from the config, not the checkpoint: a resume with a new
     # train.learning_rate, a schedule and rollbacks all take effect.
     rates = callbacks.LearningRates({name: learning_rate_for(name, cfg.train) for name in model.optimizer_names},
@@ -277,6 +278,9 @@ def train(cfg, run_dir, resume=False, deadline=None):
             callbacks.truncate_metrics(run_dir / "metrics.csv", start // steps)
             try:
                 fit_from(model, data, start, steps, last, fit_callbacks, running, restored)
+                if int(step.numpy()) < last * steps and guard.step < last * steps:
+                    log.info("time budget of %g minutes spent: finished after epoch %d",
+                             cfg.train.time_budget_minutes, guard.step // steps)
                 return model, data, None
             except callbacks.Interrupted as stop:
                 path = manager.latest_checkpoint
@@ -324,6 +328,8 @@ def fit_from(model, data, start, steps, last_epoch, fit_callbacks, running, rest
                   callbacks=[callbacks.ResumeMetrics(running, restored), *fit_callbacks],
                   shuffle=False, verbose=verbose)
         epoch += 1
+        if model.stop_training:  # the time budget ran out with that epoch
+            return
     if epoch < last_epoch:
         model.fit(data.stream(epoch * steps, batches), epochs=last_epoch, initial_epoch=epoch, steps_per_epoch=steps,
                   callbacks=fit_callbacks, shuffle=False, verbose=verbose)  # the pipeline shuffles
