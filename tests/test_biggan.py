@@ -92,3 +92,15 @@ def test_round_trips_and_the_unconditional_variant_needs_no_labels(tmp_path):
         model(num_classes=1)
     with pytest.raises(ValueError, match="image_size 32, 64 or 128"):
         toy_model("biggan", (28, 28, 1), num_classes=3, **SIZE)
+
+
+def test_trains_under_mixed_bfloat16():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        m = model()
+        real = tf.random.stateless_uniform((8, 32, 32, 3), seed=(1, 0), minval=-1, maxval=1)
+        logs = m.train_step((real, tf.constant([0, 1, 2, 0, 1, 2, 0, 1], tf.int64)))
+        assert all(np.isfinite(float(v)) for v in logs.values())
+        assert m.generate(np.zeros((2, 8), np.float32), np.array([0, 1])).dtype == tf.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

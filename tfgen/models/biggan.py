@@ -95,12 +95,15 @@ class SelfAttention(kl.Layer):
     def call(self, x, training=False):
         shape = keras.ops.shape(x)
         batch, height, width = shape[0], shape[1], shape[2]
+        # the spectrally normalised convolutions run in float32 (see _sn); so does the softmax
         theta = keras.ops.reshape(self.theta(x, training=training), (batch, height * width, -1))
         phi = keras.ops.reshape(self.pool(self.phi(x, training=training)), (batch, (height // 2) * (width // 2), -1))
         g = keras.ops.reshape(self.pool(self.g(x, training=training)), (batch, (height // 2) * (width // 2), -1))
-        attention = keras.ops.softmax(keras.ops.matmul(theta, keras.ops.transpose(phi, (0, 2, 1))), axis=-1)
-        attended = keras.ops.reshape(keras.ops.matmul(attention, g), (batch, height, width, -1))
-        return x + keras.ops.cast(self.gamma, x.dtype) * self.out(attended, training=training)
+        logits = keras.ops.matmul(keras.ops.cast(theta, "float32"), keras.ops.transpose(keras.ops.cast(phi, "float32"), (0, 2, 1)))
+        attended = keras.ops.matmul(keras.ops.softmax(logits, axis=-1), keras.ops.cast(g, "float32"))
+        attended = keras.ops.cast(keras.ops.reshape(attended, (batch, height, width, -1)), x.dtype)
+        out = keras.ops.cast(self.out(attended, training=training), x.dtype)
+        return x + keras.ops.cast(self.gamma, x.dtype) * out
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels}
