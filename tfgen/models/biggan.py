@@ -211,7 +211,9 @@ def build_discriminator(image_shape, width, num_classes, attention_resolution, n
         if resolution == attention_resolution:
             h = SelfAttention(out_ch)(h)
     h = kl.ReLU()(h)
-    features = kl.GlobalAveragePooling2D()(h)  # BigGAN sums; the mean only rescales the head
+    # BigGAN sums over positions: with spectrally normalised heads the scale matters (a mean
+    # would shrink the logits by the number of positions and the hinge margins never be met)
+    features = kl.Rescaling(float(resolution * resolution))(kl.GlobalAveragePooling2D()(h))
     logit = _sn(kl.Dense(1, kernel_initializer=_ortho_init(), dtype="float32"))(features)
     embedding = SpectralEmbedding(max(num_classes, 1), features.shape[-1], dtype="float32")(label)
     projection = kl.Dot(axes=1)([embedding, kl.Activation("linear", dtype="float32")(features)])
