@@ -90,7 +90,7 @@ def test_round_trips_and_the_unconditional_variant_needs_no_labels(tmp_path):
     assert [spec.name for spec in inputs] == ["z"]
     with pytest.raises(ValueError, match="use biggan_uncond"):
         model(num_classes=1)
-    with pytest.raises(ValueError, match="image_size 32, 64 or 128"):
+    with pytest.raises(ValueError, match="image_size 32, 64 or 128"):  # 28 is 7 x 4
         toy_model("biggan", (28, 28, 1), num_classes=3, **SIZE)
 
 

@@ -51,9 +51,10 @@ def test_every_model_asks_for_pictures_the_callbacks_know():
 
     for name in registry.MODELS:
         assert set(get_model_class(name).pictures) <= set(PICTURES), name
-    assert get_model_class("conv_vae").pictures == ("reconstructions",)
-    assert get_model_class("vae_gan").pictures == ("reconstructions",)
-    assert get_model_class("dcgan").pictures == ()
+    assert get_model_class("conv_vae").pictures == ("samples", "reconstructions")
+    assert get_model_class("vae_gan").pictures == ("samples", "reconstructions")
+    assert get_model_class("dcgan").pictures == ("samples",)
+    assert get_model_class("cyclegan").pictures == ("translations",)
 
 
 def run_steps(guard, n, logs=None):

@@ -171,8 +171,8 @@ def restore_latest(checkpoint, manager, finite_weights=None):
             log.warning("checkpoint %s is unreadable (%s); trying the one before", path,
                         str(exc).splitlines()[0][:200])
             continue
-        if finite_weights is None or all(np.all(np.isfinite(v.numpy())) for v in finite_weights
-                                         if v.dtype.is_floating):
+        values = [np.asarray(v) for v in finite_weights or ()]
+        if all(np.all(np.isfinite(x)) for x in values if x.dtype.kind == "f"):
             return path
         log.warning("checkpoint %s holds NaN or infinite weights; trying the one before", path)
     raise RunError(f"no usable checkpoint in {manager.directory}; start again with --overwrite")
@@ -226,6 +226,7 @@ def train(cfg, run_dir, resume=False, deadline=None):
         model = build_model(cfg, data.image_shape, len(data.class_names), jit_compile, policy)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     batches = model.real_batches_per_step
+    data.require_steps(batches)
     steps = cfg.train.steps_per_epoch or data.steps_per_pass(batches)
     log.info(
         "data: %s, %d images of %s, %d steps per epoch%s; %d replica(s), XLA %s, %s",

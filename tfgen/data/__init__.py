@@ -64,16 +64,19 @@ class ImageData:
         `d_steps`) takes `batches_per_step` batches at once, as one batch of that many times
         `batch_size` images, which it splits.
         """
-        per_pass = self.steps_per_pass(batches_per_step)
-        if per_pass < 1:
+        self.require_steps(batches_per_step)
+        data_pass, offset = divmod(start_step, self.steps_per_pass(batches_per_step))
+        step_batch = self.batch_size * batches_per_step
+        return training_stream(self.prepared, self.config, self.seed, data_pass, step_batch).skip(offset)
+
+    def require_steps(self, batches_per_step):
+        """DataError unless one pass holds at least one step of `batches_per_step` batches."""
+        if self.steps_per_pass(batches_per_step) < 1:
             raise DataError(
                 f"one training step takes {batches_per_step} batches of data.batch_size {self.batch_size} "
                 f"(model.d_steps), {batches_per_step * self.batch_size} images, more than the "
                 f"{self.num_examples} in {self.description}; lower model.d_steps or data.batch_size"
             )
-        data_pass, offset = divmod(start_step, per_pass)
-        step_batch = self.batch_size * batches_per_step
-        return training_stream(self.prepared, self.config, self.seed, data_pass, step_batch).skip(offset)
 
     def steps_per_pass(self, batches_per_step=1):
         """Training steps in one pass over the data (the last partial batch is dropped)."""

@@ -37,6 +37,10 @@ class TwoDomainData:
     def description(self):
         return f"{self.a.description} (A, {self.a.num_examples} images) and {self.b.description} (B, {self.b.num_examples})"
 
+    def require_steps(self, batches_per_step):
+        self.a.require_steps(batches_per_step)
+        self.b.require_steps(batches_per_step)
+
     def steps_per_pass(self, batches_per_step=1):
         return max(self.a.steps_per_pass(batches_per_step), self.b.steps_per_pass(batches_per_step))
 

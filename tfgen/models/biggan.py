@@ -143,9 +143,11 @@ class SpectralEmbedding(kl.Layer):
 
 
 def _blocks_for(size):
-    if size not in (32, 64, 128):
-        raise ValueError(f"biggan supports image_size 32, 64 or 128, got {size}")
-    return {32: 3, 64: 4, 128: 5}[size]
+    """Residual blocks between 4 x 4 and `size`: 3, 4, 5 at 32, 64, 128 px (8 and 16 for tests)."""
+    blocks = max(size // 4, 1).bit_length() - 1
+    if size < 8 or 4 * 2**blocks != size:
+        raise ValueError(f"biggan supports image_size 32, 64 or 128 (4 times a power of two), got {size}")
+    return blocks
 
 
 def _widths(width, blocks):
