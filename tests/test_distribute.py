@@ -79,3 +79,21 @@ def test_multi_worker_without_tf_config_and_tpu_without_a_tpu_are_clear_errors(m
     with pytest.raises(ConfigError, match="no TPU was found"):
         distribute.make_strategy.__wrapped__("tpu")
 
+
+
+def test_biggan_under_mirrored_strategy_keeps_replicas_identical(tmp_path):
+    """Conditional BatchNorm, self-attention and the spectral embedding's power iteration all
+    update mirrored variables: both replicas must hold the same values after the steps."""
+    cfg = load_config("mnist5k_biggan.yaml", [
+        f"run_dir={tmp_path}", "data.image_size=16", "data.limit=64", "data.batch_size=8", "train.epochs=1",
+        "train.steps_per_epoch=2", "train.jit_compile=false", "train.mixed_precision=none",
+        "train.distribute=mirrored", "model.attention_resolution=8", "model.g_width=4", "model.d_width=4"])
+    model, _, stop = train.train(cfg, train.prepare_run_dir(cfg, resume=False, overwrite=False))
+    assert stop is None and int(model.g_optimizer.iterations.numpy()) == 2
+    checked = 0
+    for variable in model.generator.variables + model.discriminator.variables:
+        values = getattr(variable.value, "values", None)
+        if values is not None and len(values) == 2:
+            np.testing.assert_allclose(values[0].numpy(), values[1].numpy(), rtol=1e-6, err_msg=variable.path)
+            checked += 1
+    assert checked > 20
