@@ -302,3 +302,13 @@ def test_domain_keys_round_trip_and_a_later_set_still_reaches_them(tmp_path):
     assert set(cfg.to_dict()["data"]["domain_b"]) == {"source", "path", "fit"}
     again = load_config(str(written), ["data.cache=false"])
     assert again.data.domain_a.cache is False and again.data.domain_b.cache is False
+
+
+def test_preview_tool_shows_both_domains(tmp_path):
+    done = subprocess.run([sys.executable, "tools/preview_data.py", "--config", str(two_domain_config(tmp_path)),
+                           "--out", str(tmp_path / "preview.png")], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(A, 10 images)" in done.stdout and "(B, 6)" in done.stdout
+    grid = np.asarray(Image.open(tmp_path / "preview.png")).astype(int)
+    top, bottom = grid[: grid.shape[0] // 2], grid[grid.shape[0] // 2 :]
+    assert top[..., 0].mean() > top[..., 2].mean() and bottom[..., 2].mean() > bottom[..., 0].mean()  # A red, B blue

@@ -66,7 +66,7 @@ def train_throughput(cfg, data, steps):
     try:
         with strategy.scope():
             model = build_model(cfg, data.image_shape, len(data.class_names), jit, policy)
-        iterator = iter(strategy.experimental_distribute_dataset(data.stream(0)))
+        iterator = iter(strategy.experimental_distribute_dataset(data.stream(0, model.real_batches_per_step)))
         model.make_train_function()
         train_function = model.train_function
 
@@ -75,7 +75,7 @@ def train_throughput(cfg, data, steps):
             float(logs["d_loss"] if "d_loss" in logs else logs["loss"])  # wait for the step
 
         seconds = _timed_steps(run_step, steps)
-        return steps * cfg.data.batch_size / seconds, model
+        return steps * cfg.data.batch_size * model.real_batches_per_step / seconds, model
     finally:
         keras.mixed_precision.set_global_policy("float32")
 

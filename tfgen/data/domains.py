@@ -34,6 +34,10 @@ class TwoDomainData:
         return []
 
     @property
+    def skipped(self):
+        return [*self.a.skipped, *self.b.skipped]
+
+    @property
     def description(self):
         return f"{self.a.description} (A, {self.a.num_examples} images) and {self.b.description} (B, {self.b.num_examples})"
 
