@@ -312,3 +312,24 @@ def test_preview_tool_shows_both_domains(tmp_path):
     grid = np.asarray(Image.open(tmp_path / "preview.png")).astype(int)
     top, bottom = grid[: grid.shape[0] // 2], grid[grid.shape[0] // 2 :]
     assert top[..., 0].mean() > top[..., 2].mean() and bottom[..., 2].mean() > bottom[..., 0].mean()  # A red, B blue
+
+
+def test_a_stopped_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
+    """Both domains' stream positions and the pools of past fakes resume exactly (one device)."""
+    path = two_domain_config(tmp_path)
+    assert train.main(["--config", str(path), "--set", "name=whole"]) == 0
+    assert train.main(["--config", str(path), "--set", "name=split", "--max-minutes", "0.0001"]) == 0
+    split = tmp_path / "runs" / "split"
+    stopped = int(tf.train.latest_checkpoint(str(split / "checkpoints")).rsplit("-", 1)[1])
+    assert 0 < stopped < 10 and not (split / "model.keras").exists()
+    assert train.main(["--config", str(split / "config.yaml"), "--resume"]) == 0
+
+    def values(run):
+        reader = tf.train.load_checkpoint(str(run / "checkpoints" / "ckpt-10"))
+        return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+                if not k.startswith(("save_counter", "_CHECKPOINTABLE"))}
+
+    want, got = values(tmp_path / "runs" / "whole"), values(split)
+    assert got.keys() == want.keys() and any("pool_a_images" in k for k in want)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5, err_msg=key)
