@@ -279,7 +279,7 @@ def train(cfg, run_dir, resume=False, deadline=None):
             callbacks.truncate_metrics(run_dir / "metrics.csv", start // steps)
             try:
                 fit_from(model, data, start, steps, last, fit_callbacks, running, restored)
-                if int(step.numpy()) < last * steps and guard.step < last * steps:
+                if guard.step < last * steps:  # fit ended early: only the time budget does that
                     log.info("time budget of %g minutes spent: finished after epoch %d",
                              cfg.train.time_budget_minutes, guard.step // steps)
                 return model, data, None

@@ -102,7 +102,7 @@ def _translate_command(args):
         raise ConfigError(f"--direction: unknown direction {args.direction!r}; valid: {', '.join(DIRECTIONS)}")
     files = input_files(args.input, args.out)
     cfg, model = load_run(args.run)
-    if not hasattr(model, "translate"):
+    if model.domains != 2:
         raise ConfigError(f"--run: {args.run} holds a {cfg.model.name} model, which does not translate images; "
                           "use python -m tfgen.generate")
     domain = cfg.data.domain_a if args.direction == "a2b" else cfg.data.domain_b

@@ -16,6 +16,7 @@
 without labels (its exports and grids take no label).
 """
 
+import itertools
 from typing import Literal, Optional
 
 import keras
@@ -166,7 +167,7 @@ def build_generator(latent_dim, image_shape, width, num_classes, embed_dim, atte
     label = keras.Input((), dtype="int32", name="label")
     chunk = latent_dim // (blocks + 1)
     sizes = [latent_dim - chunk * blocks] + [chunk] * blocks
-    chunks = keras.ops.split(z, list(_cumulative(sizes[:-1])), axis=1) if blocks else [z]
+    chunks = keras.ops.split(z, list(itertools.accumulate(sizes[:-1])), axis=1)
     shared = kl.Embedding(max(num_classes, 1), embed_dim, name="shared_embedding")(label)
     widths = _widths(width, blocks)
     h = _sn(kl.Dense(4 * 4 * widths[0] * 2, kernel_initializer=_ortho_init()))(chunks[0])
@@ -220,13 +221,6 @@ def build_discriminator(image_shape, width, num_classes, attention_resolution, n
     embedding = SpectralEmbedding(max(num_classes, 1), features.shape[-1], dtype="float32")(label)
     projection = kl.Dot(axes=1)([embedding, kl.Activation("linear", dtype="float32")(features)])
     return keras.Model([images, label], kl.Add()([logit, projection]), name=name)
-
-
-def _cumulative(sizes):
-    total = 0
-    for size in sizes:
-        total += size
-        yield total
 
 
 @register("biggan")
