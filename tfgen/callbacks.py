@@ -415,6 +415,104 @@ class VAEPictures(keras.callbacks.Callback):
         return (self.labels if labels is None else labels)[:n]
 
 
+class AtomPictures(keras.callbacks.Callback):
+    """What a sparse-coding model (SDPC) learned: its atoms, and how sparse its codes are.
+
+    Every `every` epochs (and the first and last): `atoms/layer_<i>.png`, the atoms of each
+    layer in pixel space (layer 1: the kernels; higher layers: projected down through the
+    dictionaries below, `model.atoms(i)`), each scaled to its own range, mid-grey = 0; and
+    `atoms/layer_1_epoch_NNN.png`, so the first layer's learning can be followed. Every epoch,
+    `sparsity.png`: each layer's fraction of active code units (the `active_<i>` metrics,
+    read back from metrics.csv plus this epoch's logs, so a resumed run keeps its history).
+    """
+
+    def __init__(self, run_dir, every, last_epoch):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.every = every
+        self.last_epoch = last_epoch
+
+    @classmethod
+    def for_run(cls, run_dir, data, model, every, last_epoch, num_samples, seed):
+        return cls(run_dir, every, last_epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        epoch += 1
+        if epoch == 1 or _is_due(epoch, self.every, self.last_epoch, self.model):
+            self.save_atoms(epoch)
+        self.save_sparsity(epoch, logs or {})
+
+    def save_atoms(self, epoch):
+        for layer in range(1, self.model.num_layers + 1):
+            atoms = np.asarray(self.model.atoms(layer))
+            grid = images.make_grid(images.to_uint8(atoms), columns=min(16, len(atoms)), pad=1)
+            images.save_png(self.run_dir / "atoms" / f"layer_{layer}.png", grid)
+            if layer == 1:
+                images.save_png(self.run_dir / "atoms" / f"layer_1_epoch_{epoch:03d}.png", grid)
+
+    def save_sparsity(self, epoch, logs):
+        names = [f"active_{i}" for i in range(1, self.model.num_layers + 1)]
+        history = {}
+        path = self.run_dir / "metrics.csv"
+        if path.exists():
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    history[int(row["epoch"]) + 1] = [_number(row.get(n)) for n in names]
+        history[epoch] = [float(logs.get(n, math.nan)) for n in names]
+        epochs = sorted(history)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for i, name in enumerate(names):
+            ax.plot(epochs, [history[e][i] for e in epochs], marker=".", label=f"layer {i + 1}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("fraction of active code units")
+        ax.set_yscale("log")
+        ax.set_title("code sparsity per layer (lower: sparser)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        with atomic_path(self.run_dir / "sparsity.png") as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+        plt.close(fig)
+
+
+class CorruptedReconstructions(keras.callbacks.Callback):
+    """`reconstructions.png` for a model that reconstructs without a latent posterior (SDPC).
+
+    Fixed real images (stored in the run) in row pairs: clean inputs and their
+    reconstructions, inputs with Gaussian noise and theirs, blurred inputs and theirs (the
+    corruptions `tfgen.evaluate` scores). A model that does not sample also draws it as its
+    epoch grid (`samples/epoch_NNN.png`, `progress.gif`, the sweep's thumbnail).
+    """
+
+    def __init__(self, run_dir, real, every, last_epoch):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.real = real
+        self.every = every
+        self.last_epoch = last_epoch
+        self.writer = None
+
+    @classmethod
+    def for_run(cls, run_dir, data, model, every, last_epoch, num_samples, seed):
+        real, _ = fixed_real_batch(Path(run_dir), data.dataset, 8)
+        return cls(run_dir, real, every, last_epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        epoch += 1
+        if not (epoch == 1 or _is_due(epoch, self.every, self.last_epoch, self.model)):
+            return
+        grid = self.grid()
+        images.save_png(self.run_dir / "reconstructions.png", grid)
+        if not self.model.samples_from_latent:
+            self.writer = save_epoch_grid(self.run_dir, epoch, grid, self.writer)
+
+    def grid(self):
+        rows = []
+        for inputs in (self.real, images.add_noise(self.real), images.blur(self.real)):
+            rows += [inputs, np.asarray(self.model.reconstruct(inputs))]
+        return images.make_grid(images.to_uint8(np.concatenate(rows)), columns=len(self.real))
+
+
 # Picture callbacks a model asks for by name in its `pictures` attribute: name ->
 # factory(run_dir, data, model, every, last_epoch, num_samples, seed), `data` an ImageData
 # (a TwoDomainData for two-domain models).
@@ -422,6 +520,8 @@ PICTURES = {
     "samples": SampleGrid.for_run,
     "reconstructions": VAEPictures.for_run,
     "translations": TranslationGrid.for_run,
+    "atoms": AtomPictures.for_run,
+    "corrupted_reconstructions": CorruptedReconstructions.for_run,
 }
 
 

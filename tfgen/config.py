@@ -313,7 +313,8 @@ def _build(raw, path, origins):
         fail("model.name", model_name, "one of " + ", ".join(sorted(registry.MODELS)))
     schema = registry.model_params(registry.get_model_class(model_name))
     _reject_unknown(model_raw, ["name", *schema], "model.", where)
-    params = {k: default for k, (_, default) in schema.items()}
+    # per-layer options (tuple defaults) are lists in a config, as YAML writes them
+    params = {k: list(default) if isinstance(default, tuple) else default for k, (_, default) in schema.items()}
     for key, value in model_raw.items():
         params[key] = _convert(value, schema[key][0], f"model.{key}", where)
     model = ModelConfig(name=model_name, params=params)
@@ -365,7 +366,11 @@ def _convert(value, tp, key, where):
         if value is None:
             return None
         return _convert(value, args[0], key, where)
-    if origin is Literal:
+    if origin is tuple:  # per-layer options: tuple[int, ...] -> a list of ints
+        if isinstance(value, (list, tuple)) and value:
+            return [_convert(v, typing.get_args(tp)[0], key, where) for v in value]
+        expectation = f"a non-empty list like [1, 2] of {typing.get_args(tp)[0].__name__}"
+    elif origin is Literal:
         for choice in typing.get_args(tp):
             if value == choice and type(value) is type(choice):
                 return value

@@ -55,3 +55,22 @@ def save_gif(path, frames, seconds_per_frame=0.4):
     durations[-1] *= 4
     with atomic_path(path) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+
+
+# The corruptions behind the robustness scores (tfgen.evaluate) and pictures: what a model
+# reconstructs from them is compared with the clean image.
+NOISE_SIGMA = 0.3  # in [-1, 1] units: 0.15 of the full [0, 1] range
+BLUR_SIGMA = 1.0  # pixels
+
+
+def add_noise(images, sigma=NOISE_SIGMA, seed=0):
+    """Images in [-1, 1] plus N(0, sigma^2) noise drawn from `seed` (not clipped: the model sees it all)."""
+    images = np.asarray(images, np.float32)
+    return images + sigma * np.random.default_rng(seed).standard_normal(images.shape).astype(np.float32)
+
+
+def blur(images, sigma=BLUR_SIGMA):
+    """Images [N, H, W, C] blurred by a Gaussian of `sigma` pixels (3 sigma each side, edges replicated)."""
+    from scipy.ndimage import gaussian_filter  # noqa: PLC0415  (only the robustness scores need it)
+
+    return gaussian_filter(np.asarray(images, np.float32), sigma=(0, sigma, sigma, 0), mode="nearest", truncate=3.0)

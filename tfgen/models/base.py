@@ -37,6 +37,7 @@ class GenerativeModel(keras.Model):
     real_batches_per_step = 1
     domains = 1
     samples_from_latent = True
+    reconstructs = False
 
     def __init__(self, image_shape, latent_dim, seed, metric_names, num_classes=0, **kwargs):
         super().__init__(**kwargs)

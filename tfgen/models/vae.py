@@ -35,6 +35,7 @@ class VAE(GenerativeModel):
     optimizer_names = {"optimizer": ("encoder", "decoder")}
     pictures = ("samples", "reconstructions")  # + reconstructions, interpolation, latent plane
     export_networks = ("encoder", "decoder")
+    reconstructs = True
     metric_names = ("loss", "reconstruction", "kl")
 
     def __init__(
