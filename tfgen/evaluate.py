@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 import tfgen  # noqa: F401  (registers the models for load_model)
-from tfgen import cli, metrics
+from tfgen import cli, images, metrics
 from tfgen.config import load_config
 from tfgen.data import build_dataset
 from tfgen.errors import ConfigError, RunError
@@ -30,6 +30,7 @@ from tfgen.files import atomic_path, write_text
 
 MAX_KEPT = 10000
 BATCH = 250
+MAX_RECONSTRUCTED = 1000  # images behind the reconstruction errors
 
 
 def dataset_key(data_cfg):
@@ -128,30 +129,64 @@ def real_floor(real, names):
     return scores(halves[0], halves[1], None, [n for n in names if n != "is"])
 
 
+def reconstruction_errors(model, data, num, seed=0):
+    """Mean squared pixel error (images in [-1, 1]) of `model.reconstruct` against the clean
+    image, for up to `num` real images given clean, with Gaussian noise and blurred
+    (`tfgen.images.add_noise` / `blur`): how well a model that reconstructs keeps an image,
+    and how well it recovers one from a corrupted copy."""
+    totals = dict.fromkeys(metrics.RECONSTRUCTION_METRICS, 0.0)
+    count = 0
+    for batch, labels in data.dataset:
+        batch = batch.numpy()[: num - count]
+        labels = labels.numpy()[: len(batch)] if model.needs_labels else None
+        corrupted = (batch, images.add_noise(batch, seed=seed + count), images.blur(batch))
+        for name, inputs in zip(metrics.RECONSTRUCTION_METRICS, corrupted):
+            rec = np.asarray(model.reconstruct(inputs, labels) if labels is not None else model.reconstruct(inputs))
+            totals[name] += float(np.sum(np.mean(np.square(rec - batch).reshape(len(batch), -1), axis=1)))
+        count += len(batch)
+        if count >= num:
+            break
+    return {name: total / count for name, total in totals.items()}
+
+
 def evaluate_model(model, data, names, num, extractor, cache_dir, key, seed=0, floor=False):
-    """Score `model` on `num` samples against `data`'s images; a dict of metric -> value."""
-    real = real_summary(data, extractor, num, cache_dir, key)
-    fake, probabilities = generated_summary(model, extractor, num, seed, "is" in names)
-    result = {"num_samples": num, "num_real": real.stats.count, "extractor": extractor.name}
-    result.update(scores(real, fake, probabilities, names))
-    if floor:
-        result["real_vs_real"] = real_floor(real, names)
+    """Score `model` against `data`'s images; a dict of metric -> value.
+
+    Sample metrics (FID, KID, IS, precision / recall) on `num` samples, for models that
+    sample from latents; reconstruction errors ("rec") on up to `MAX_RECONSTRUCTED` images,
+    for models that reconstruct. A metric the model cannot have is left out.
+    """
+    result = {}
+    sample_names = [n for n in names if n in metrics.SAMPLE_METRICS]
+    if sample_names and model.samples_from_latent:
+        real = real_summary(data, extractor, num, cache_dir, key)
+        fake, probabilities = generated_summary(model, extractor, num, seed, "is" in names)
+        result.update({"num_samples": num, "num_real": real.stats.count, "extractor": extractor.name})
+        result.update(scores(real, fake, probabilities, sample_names))
+        if floor:
+            result["real_vs_real"] = real_floor(real, sample_names)
+    if "rec" in names and model.reconstructs:
+        result.update(reconstruction_errors(model, data, min(num, MAX_RECONSTRUCTED), seed))
     return result
 
 
 def format_table(result):
     """A plain-text table: metric | model | real-vs-real floor."""
     floor = result.get("real_vs_real", {})
-    lines = [f"{'metric':<12}{'model':>14}{'real vs real':>16}"]
-    for key in ("fid", "kid", "is", "precision", "recall"):
+    lines = [f"{'metric':<14}{'model':>14}{'real vs real':>16}"]
+    for key in ("fid", "kid", "is", "precision", "recall", *metrics.RECONSTRUCTION_METRICS):
         if key in result:
             value = f"{result[key]:.4f}" + (f" ±{result[key + '_std']:.4f}" if key + "_std" in result else "")
             base = f"{floor[key]:.4f}" if key in floor else "-"
-            lines.append(f"{key:<12}{value:>14}{base:>16}")
-    lines.append(
-        f"({result['num_samples']} samples vs {result['num_real']} real images, {result['extractor']} features;"
-        " the floor uses two halves of the real images)"
-    )
+            lines.append(f"{key:<14}{value:>14}{base:>16}")
+    if "num_samples" in result:
+        lines.append(
+            f"({result['num_samples']} samples vs {result['num_real']} real images, {result['extractor']} features;"
+            " the floor uses two halves of the real images)"
+        )
+    if "rec_mse" in result:
+        lines.append(f"(rec_*: mean squared pixel error in [-1, 1] of reconstructions of clean, noisy (sigma "
+                     f"{images.NOISE_SIGMA}) and blurred (sigma {images.BLUR_SIGMA} px) training images)")
     return "\n".join(lines)
 
 

@@ -144,7 +144,10 @@ def sweep(args):
     reported = metrics.reported_metrics(names)
     key = reported[0]  # the first metric ranks
     lower = metrics.LOWER_IS_BETTER[key]
-    rows.sort(key=lambda r: (r["error"] is not None, (1 if lower else -1) * r.get("metrics", {}).get(key, 0)))
+    # failed runs last, then runs without the ranking metric (a model that does not sample has
+    # no FID), then by the metric
+    rows.sort(key=lambda r: (r["error"] is not None, key not in r.get("metrics", {}),
+                             (1 if lower else -1) * r.get("metrics", {}).get(key, 0)))
     columns = list(dict.fromkeys(k for row in rows for k in row["params"]))
     if len(configs) > 1:
         columns = ["model", *columns]

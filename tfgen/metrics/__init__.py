@@ -20,15 +20,21 @@ from tfgen.metrics.extractors import (
 )
 from tfgen.metrics.stats import RunningStats
 
-# What `eval.metrics` and `--metric` accept; "pr" yields both precision and recall.
-METRIC_NAMES = ("fid", "kid", "is", "pr")
+# What `eval.metrics` and `--metric` accept; "pr" yields both precision and recall, "rec" the
+# reconstruction errors of models that reconstruct (clean, noisy and blurred inputs).
+METRIC_NAMES = ("fid", "kid", "is", "pr", "rec")
+RECONSTRUCTION_METRICS = ("rec_mse", "rec_noise_mse", "rec_blur_mse")
 # Reported values, and whether lower is better (for keeping the best checkpoint).
-LOWER_IS_BETTER = {"fid": True, "kid": True, "is": False, "precision": False, "recall": False}
+LOWER_IS_BETTER = {"fid": True, "kid": True, "is": False, "precision": False, "recall": False,
+                   **{name: True for name in RECONSTRUCTION_METRICS}}
+SAMPLE_METRICS = ("fid", "kid", "is", "pr")
 
 
 def reported_metrics(names):
-    """The values metric names report, in order: "pr" -> precision, recall."""
-    return [m for n in names for m in (("precision", "recall") if n == "pr" else (n,))]
+    """The values metric names report, in order: "pr" -> precision, recall; "rec" -> the three
+    reconstruction errors."""
+    expand = {"pr": ("precision", "recall"), "rec": RECONSTRUCTION_METRICS}
+    return [m for n in names for m in expand.get(n, (n,))]
 
 
 def parse_metric_names(text):
@@ -45,6 +51,8 @@ __all__ = [
     "EXTRACTORS",
     "LOWER_IS_BETTER",
     "METRIC_NAMES",
+    "RECONSTRUCTION_METRICS",
+    "SAMPLE_METRICS",
     "parse_metric_names",
     "reported_metrics",
     "ClassifierExtractor",

@@ -1,4 +1,4 @@
 """Model zoo. Each module defines one registered `keras.Model` subclass."""
 
 from tfgen.models.registry import MODELS, get_model_class, model_params, register  # noqa: F401
-from tfgen.models import biggan, cond_gan, cond_vae, conv_vae, cyclegan, dcgan, sdpc, sngan, vae, vae_gan, wgan_gp  # noqa: F401,E402
+from tfgen.models import biggan, cond_gan, cond_vae, conv_vae, cyclegan, dcgan, sdpc, sdpc_gan, sngan, vae, vae_gan, wgan_gp  # noqa: F401,E402

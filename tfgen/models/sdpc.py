@@ -157,6 +157,17 @@ class SDPC(GenerativeModel):
         seed: Optional[int] = None,
         **kwargs,
     ):
+        GenerativeModel.__init__(self, image_shape, 0, seed, self.sdpc_metric_names(len(channels)), **kwargs)
+        self.build_sdpc(channels, kernel_sizes, strides, lambdas, k_fb, iterations, fista, power_iterations)
+        self.built = True
+
+    @staticmethod
+    def sdpc_metric_names(num_layers):
+        """The metrics of `sdpc_step`: pixel error, energy, each layer's fraction of active units."""
+        return ("reconstruction", "energy", *(f"active_{i}" for i in range(1, num_layers + 1)))
+
+    def build_sdpc(self, channels, kernel_sizes, strides, lambdas, k_fb, iterations, fista, power_iterations):
+        """Check the SDPC options and build the dictionaries; every SDPC model's __init__ calls it."""
         channels, kernel_sizes, strides, lambdas = (
             [int(v) for v in channels], [int(v) for v in kernel_sizes], [int(v) for v in strides],
             [float(v) for v in lambdas])
@@ -171,8 +182,6 @@ class SDPC(GenerativeModel):
         if iterations < 1 or power_iterations < 1:
             raise ValueError(f"iterations and power_iterations must be >= 1, got {iterations}, {power_iterations}")
         self.num_layers = len(channels)
-        names = ("reconstruction", "energy", *(f"active_{i}" for i in range(1, self.num_layers + 1)))
-        super().__init__(image_shape, 0, seed, names, **kwargs)
         self.channels, self.kernel_sizes, self.strides, self.lambdas = channels, kernel_sizes, strides, lambdas
         self.k_fb = float(k_fb)
         self.iterations = iterations
@@ -180,7 +189,6 @@ class SDPC(GenerativeModel):
         self.power_iterations = power_iterations
         self.dictionaries = ConvDictionaries(self.image_shape, channels, kernel_sizes, strides, name="dictionaries")
         self.dictionaries.squared_norms(iterations=50, update=True)  # a tight start for the step sizes
-        self.built = True
 
     # -- inference -------------------------------------------------------------------------
 
@@ -269,11 +277,15 @@ class SDPC(GenerativeModel):
     def decode(self, code, layer=None):
         """Pixels in [-1, 1] predicted by one layer's code (default: the top layer), down
         through every dictionary below it: D_1^T ... D_i^T gamma_i + offset."""
+        return tf.clip_by_value(self.synthesize(code, layer), -1.0, 1.0)
+
+    def synthesize(self, code, layer=None):
+        """`decode` without the clipping to [-1, 1] (what a discriminator sees, gradients intact)."""
         layer = self.num_layers if layer is None else layer
         h = tf.cast(code, tf.float32)
         for i in range(layer, 0, -1):
             h = self.dictionaries.predict(i, h)
-        return tf.clip_by_value(h + self.dictionaries.offset, -1.0, 1.0)
+        return h + self.dictionaries.offset
 
     def reconstruct(self, images, labels=None):
         """The first layer's prediction of the image from its inferred code (the best
