@@ -10,6 +10,10 @@ Inception Score reads a classifier's predictions. Every extractor has the same i
 - `inception`: Keras' ImageNet InceptionV3 at 299x299 (2048-d pool features). Keras downloads
   its weights on first use, which needs internet. These are Keras' weights, not the TF FID
   graph of Heusel et al., so scores compare tfgen runs, not published FIDs.
+- `random`: the classifier's network with fixed random weights, untrained: for data without
+  labels when Inception's weights cannot be downloaded (the offline Pokemon art). Random
+  embeddings are a weaker but label-free feature space (Naeem et al. 2020 discuss them for
+  precision / recall); compare only runs scored with the same extractor and image size.
 """
 
 import logging
@@ -25,7 +29,7 @@ from tfgen.files import atomic_path
 
 log = logging.getLogger("tfgen")
 
-EXTRACTORS = ("classifier", "inception")
+EXTRACTORS = ("classifier", "inception", "random")
 
 # How keras.utils.get_file reports a failed or truncated download (it raises bare Exception).
 _FETCH_FAILURES = ("URL fetch failure", "Incomplete or corrupted file")
@@ -104,6 +108,16 @@ class ClassifierExtractor(FeatureExtractor):
 
     def _probabilities_batch(self, images):
         return self.model.predict_on_batch(images)
+
+
+class RandomExtractor(ClassifierExtractor):
+    """The classifier's network with its seeded initial weights, never trained (see the module doc)."""
+
+    name = "random"
+
+    @classmethod
+    def build(cls, image_shape, seed=0):
+        return cls(_classifier_network(2, image_shape, seed))
 
 
 def _classifier_network(num_classes, image_shape, seed):
@@ -210,4 +224,6 @@ def get_extractor(name, cache_dir=None, dataset_key=None, dataset=None, num_clas
         return classifier_extractor(cache_dir, dataset_key, dataset, num_classes, image_shape)
     if name == "inception":
         return InceptionExtractor()
+    if name == "random":
+        return RandomExtractor.build(image_shape)
     raise TfgenError(f"unknown feature extractor {name!r}; expected one of {', '.join(EXTRACTORS)}")
