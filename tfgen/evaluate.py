@@ -211,7 +211,9 @@ def evaluate_run(run, names, num, extractor_name, seed=0):
     cfg, model = load_run(run)
     data = build_dataset(cfg.data, seed=cfg.train.seed)
     key = dataset_key(cfg.data)
-    extractor = make_extractor(extractor_name, data, run.parent / ".cache", key)
+    samples = model.samples_from_latent and any(n in metrics.SAMPLE_METRICS for n in names)
+    # no feature network (nor classifier training) when only reconstructions are scored
+    extractor = make_extractor(extractor_name, data, run.parent / ".cache", key) if samples else None
     result = evaluate_model(model, data, names, num, extractor, run.parent / ".cache", key, seed, floor=True)
     write_text(run / "eval.json", json.dumps(result, indent=2))
     return result
