@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import assert_keras_round_trip, digits, toy_model
+
 from tfgen import callbacks
 from tfgen.config import load_config
 from tfgen.errors import ConfigError

@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 import tensorflow as tf
-
 from helpers import assert_keras_round_trip, real_images, toy_model
+
 from tfgen.export import export_saved_model
 
 SIZE = dict(latent_dim=4, g_width=4, d_width=4, channels=(4, 8), kernel_sizes=(5, 3), strides=(2, 2),
