@@ -15,10 +15,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 from tfgen.errors import TfgenError
 
 log = logging.getLogger("tfgen")
+
+PROGRESS_SECONDS = 5.0
 
 # absl's pre-InitializeLog INFO and WARNING lines ("I0000 00:00:1795611245.808510    6007
 # port.cc:153] oneDNN custom ...") and the notice that precedes them; ERROR and FATAL lines pass
@@ -121,3 +124,15 @@ def run(command, *args):
     except TfgenError as exc:
         print(f"tfgen: error: {exc}", file=sys.stderr)
         return 2
+
+
+class Progress:
+    """INFO lines for long work, at most one every PROGRESS_SECONDS (the first after that long)."""
+
+    def __init__(self):
+        self.last = time.monotonic()
+
+    def __call__(self, message, *args):
+        if time.monotonic() - self.last >= PROGRESS_SECONDS:
+            log.info(message, *args)
+            self.last = time.monotonic()

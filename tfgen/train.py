@@ -35,7 +35,7 @@ from tfgen.config import load_config
 from tfgen.data import build_dataset
 from tfgen.errors import ConfigError, RunError
 from tfgen.export import export_saved_model
-from tfgen.files import atomic_path, write_text
+from tfgen.files import write_text
 from tfgen.models import get_model_class
 
 log = logging.getLogger("tfgen")
