@@ -1,6 +1,6 @@
 """Experiment configs: one YAML file -> validated, typed dataclasses.
 
-An experiment is one small YAML file in `configs/` with the sections `model`, `data`,
+An experiment is one small YAML file with the sections `model`, `data`,
 `train`, `export` and `eval`. Any value can be overridden on the command line with
 `--set section.key=value` (the value is parsed as YAML, then converted to the field's type).
 Every problem is reported as a `ConfigError` naming the file (or the `--set` flag), the key,
@@ -13,6 +13,7 @@ change to this file.
 
 import dataclasses
 import difflib
+import importlib.resources
 import re
 import types
 import typing
@@ -26,7 +27,9 @@ from tfgen import metrics
 from tfgen.errors import ConfigError
 from tfgen.models import registry
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The shipped configs are package data, so a wheel installed anywhere finds them by bare name.
+# On disk for any installed tfgen (TensorFlow cannot run from a zip), hence Path-like.
+CONFIG_DIR = importlib.resources.files(__package__) / "configs"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -226,18 +229,35 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def shipped_configs():
+    """The configs tfgen ships: {file name: path}, sorted by name."""
+    return {p.name: p for p in sorted(CONFIG_DIR.iterdir(), key=lambda p: p.name) if p.name.endswith(".yaml")}
+
+
+def config_description(path):
+    """A config's one-line description: the first sentence of its first line, a comment."""
+    first = path.read_text().partition("\n")[0]
+    if not first.startswith("#"):
+        return ""
+    text = first.lstrip("#").strip()
+    end = re.search(r"(?<! al)\.(\s|$)", text)  # "Zhu et al. 2017" ends no sentence
+    return text[: end.start()] if end else text
+
+
 def resolve_config_path(name):
-    """Find a config: a path as given, else a bare name in ./configs or tfgen's configs/."""
+    """Find a config: a path as given, else a bare name in ./configs, then among the shipped ones."""
     candidates = [Path(name)]
     for folder in (Path.cwd() / "configs", CONFIG_DIR):
         candidates += [folder / name, folder / f"{name}.yaml"]
     for path in candidates:
         if path.is_file():
             return path
-    available = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+    shipped = list(shipped_configs())
+    close = difflib.get_close_matches(Path(name).name if name.endswith(".yaml") else f"{name}.yaml", shipped, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
     raise ConfigError(
-        f"config {name!r} not found (looked for it as a path and in {CONFIG_DIR}); "
-        f"available: {', '.join(available)}"
+        f"config {name!r} not found{hint}; looked for it as a path, in ./configs and in {CONFIG_DIR}; "
+        f"shipped: {', '.join(shipped)} (`tfgen configs` describes them)"
     )
 
 
@@ -257,7 +277,7 @@ def load_config(name, overrides=()):
     origins = {}
     for item in overrides:
         _apply_override(raw, item, origins)
-    raw.setdefault("name", path.stem)
+    raw.setdefault("name", Path(path.name).stem)
     return _build(raw, path, origins)
 
 
