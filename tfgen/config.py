@@ -239,8 +239,13 @@ def config_description(path):
     first = path.read_text().partition("\n")[0]
     if not first.startswith("#"):
         return ""
-    text = first.lstrip("#").strip()
-    end = re.search(r"(?<! al)\.(\s|$)", text)  # "Zhu et al. 2017" ends no sentence
+    return first_sentence(first.lstrip("#"))
+
+
+def first_sentence(text):
+    """`text` up to its first full stop (without it); "Zhu et al. 2017" ends no sentence."""
+    text = text.strip()
+    end = re.search(r"(?<! al)\.(\s|$)", text)
     return text[: end.start()] if end else text
 
 

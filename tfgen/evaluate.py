@@ -1,4 +1,4 @@
-"""`python -m tfgen.evaluate --run runs/X [--metric fid,kid,is,pr] [--num 10000]`
+"""`tfgen evaluate --run runs/X [--metric fid,kid,is,pr] [--num 10000]`
 
 Scores a trained run against its own training data and prints a table beside the
 real-vs-real floor: the same metrics between two disjoint halves of the real images, the
@@ -183,7 +183,7 @@ def evaluate_run(run, names, num, extractor_name, seed=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tfgen.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tfgen evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a run directory, e.g. runs/digits_dcgan")
     parser.add_argument("--metric", default="fid,kid,pr", help=f"comma-separated: {', '.join(metrics.METRIC_NAMES)}")
     parser.add_argument("--num", type=int, default=10000, help="generated samples (and real images, at most)")

@@ -47,7 +47,7 @@ class Sampler:
         cfg, model = evaluate.load_run(run)
         if not model.samples_from_latent:
             raise RunError(f"--run: {run} holds a {cfg.model.name} model, which translates images instead of "
-                           "sampling them; use python -m tfgen.translate")
+                           "sampling them; use tfgen translate")
         class_names = run_class_names(run, cfg, model)
 
         def fn(z, labels):
@@ -72,7 +72,7 @@ class Sampler:
         loaded = tf.saved_model.load(str(path))
         name = next((n for n in ("generate", "decode") if n in loaded.signatures), None)
         if name is None:
-            hint = "; use python -m tfgen.translate --run on its run" if "a_to_b" in loaded.signatures else ""
+            hint = "; use tfgen translate --run on its run" if "a_to_b" in loaded.signatures else ""
             raise RunError(f"--export: {path} has no generate or decode signature ({', '.join(loaded.signatures)}){hint}")
         signature = loaded.signatures[name]
         conditional = "label" in signature.structured_input_signature[1]

@@ -1,4 +1,4 @@
-"""`python -m tfgen.train --config digits_dcgan.yaml [--set key=value ...] [--resume]`
+"""`tfgen train --config digits_dcgan.yaml [--set key=value ...] [--resume]`
 
 The whole run in one place: config -> data -> strategy -> model -> fit -> export, writing
 everything needed to understand and reproduce it to `runs/<name>/`:
@@ -43,7 +43,7 @@ log = logging.getLogger("tfgen")
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m tfgen.train", description="Train a tfgen model from a YAML config."
+        prog="tfgen train", description="Train a tfgen model from a YAML config."
     )
     parser.add_argument("--config", required=True, help="a file in configs/ (bare name) or a path")
     parser.add_argument(
@@ -427,7 +427,7 @@ def _train_in(cfg, run_dir, args):
             "then continue with --resume"
         ) from None
     if stop is not None:
-        log.warning("resume with: python -m tfgen.train --config %s --resume", run_dir / "config.yaml")
+        log.warning("resume with: tfgen train --config %s --resume", run_dir / "config.yaml")
         return 130 if stop.signalled else 0
     log.info("done in %.0f s; samples, curves, checkpoints and exports are in %s", time.time() - start, run_dir)
     return 0
