@@ -11,6 +11,7 @@ class's constructor arguments (see `tfgen.models.registry`), so adding a model n
 change to this file.
 """
 
+import copy
 import dataclasses
 import difflib
 import importlib.resources
@@ -266,8 +267,12 @@ def resolve_config_path(name):
     )
 
 
-def load_config(name, overrides=()):
-    """Load, override and validate a config. `overrides` are "section.key=value" strings."""
+def load_config(name, overrides=(), values=None):
+    """Load, override and validate a config.
+
+    `overrides` are "section.key=value" strings (`--set`), the value read as YAML; `values`
+    are {"section.key": value} with Python values (`tfgen.build`), applied after them.
+    """
     path = resolve_config_path(name)
     try:
         raw = yaml.load(path.read_text(), Loader=_StrictLoader)
@@ -279,29 +284,43 @@ def load_config(name, overrides=()):
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top, got {_kind(raw)}")
+    raw.setdefault("name", Path(path.name).stem)
+    return config_from_dict(raw, path, overrides, values)
+
+
+def config_from_dict(raw, source, overrides=(), values=None):
+    """A validated Config from a mapping in the YAML file's layout (e.g. `Config.to_dict()`);
+    `source` names it in errors. `overrides` and `values` as for `load_config`."""
+    raw = copy.deepcopy(raw)
     origins = {}
     for item in overrides:
-        _apply_override(raw, item, origins)
-    raw.setdefault("name", Path(path.name).stem)
-    return _build(raw, path, origins)
+        key, value = _parse_override(item)
+        _set(raw, key, value, f"--set {item}", origins)
+    for key, value in (values or {}).items():
+        _set(raw, key, value, f"{key}={value!r}", origins)
+    return _build(raw, source, origins)
 
 
-def _apply_override(raw, item, origins):
+def _parse_override(item):
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.epochs=3")
     try:
-        value = yaml.load(text, Loader=_StrictLoader)
+        return key, yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError:
-        value = text
+        return key, text
+
+
+def _set(raw, key, value, origin, origins):
+    """raw[section][key] = value for a dotted key; `origin` names the override in errors."""
     *parents, leaf = key.split(".")
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+            raise ConfigError(f"{origin}: {part!r} is not a section")
     node[leaf] = value
-    origins[key] = f"--set {item}"
+    origins[key] = origin
 
 
 def _build(raw, path, origins):

@@ -163,11 +163,15 @@ def load_run(run):
     if not (run / "model.keras").is_file():
         raise RunError(f"--run: {run} has no model.keras (training not finished, or export.keras is off)")
     cfg = load_config(str(run / "config.yaml"))
+    return cfg, load_keras(run / "model.keras")
+
+
+def load_keras(path):
+    """A tfgen model from its `.keras` archive, under Keras' safe_mode."""
     try:
-        model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+        return keras.saving.load_model(path, safe_mode=True)
     except ValueError as exc:  # safe_mode refuses archives that would run arbitrary code
-        raise RunError(f"{run / 'model.keras'}: refused to load: {' '.join(str(exc).split())[:300]}") from None
-    return cfg, model
+        raise RunError(f"{path}: refused to load: {' '.join(str(exc).split())[:300]}") from None
 
 
 def evaluate_run(run, names, num, extractor_name, seed=0):
