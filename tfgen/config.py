@@ -29,7 +29,8 @@ from tfgen.errors import ConfigError
 from tfgen.models import registry
 
 # The shipped configs are package data, so a wheel installed anywhere finds them by bare name.
-# On disk for any installed tfgen (TensorFlow cannot run from a zip), hence Path-like.
+# pip installs packages as files, so this is a pathlib.Path: `tfgen sweep` hands it to its
+# training processes as one.
 CONFIG_DIR = importlib.resources.files(__package__) / "configs"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

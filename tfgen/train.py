@@ -45,7 +45,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="tfgen train", description="Train a tfgen model from a YAML config."
     )
-    parser.add_argument("--config", required=True, help="a file in configs/ (bare name) or a path")
+    parser.add_argument("--config", required=True, help="a config: a bare name (./configs/ first, then the shipped ones: tfgen configs) or a path")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.epochs=3 (repeatable)",
