@@ -91,7 +91,7 @@ def test_the_wheel_works_in_a_fresh_venv_from_any_folder(python, wheel, tmp_path
                 cwd=work, env=env).stdout.strip()
     assert Path(where).is_relative_to(tmp_path / "venv"), where
     assert (bin_dir / "tfgen-train").is_file()
-    assert run(["tfgen", "--version"], cwd=work, env=env).stdout.strip() == "tfgen 0.1.0"
+    assert run(["tfgen", "--version"], cwd=work, env=env).stdout.strip() == f"tfgen {wheel.name.split('-')[1]}"
     configs = run(["tfgen", "configs"], cwd=work, env=env).stdout
     assert "mnist5k_dcgan.yaml" in configs and "DCGAN on real MNIST" in configs
     assert "    latent_dim: int = 100" in run(["tfgen", "models", "dcgan"], cwd=work, env=env).stdout
