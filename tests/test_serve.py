@@ -371,3 +371,15 @@ def test_the_page_in_headless_chromium(cond_run, tmp_path):
         browser.quit()
         server.terminate()
         server.wait()
+
+
+def test_keep_storm_tool_checks_a_running_studio(live_server, capsys):
+    url, _, ledger = live_server
+    sys.path.insert(0, "tools")
+    try:
+        import keep_storm
+    finally:
+        sys.path.remove("tools")
+    assert keep_storm.main(["--url", url, "--theme", "pets", "--num", "20", "--ledger", str(ledger)]) == 0
+    out = capsys.readouterr().out
+    assert "20 keeps:" in out and out.strip().endswith("OK")
