@@ -386,8 +386,9 @@ def create_app(studio):
     @app.post("/api/candidates")
     async def generate(request: GenerateRequest):
         candidate = await studio.generate(request.theme)
+        distance = candidate.train_distance  # infinite (null) for an export: no training set to compare
         return {"id": candidate.id, "theme": candidate.theme.id, "image_url": f"/api/candidates/{candidate.id}.png",
-                "train_distance": candidate.train_distance}
+                "train_distance": distance if np.isfinite(distance) else None}
 
     @app.get("/api/candidates/{candidate_id}.png", response_class=Response)
     def candidate_image(candidate_id: str):
