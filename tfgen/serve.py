@@ -168,6 +168,9 @@ class Theme:
 
 @dataclasses.dataclass
 class Candidate:
+    """A drawn image that passed the screening: what Keep needs to claim it (its latent and
+    features), its PNG for the page, and once kept, the avatar id (so it is kept once only)."""
+
     id: str
     theme: Theme
     z: np.ndarray
@@ -195,6 +198,7 @@ class BadRequest(Exception):
 
 
 def slug(text):
+    """`text` as a theme id that is safe in a URL path (class names may hold spaces or slashes)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "theme"
 
 
