@@ -125,8 +125,8 @@ def test_a_look_alike_kept_first_is_refused(client, studio):
 @pytest.mark.parametrize("method, path, body, status, message", [
     ("post", "/api/candidates", {"theme": "unicorns"}, 404, "unknown theme 'unicorns'; themes: pets-cat, pets-dog"),
     ("post", "/api/keep", {"candidate": "nope"}, 404, "unknown or expired candidate 'nope'"),
-    ("get", "/api/avatars/pets-7.png", None, 404, "unknown avatar 'pets-7'"),
-    ("get", "/api/avatars/zebras-0.png", None, 404, "unknown avatar"),
+    ("get", "/api/avatars/pets.7.png", None, 404, "unknown avatar 'pets.7'"),
+    ("get", "/api/avatars/zebras.0.png", None, 404, "unknown avatar"),
     ("get", "/api/candidates/nope.png", None, 404, "unknown or expired candidate"),
     ("post", "/v1/models/unicorns:predict", {"instances": [[0, 0, 0, 0]]}, 404, "unknown theme"),
     ("post", "/v1/models/pets-cat:predict", {"instances": [[0, 0]]}, 400, "each z needs 4 numbers"),
@@ -371,3 +371,33 @@ def test_the_page_in_headless_chromium(cond_run, tmp_path):
         browser.quit()
         server.terminate()
         server.wait()
+
+
+def test_keep_storm_tool_checks_a_running_studio(live_server, capsys):
+    url, _, ledger = live_server
+    sys.path.insert(0, "tools")
+    try:
+        import keep_storm
+    finally:
+        sys.path.remove("tools")
+    assert keep_storm.main(["--url", url, "--theme", "pets", "--num", "20", "--ledger", str(ledger)]) == 0
+    out = capsys.readouterr().out
+    assert "20 keeps:" in out and out.strip().endswith("OK")
+
+
+def test_an_export_and_a_run_serve_side_by_side(cond_run, tmp_path):
+    export = tmp_path / "export"
+    shutil.copytree(cond_run / "saved_model", export)
+    args = serve.parse_args(["--theme", f"digits={cond_run}", "--theme", f"exported={export}",
+                             "--features", "pixels", "--min-distance", "0"])
+    studio = serve.build_studio(args)
+    assert len(studio.themes) == 20 and studio.themes["exported-5"].label == 5
+    with TestClient(serve.create_app(studio)) as client:
+        themes = {t["id"]: t for t in client.get("/api/themes").json()["themes"]}
+        assert themes["digits-5"]["checks_training_set"] and not themes["exported-5"]["checks_training_set"]
+        candidate = client.post("/api/candidates", json={"theme": "exported-5"}).json()
+        assert client.post("/api/keep", json={"candidate": candidate["id"]}).json()["avatar"] == "exported.0"
+    assert ledger_entries(export / "issued.npz")["labels"].tolist() == [5]
+    same = serve.parse_args(["--theme", f"a={cond_run}", "--theme", f"b={cond_run}"])
+    with pytest.raises(serve.ConfigError, match=f"--theme b={cond_run}: the folder is already the theme a"):
+        serve.build_studio(same)

@@ -135,10 +135,10 @@ class Source:
                 data = uniqueness.training_data(sampler)
                 space = uniqueness.feature_space(features, sampler, data)
                 train_features = uniqueness.training_features(data, space)
+            return cls(key, sampler, space, train_features, path / uniqueness.LEDGER_NAME)
         except TfgenError as exc:
             reason = re.sub(r"^--[\w-]+: ", "", str(exc))  # the flag named is --theme, not --run
             raise RunError(f"--theme {key}={path}: cannot be served: {reason}") from None
-        return cls(key, sampler, space, train_features, path / uniqueness.LEDGER_NAME)
 
     def ledger(self):
         """The ledger, to be used as a context manager (it locks the file)."""
@@ -168,6 +168,9 @@ class Theme:
 
 @dataclasses.dataclass
 class Candidate:
+    """A drawn image that passed the screening: what Keep needs to claim it (its latent and
+    features), its PNG for the page, and once kept, the avatar id (so it is kept once only)."""
+
     id: str
     theme: Theme
     z: np.ndarray
@@ -195,6 +198,7 @@ class BadRequest(Exception):
 
 
 def slug(text):
+    """`text` as a theme id that is safe in a URL path (class names may hold spaces or slashes)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "theme"
 
 
@@ -300,12 +304,12 @@ class Studio:
         if ledger_id is None:
             raise Taken(f"someone kept a look-alike first (distance {distance:.3f} <= {self.min_distance}); "
                         "generate another")
-        candidate.kept = f"{source.key}-{ledger_id}"
+        candidate.kept = f"{source.key}.{ledger_id}"
         return candidate.kept
 
     def avatar(self, avatar_id):
-        """(Source, ledger index) of a kept avatar id `<source>-<n>`."""
-        key, _, index = avatar_id.rpartition("-")
+        """(Source, ledger index) of a kept avatar id `<source>.<n>` (n: its row in the ledger)."""
+        key, _, index = avatar_id.rpartition(".")
         if key not in self.sources or not index.isdigit():
             raise NotFound(f"unknown avatar {avatar_id!r}")
         source = self.sources[key]
@@ -386,8 +390,9 @@ def create_app(studio):
     @app.post("/api/candidates")
     async def generate(request: GenerateRequest):
         candidate = await studio.generate(request.theme)
+        distance = candidate.train_distance  # infinite (null) for an export: no training set to compare
         return {"id": candidate.id, "theme": candidate.theme.id, "image_url": f"/api/candidates/{candidate.id}.png",
-                "train_distance": candidate.train_distance}
+                "train_distance": distance if np.isfinite(distance) else None}
 
     @app.get("/api/candidates/{candidate_id}.png", response_class=Response)
     def candidate_image(candidate_id: str):
@@ -483,11 +488,14 @@ def build_studio(args):
         raise ConfigError(f"--min-distance: expected a number >= 0, got {args.min_distance}")
     if args.max_draws < DRAWS_PER_ROUND:
         raise ConfigError(f"--max-draws: expected an integer >= {DRAWS_PER_ROUND}, got {args.max_draws}")
-    sources = {}
+    folders = {}
     for name, path in parse_themes(args.theme):
         folder = path.resolve()
-        if folder in sources:
-            raise ConfigError(f"--theme {name}={path}: the folder is already the theme {sources[folder].key}")
+        if folder in folders:
+            raise ConfigError(f"--theme {name}={path}: the folder is already the theme {folders[folder][0]}")
+        folders[folder] = name, path
+    sources = {}
+    for folder, (name, path) in folders.items():
         log.info("loading theme %s from %s", name, path)
         sources[folder] = Source.load(name, path, args.features)
     return Studio(list(sources.values()), args.min_distance, args.max_draws)
