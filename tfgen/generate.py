@@ -1,4 +1,4 @@
-"""`python -m tfgen.generate --run runs/X --num 64 --out grid.png`
+"""`tfgen generate --run runs/X --num 64 --out grid.png`
 
 Pictures from a trained run, or with `--export DIR` from a SavedModel that tfgen wrote (its
 `tfgen.json` says what the signatures take; no tfgen model class is loaded). The latents come
@@ -205,7 +205,7 @@ def memorisation_report(sampler, space, data, train_features, num, seed, out, la
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m tfgen.generate", description="Generate images from a trained run or an exported model.",
+        prog="tfgen generate", description="Generate images from a trained run or an exported model.",
         epilog="Distances (--min-distance) are in [0, 2]; --memorisation-report shows the training "
                "set's own nearest-neighbour distances to choose one.",
     )

@@ -1,9 +1,9 @@
-"""Sampling: one interface over a trained run's generator and an exported SavedModel.
+"""Sampling: one interface over a trained run's generator, a `.keras` file and an exported SavedModel.
 
 `Sampler` is what every consumer of a trained generator goes through (`tfgen.generate`, the
-uniqueness checks, the avatar studio), so a run folder and an export folder behave alike:
-latents from a seeded numpy generator, float32 images in [-1, 1], class names for
-conditional models.
+uniqueness checks, the avatar studio, `tfgen.load` for other Python code), so a run folder,
+a `.keras` file and an export folder behave alike: latents from a seeded numpy generator,
+float32 images in [-1, 1], class names for conditional models.
 """
 
 import json
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfgen import cli, evaluate
+from tfgen import cli, evaluate, images
 from tfgen.errors import ConfigError, RunError
 from tfgen.export import run_class_names
 
@@ -23,12 +23,14 @@ class Sampler:
     """A generator behind one interface, whether a run's Keras model or an exported SavedModel.
 
     `latent_dim`, `image_shape`, `class_names` (empty for unconditional models), `run` and
-    `cfg` (None for exports), `latents(rng, count, truncation)` and `images(z, labels)`.
+    `cfg` (None but for runs), `model` (the `keras.Model`, or the loaded SavedModel, to reuse
+    its networks), `sample(n, seed, label)`, and underneath it `latents(rng, count,
+    truncation)` and `images(z, labels)`.
     """
 
-    def __init__(self, fn, latent_dim, image_shape, class_names, description, run=None, cfg=None, keep=None):
+    def __init__(self, fn, latent_dim, image_shape, class_names, description, run=None, cfg=None, model=None):
         self._fn = fn
-        self._keep = keep  # the loaded SavedModel: its variables live as long as the sampler
+        self.model = model  # also keeps a SavedModel's variables alive as long as the sampler
         self.latent_dim = int(latent_dim)
         self.image_shape = tuple(image_shape)
         self.class_names = list(class_names)
@@ -47,13 +49,39 @@ class Sampler:
         cfg, model = evaluate.load_run(run)
         if not model.samples_from_latent:
             raise RunError(f"--run: {run} holds a {cfg.model.name} model, which translates images instead of "
-                           "sampling them; use python -m tfgen.translate")
-        class_names = run_class_names(run, cfg, model)
+                           "sampling them; use tfgen translate")
+        return cls.from_model(model, run_class_names(run, cfg, model), str(run), run, cfg)
+
+    @classmethod
+    def from_keras(cls, path):
+        """The model of a `.keras` file: a run's model.keras or a `tfgen export --format keras`.
+
+        Class names come from a tfgen.json beside it (an export's) or the run's saved_model/;
+        failing both, the label numbers stand in for them.
+        """
+        path = Path(path)
+        model = evaluate.load_keras(path)
+        if not model.samples_from_latent:
+            raise RunError(f"{path} holds a {model.registry_name} model, which translates images instead of "
+                           "sampling them; load it with keras.saving.load_model, or use tfgen translate")
+        class_names = ()
+        if model.needs_labels:
+            for meta in (path.parent / "tfgen.json", path.parent / "saved_model" / "tfgen.json"):
+                if meta.is_file():
+                    class_names = json.loads(meta.read_text()).get("class_names", [])
+                    break
+            if len(class_names) != model.num_classes:
+                class_names = [str(i) for i in range(model.num_classes)]
+        return cls.from_model(model, class_names, str(path))
+
+    @classmethod
+    def from_model(cls, model, class_names=(), description="model", run=None, cfg=None):
+        """A tfgen `keras.Model` already in memory (e.g. the one `tfgen.build` made and `fit` trained)."""
 
         def fn(z, labels):
             return np.asarray(model.generate(z, labels), np.float32)
 
-        return cls(fn, model.latent_dim, model.image_shape, class_names, str(run), run, cfg)
+        return cls(fn, model.latent_dim, model.image_shape, class_names, description, run, cfg, model)
 
     @classmethod
     def from_export(cls, path):
@@ -72,7 +100,7 @@ class Sampler:
         loaded = tf.saved_model.load(str(path))
         name = next((n for n in ("generate", "decode") if n in loaded.signatures), None)
         if name is None:
-            hint = "; use python -m tfgen.translate --run on its run" if "a_to_b" in loaded.signatures else ""
+            hint = "; use tfgen translate --run on its run" if "a_to_b" in loaded.signatures else ""
             raise RunError(f"--export: {path} has no generate or decode signature ({', '.join(loaded.signatures)}){hint}")
         signature = loaded.signatures[name]
         conditional = "label" in signature.structured_input_signature[1]
@@ -87,7 +115,25 @@ class Sampler:
             (out,) = signature(**inputs).values()
             return out.numpy().astype(np.float32)
 
-        return cls(fn, meta["latent_dim"], meta["image_shape"], class_names, str(path), keep=loaded)
+        return cls(fn, meta["latent_dim"], meta["image_shape"], class_names, str(path), model=loaded)
+
+    def sample(self, n, seed=None, label=None, truncation=None, uint8=False):
+        """`n` new images [n, H, W, C]: float32 in [-1, 1], or with `uint8` pixels in [0, 255].
+
+        A `seed` gives the same images every time (those of `tfgen generate --seed`, for an
+        unconditional model or one `--label`). `label` (conditional models) is a class index or
+        name; without it image i is of class i mod the number of classes. `truncation` T
+        redraws latent entries with |z| > T.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"sample: n must be an integer >= 1, got {n!r}")
+        if truncation is not None and not truncation > 0:
+            raise ConfigError(f"sample: truncation must be a number > 0, got {truncation!r}")
+        named = isinstance(label, str)
+        label = resolve_label(self, None if named else label, label if named else None)
+        z = self.latents(np.random.default_rng(seed), n, truncation)
+        pictures = self.images(z, labels_for(self, n, label))
+        return images.to_uint8(pictures) if uint8 else pictures
 
     def latents(self, rng, count, truncation=None):
         """N(0, I) latents [count, latent_dim] from `rng`; with `truncation`, |z| > T entries are redrawn."""

@@ -1,4 +1,4 @@
-"""`python -m tfgen.serve --theme anime=runs/anime_dcgan --theme digits=runs/mnist5k_cond_gan`
+"""`tfgen serve --theme anime=runs/anime_dcgan --theme digits=runs/mnist5k_cond_gan`
 
 The avatar studio: a web page where a person picks a theme, generates and re-rolls candidates,
 and keeps the one they like, which nobody else will ever get. Served by FastAPI on uvicorn
@@ -450,9 +450,9 @@ def _instances(theme, instances):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m tfgen.serve",
+        prog="tfgen serve",
         description="The avatar studio: a web page to generate, re-roll and keep unique avatars.",
-        epilog="Example: python -m tfgen.serve --theme digits=runs/mnist5k_cond_gan --port 8000",
+        epilog="Example: tfgen serve --theme digits=runs/mnist5k_cond_gan --port 8000",
     )
     parser.add_argument("--theme", action="append", required=True, metavar="NAME=PATH",
                         help="a theme: a run folder or an exported SavedModel (repeatable; a conditional "

@@ -1,7 +1,7 @@
 """Uniqueness: images farther than a minimum distance from the training set and from every
 image handed out before, remembered in a ledger that survives crashes and concurrent callers.
 
-Two callers share it: `python -m tfgen.generate --unique` issues a batch of images at once,
+Two callers share it: `tfgen generate --unique` issues a batch of images at once,
 and the avatar studio (`tfgen.serve`) screens each candidate against the training set when it
 is drawn and claims it in the ledger only when the user keeps it (`claim`). Both measure in
 one `FeatureSpace`; one ledger per run covers every class (theme) of that run.

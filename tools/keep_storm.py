@@ -1,6 +1,6 @@
 """Fire many concurrent Keep requests at a running avatar studio and check its ledger.
 
-    python -m tfgen.serve --theme digits=runs/mnist5k_cond_gan &
+    tfgen serve --theme digits=runs/mnist5k_cond_gan &
     python tools/keep_storm.py --url http://127.0.0.1:8000 --theme digits-3 --num 60 \
         --ledger runs/mnist5k_cond_gan/issued.npz
 
