@@ -12,6 +12,7 @@ tfgen ships, so they live here.
 
 import argparse
 import importlib
+import os
 import sys
 import typing
 
@@ -102,7 +103,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rest = [*args.args, "--verbose"] if args.verbose else args.args
     if args.command in LISTINGS:
-        return LISTINGS[args.command][0](args.args)
+        try:
+            return LISTINGS[args.command][0](args.args)
+        except BrokenPipeError:  # `tfgen models | head`: the reader has all it wants
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     return importlib.import_module(COMMANDS[args.command][0]).main(rest)
 
 
