@@ -27,6 +27,10 @@ def run_command(*args):
     (["/venv/bin/tfgen-train", "--config", "x.yaml"], ["python", "/venv/bin/tfgen-train"], True),
     (["-m", "--config", "x.yaml", "--verbose"], ["python", "-m", "tfgen.train"], False),
     (["/venv/bin/tfgen-train", "--verb"], ["python", "/venv/bin/tfgen-train", "--verb"], False),
+    (["/venv/bin/tfgen", "train", "--config", "x.yaml"], ["python", "/venv/bin/tfgen", "train"], True),
+    (["/venv/bin/tfgen", "train", "--verbose"], ["python", "/venv/bin/tfgen", "train", "--verbose"], False),
+    (["-m", "train", "--config", "x.yaml"], ["python", "-m", "tfgen", "train", "--config", "x.yaml"], True),
+    (["/home/me/tfgen.py"], ["python", "/home/me/tfgen.py"], False),  # a user's script named tfgen
     (["-m", "-q"], ["python", "-m", "pytest", "-q"], False),  # a tool that imports tfgen
     (["script.py"], ["python", "script.py"], False),
 ])

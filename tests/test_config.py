@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import yaml
 
-from tfgen.config import CONFIG_DIR, load_config
+from tfgen.config import config_description, load_config, shipped_configs
 from tfgen.errors import ConfigError
 
 
@@ -13,12 +13,27 @@ def write(tmp_path, text, name="exp.yaml"):
     return path
 
 
-def test_every_shipped_config_loads():
-    names = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
-    assert "digits_dcgan.yaml" in names
-    for name in names:
+def test_every_shipped_config_loads_and_says_what_it_is_in_one_line():
+    shipped = shipped_configs()
+    assert "digits_dcgan.yaml" in shipped and "mnist5k_dcgan.yaml" in shipped
+    for name, path in shipped.items():
         cfg = load_config(name)
         assert cfg.name == name[: -len(".yaml")]
+        # `tfgen configs` shows the first line's first sentence: a whole one, short enough for a terminal
+        first_line = path.read_text().partition("\n")[0]
+        assert first_line.startswith("# ") and 20 < len(config_description(path)) <= 100, name
+        assert first_line.rstrip().endswith(".") or ". " in first_line, name
+
+
+def test_a_configs_folder_in_the_working_directory_takes_precedence(tmp_path, monkeypatch):
+    local = tmp_path / "configs"
+    local.mkdir()
+    (local / "digits_dcgan.yaml").write_text("# Mine.\nmodel: {name: vae}\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("digits_dcgan").model.name == "vae"
+    assert load_config("digits_vae_gan.yaml").model.name == "vae_gan"  # the rest still come from the package
+    with pytest.raises(ConfigError, match=r"did you mean digits_dcgan\.yaml\?"):
+        load_config("digits_dcgn")
 
 
 def test_bare_name_finds_configs_dir_and_defaults_are_filled():

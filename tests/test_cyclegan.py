@@ -277,7 +277,7 @@ def test_generate_cli_points_a_translator_to_translate(trained_cyclegan, capsys)
     from tfgen import generate
 
     assert generate.main(["--run", str(trained_cyclegan), "--num", "2", "--out", "x.png"]) == 2
-    assert "use python -m tfgen.translate" in capsys.readouterr().err
+    assert "use tfgen translate" in capsys.readouterr().err
 
 
 def test_translate_never_overwrites_and_keeps_clashing_names_apart(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfgen import generate, train
+from tfgen import generate, sampling, train, uniqueness
 
 COND_TOY = {"name: dcgan": "name: cond_gan"}
 
@@ -34,16 +34,16 @@ def conditional_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def toy_training(trained_run):
     """(ImageData, pixel FeatureSpace, training features) of the toy run's 64 digits."""
-    sampler = generate.Sampler.from_run(trained_run)
-    data = generate.training_data(sampler)
-    space = generate.FeatureSpace("pixels")
-    return data, space, generate.training_features(data, space)
+    sampler = sampling.Sampler.from_run(trained_run)
+    data = uniqueness.training_data(sampler)
+    space = uniqueness.FeatureSpace("pixels")
+    return data, space, uniqueness.training_features(data, space)
 
 
 def diverse_sampler(latent_dim=4):
     """A stand-in generator with clearly different images for different z (the toy GAN's are all grey)."""
     weights = np.random.default_rng(42).standard_normal((latent_dim, 64)).astype(np.float32)
-    return generate.Sampler(lambda z, labels: np.tanh(z @ weights).reshape(-1, 8, 8, 1), latent_dim, (8, 8, 1),
+    return sampling.Sampler(lambda z, labels: np.tanh(z @ weights).reshape(-1, 8, 8, 1), latent_dim, (8, 8, 1),
                             [], "diverse")
 
 
@@ -85,7 +85,7 @@ def test_interpolation_runs_from_seed_a_to_seed_b(trained_run, tmp_path):
     assert out.is_file() and Image.open(out).size[0] >= 512
     gif = Image.open(tmp_path / "path.gif")
     assert gif.n_frames == 8  # 5 frames forward, 3 back
-    sampler = generate.Sampler.from_run(trained_run)
+    sampler = sampling.Sampler.from_run(trained_run)
     frames = generate.interpolate(sampler, 11, 12, 5)
     for seed, frame in ((11, frames[0]), (12, frames[-1])):
         assert generate.main(["--run", str(trained_run), "--num", "1", "--seed", str(seed),
@@ -131,7 +131,7 @@ def test_bad_inputs_exit_2_with_one_line(trained_run, tmp_path, capsys, args, me
 def test_unique_rejects_a_planted_copy_of_a_training_image(toy_training, tmp_path):
     data, space, train_features = toy_training
     sampler = diverse_sampler()
-    planted = generate.training_images(data, [5])[0]
+    planted = uniqueness.training_images(data, [5])[0]
     draw = sampler.images
 
     def first_draw_copies_training_image_5(z, labels=None):
@@ -143,8 +143,8 @@ def test_unique_rejects_a_planted_copy_of_a_training_image(toy_training, tmp_pat
 
     calls = []
     sampler.images = first_draw_copies_training_image_5
-    with generate.Ledger(tmp_path / "issued.npz", space.name, train_features.shape[1], 4) as ledger:
-        issued, rejected = generate.issue_unique(sampler, space, train_features, ledger, 4, 0.2, seed=0)
+    with uniqueness.Ledger(tmp_path / "issued.npz", space.name, train_features.shape[1], 4) as ledger:
+        issued, rejected = uniqueness.issue_unique(sampler, space, train_features, ledger, 4, 0.2, seed=0)
     copy = rejected[0]
     assert (copy["draw"], copy["reason"], copy["train_index"]) == (0, "training", 5)
     assert copy["train_distance"] < 1e-6
@@ -158,15 +158,15 @@ def test_unique_never_reissues_an_image_from_the_ledger(toy_training, tmp_path):
     path = tmp_path / "issued.npz"
     batches = []
     for _ in range(2):  # the same seed twice: the second call must find new images
-        with generate.Ledger(path, space.name, train_features.shape[1], 4) as ledger:
-            issued, _ = generate.issue_unique(sampler, space, train_features, ledger, 5, 0.3, seed=0)
+        with uniqueness.Ledger(path, space.name, train_features.shape[1], 4) as ledger:
+            issued, _ = uniqueness.issue_unique(sampler, space, train_features, ledger, 5, 0.3, seed=0)
         batches.append(issued)
     assert [r["id"] for r in batches[0] + batches[1]] == list(range(10))
     assert not {r["draw"] for r in batches[1]} & {r["draw"] for r in batches[0]}
     with np.load(path) as stored:
         features, z = stored["features"], stored["z"]
         assert str(stored["feature_space"]) == "pixels" and len(z) == 10
-    distances, _ = generate.nearest(features, features, exclude=np.arange(10))
+    distances, _ = uniqueness.nearest(features, features, exclude=np.arange(10))
     assert distances.min() > 0.3
     # A ledger entry is enough to regenerate its image.
     np.testing.assert_allclose(space.features(sampler.images(z)), features, atol=1e-5)
@@ -179,8 +179,8 @@ def test_concurrent_unique_calls_never_issue_the_same_image(toy_training, tmp_pa
     path = tmp_path / "issued.npz"
 
     def user():  # two users at once, with the same seed: only the ledger's lock keeps them apart
-        with generate.Ledger(path, space.name, train_features.shape[1], 4) as ledger:
-            generate.issue_unique(diverse_sampler(), space, train_features, ledger, 5, 0.3, seed=0)
+        with uniqueness.Ledger(path, space.name, train_features.shape[1], 4) as ledger:
+            uniqueness.issue_unique(diverse_sampler(), space, train_features, ledger, 5, 0.3, seed=0)
 
     threads = [threading.Thread(target=user) for _ in range(2)]
     for thread in threads:
@@ -190,7 +190,7 @@ def test_concurrent_unique_calls_never_issue_the_same_image(toy_training, tmp_pa
     with np.load(path) as stored:
         features = stored["features"]
     assert len(features) == 10
-    assert generate.nearest(features, features, exclude=np.arange(10))[0].min() > 0.3
+    assert uniqueness.nearest(features, features, exclude=np.arange(10))[0].min() > 0.3
 
 
 def test_unique_cli_writes_files_named_by_ledger_id_and_reports_distances(trained_run, tmp_path, capsys):

@@ -2,6 +2,8 @@
 
 Importing the package registers every model class with Keras, so
 ``keras.saving.load_model("model.keras")`` rebuilds tfgen models after ``import tfgen``.
+From other Python code: ``tfgen.load(path).sample(n, seed=...)`` for a trained model and
+``tfgen.build(config, **overrides)`` for a compiled model and its data (see `tfgen.api`).
 """
 
 import os
@@ -23,3 +25,4 @@ elif not cli.started_as_command():
 __version__ = "0.1.0"
 
 from tfgen import models  # noqa: E402,F401  (registers the model classes)
+from tfgen.api import build, load  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""`python -m tfgen.bench [--steps 20] [--out bench.json] [--set key=value ...]`
+"""`tfgen bench [--steps 20] [--out bench.json] [--set key=value ...]`
 
 Prints and writes (JSON) the throughput figures the README's performance table is built
 from, all measured in the same process so ratios are fair, for the two DCGANs users run
@@ -297,7 +297,7 @@ def format_results(r):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tfgen.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tfgen bench", description=__doc__.splitlines()[0])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement (after 2 warm-up steps)")
     parser.add_argument("--out", default="bench.json")

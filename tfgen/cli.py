@@ -1,4 +1,4 @@
-"""What every `python -m tfgen.<command>` shares: logging to stderr, the user-error exit, --verbose.
+"""What every tfgen command shares: logging to stderr, the user-error exit, --verbose.
 
 Errors the user can fix (`TfgenError`) end with one `tfgen: error: ...` line and exit
 status 2, never a traceback; anything else is a bug and keeps its traceback.
@@ -15,10 +15,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 from tfgen.errors import TfgenError
 
 log = logging.getLogger("tfgen")
+
+PROGRESS_SECONDS = 5.0
 
 # absl's pre-InitializeLog INFO and WARNING lines ("I0000 00:00:1795611245.808510    6007
 # port.cc:153] oneDNN custom ...") and the notice that precedes them; ERROR and FATAL lines pass
@@ -51,13 +54,18 @@ def add_verbose_argument(parser):
 
 
 def started_as_command():
-    """Whether this process is a tfgen command: `python -m tfgen.<command>` or `tfgen-<command>`."""
-    if os.path.basename(sys.argv[0]).startswith("tfgen-"):
+    """Whether this process is a tfgen command: `tfgen <command>`, `tfgen-<command>`,
+    `python -m tfgen <command>` or `python -m tfgen.<command>`."""
+    name = os.path.basename(sys.argv[0])
+    if name == "tfgen" or name.startswith("tfgen-"):
         return True
-    # While `python -m tfgen.<command>` imports the tfgen package, Python has set sys.argv[0]
+    # While `python -m tfgen[.<command>]` imports the tfgen package, Python has set sys.argv[0]
     # to "-m"; the module's name is still in sys.orig_argv.
     args = sys.orig_argv
-    return sys.argv[0] == "-m" and "-m" in args[:-1] and args[args.index("-m") + 1].startswith("tfgen.")
+    if sys.argv[0] != "-m" or "-m" not in args[:-1]:
+        return False
+    module = args[args.index("-m") + 1]
+    return module == "tfgen" or module.startswith("tfgen.")
 
 
 def hides_tensorflow_logs():
@@ -121,3 +129,15 @@ def run(command, *args):
     except TfgenError as exc:
         print(f"tfgen: error: {exc}", file=sys.stderr)
         return 2
+
+
+class Progress:
+    """INFO lines for long work, at most one every PROGRESS_SECONDS (the first after that long)."""
+
+    def __init__(self):
+        self.last = time.monotonic()
+
+    def __call__(self, message, *args):
+        if time.monotonic() - self.last >= PROGRESS_SECONDS:
+            log.info(message, *args)
+            self.last = time.monotonic()

@@ -1,6 +1,6 @@
 """Experiment configs: one YAML file -> validated, typed dataclasses.
 
-An experiment is one small YAML file in `configs/` with the sections `model`, `data`,
+An experiment is one small YAML file with the sections `model`, `data`,
 `train`, `export` and `eval`. Any value can be overridden on the command line with
 `--set section.key=value` (the value is parsed as YAML, then converted to the field's type).
 Every problem is reported as a `ConfigError` naming the file (or the `--set` flag), the key,
@@ -11,8 +11,10 @@ class's constructor arguments (see `tfgen.models.registry`), so adding a model n
 change to this file.
 """
 
+import copy
 import dataclasses
 import difflib
+import importlib.resources
 import re
 import types
 import typing
@@ -26,7 +28,10 @@ from tfgen import metrics
 from tfgen.errors import ConfigError
 from tfgen.models import registry
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The shipped configs are package data, so a wheel installed anywhere finds them by bare name.
+# pip installs packages as files, so this is a pathlib.Path: `tfgen sweep` hands it to its
+# training processes as one.
+CONFIG_DIR = importlib.resources.files(__package__) / "configs"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -226,23 +231,49 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def shipped_configs():
+    """The configs tfgen ships: {file name: path}, sorted by name."""
+    return {p.name: p for p in sorted(CONFIG_DIR.iterdir(), key=lambda p: p.name) if p.name.endswith(".yaml")}
+
+
+def config_description(path):
+    """A config's one-line description: the first sentence of its first line, a comment."""
+    first = path.read_text().partition("\n")[0]
+    if not first.startswith("#"):
+        return ""
+    return first_sentence(first.lstrip("#"))
+
+
+def first_sentence(text):
+    """`text` up to its first full stop (without it); "Zhu et al. 2017" ends no sentence."""
+    text = text.strip()
+    end = re.search(r"(?<! al)\.(\s|$)", text)
+    return text[: end.start()] if end else text
+
+
 def resolve_config_path(name):
-    """Find a config: a path as given, else a bare name in ./configs or tfgen's configs/."""
+    """Find a config: a path as given, else a bare name in ./configs, then among the shipped ones."""
     candidates = [Path(name)]
     for folder in (Path.cwd() / "configs", CONFIG_DIR):
         candidates += [folder / name, folder / f"{name}.yaml"]
     for path in candidates:
         if path.is_file():
             return path
-    available = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+    shipped = list(shipped_configs())
+    close = difflib.get_close_matches(Path(name).name if name.endswith(".yaml") else f"{name}.yaml", shipped, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
     raise ConfigError(
-        f"config {name!r} not found (looked for it as a path and in {CONFIG_DIR}); "
-        f"available: {', '.join(available)}"
+        f"config {name!r} not found{hint}; looked for it as a path, in ./configs and in {CONFIG_DIR}; "
+        f"shipped: {', '.join(shipped)} (`tfgen configs` describes them)"
     )
 
 
-def load_config(name, overrides=()):
-    """Load, override and validate a config. `overrides` are "section.key=value" strings."""
+def load_config(name, overrides=(), values=None):
+    """Load, override and validate a config.
+
+    `overrides` are "section.key=value" strings (`--set`), the value read as YAML; `values`
+    are {"section.key": value} with Python values (`tfgen.build`), applied after them.
+    """
     path = resolve_config_path(name)
     try:
         raw = yaml.load(path.read_text(), Loader=_StrictLoader)
@@ -254,29 +285,43 @@ def load_config(name, overrides=()):
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top, got {_kind(raw)}")
+    raw.setdefault("name", Path(path.name).stem)
+    return config_from_dict(raw, path, overrides, values)
+
+
+def config_from_dict(raw, source, overrides=(), values=None):
+    """A validated Config from a mapping in the YAML file's layout (e.g. `Config.to_dict()`);
+    `source` names it in errors. `overrides` and `values` as for `load_config`."""
+    raw = copy.deepcopy(raw)
     origins = {}
     for item in overrides:
-        _apply_override(raw, item, origins)
-    raw.setdefault("name", path.stem)
-    return _build(raw, path, origins)
+        key, value = _parse_override(item)
+        _set(raw, key, value, f"--set {item}", origins)
+    for key, value in (values or {}).items():
+        _set(raw, key, value, f"{key}={value!r}", origins)
+    return _build(raw, source, origins)
 
 
-def _apply_override(raw, item, origins):
+def _parse_override(item):
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.epochs=3")
     try:
-        value = yaml.load(text, Loader=_StrictLoader)
+        return key, yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError:
-        value = text
+        return key, text
+
+
+def _set(raw, key, value, origin, origins):
+    """raw[section][key] = value for a dotted key; `origin` names the override in errors."""
     *parents, leaf = key.split(".")
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+            raise ConfigError(f"{origin}: {part!r} is not a section")
     node[leaf] = value
-    origins[key] = f"--set {item}"
+    origins[key] = origin
 
 
 def _build(raw, path, origins):

@@ -1,4 +1,4 @@
-"""`python -m tfgen.evaluate --run runs/X [--metric fid,kid,is,pr] [--num 10000]`
+"""`tfgen evaluate --run runs/X [--metric fid,kid,is,pr] [--num 10000]`
 
 Scores a trained run against its own training data and prints a table beside the
 real-vs-real floor: the same metrics between two disjoint halves of the real images, the
@@ -198,11 +198,15 @@ def load_run(run):
     if not (run / "model.keras").is_file():
         raise RunError(f"--run: {run} has no model.keras (training not finished, or export.keras is off)")
     cfg = load_config(str(run / "config.yaml"))
+    return cfg, load_keras(run / "model.keras")
+
+
+def load_keras(path):
+    """A tfgen model from its `.keras` archive, under Keras' safe_mode."""
     try:
-        model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+        return keras.saving.load_model(path, safe_mode=True)
     except ValueError as exc:  # safe_mode refuses archives that would run arbitrary code
-        raise RunError(f"{run / 'model.keras'}: refused to load: {' '.join(str(exc).split())[:300]}") from None
-    return cfg, model
+        raise RunError(f"{path}: refused to load: {' '.join(str(exc).split())[:300]}") from None
 
 
 def evaluate_run(run, names, num, extractor_name, seed=0):
@@ -220,7 +224,7 @@ def evaluate_run(run, names, num, extractor_name, seed=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tfgen.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tfgen evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a run directory, e.g. runs/digits_dcgan")
     parser.add_argument("--metric", default="fid,kid,pr", help=f"comma-separated: {', '.join(metrics.METRIC_NAMES)}")
     parser.add_argument("--num", type=int, default=10000, help="generated samples (and real images, at most)")

@@ -1,6 +1,6 @@
 """Exporting a trained model for use without tfgen.
 
-    python -m tfgen.export --run runs/X [--format saved_model|keras] [--out DIR] [--uint8]
+    tfgen export --run runs/X [--format saved_model|keras] [--out DIR] [--uint8]
 
 `export_saved_model` writes a TF SavedModel whose signatures are the model's
 `export_endpoints()` (the first is also `serving_default`), usable from plain TensorFlow,
@@ -209,7 +209,7 @@ def export_run(run, fmt="saved_model", out=None, uint8=False):
 
 def main(argv=None):
     """CLI entry point; returns the exit status (2 for errors the user can fix)."""
-    parser = argparse.ArgumentParser(prog="python -m tfgen.export", description="Re-export a finished run.")
+    parser = argparse.ArgumentParser(prog="tfgen export", description="Re-export a finished run.")
     parser.add_argument("--run", required=True, help="a run directory, e.g. runs/digits_dcgan")
     parser.add_argument("--format", default="saved_model", choices=FORMATS)
     parser.add_argument("--out", help="folder to write (default: <run>/export/<format>)")

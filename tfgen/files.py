@@ -32,14 +32,22 @@ def make_temp_beside(path, directory=False):
 
 
 @contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path`; on success rename it to `path`, else delete it."""
+def atomic_path(path, durable=False):
+    """Yield a temporary path beside `path`; on success rename it to `path`, else delete it.
+
+    `durable`: flush the file and the rename to the disk before returning, for records whose
+    loss after a reported success would break a promise (a kept avatar), not for pictures.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_beside(path)
     try:
         yield tmp
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -49,3 +57,11 @@ def write_text(path, text):
     """Atomically replace `path` with `text`."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

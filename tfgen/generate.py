@@ -1,4 +1,4 @@
-"""`python -m tfgen.generate --run runs/X --num 64 --out grid.png`
+"""`tfgen generate --run runs/X --num 64 --out grid.png`
 
 Pictures from a trained run, or with `--export DIR` from a SavedModel that tfgen wrote (its
 `tfgen.json` says what the signatures take; no tfgen model class is loaded). The latents come
@@ -22,169 +22,25 @@ downsampled to at most 16 px.
 """
 
 import argparse
-import fcntl
 import json
 import math
 import secrets
 import sys
-import time
 from pathlib import Path
 
 import matplotlib
 import numpy as np
-import tensorflow as tf
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tfgen import cli, evaluate, images  # noqa: E402
-from tfgen.data import build_dataset  # noqa: E402
-from tfgen.data.pipeline import to_signed_unit  # noqa: E402
-from tfgen.errors import ConfigError, RunError  # noqa: E402
-from tfgen.export import run_class_names  # noqa: E402
+from tfgen import cli, images, uniqueness  # noqa: E402
+from tfgen.errors import ConfigError  # noqa: E402
 from tfgen.files import atomic_path  # noqa: E402
+from tfgen.sampling import Sampler, labels_for, resolve_label  # noqa: E402
 
 log = cli.log
 
-BATCH = 256
-FEATURES = ("auto", "classifier", "pixels")
-PIXEL_FEATURE_SIZE = 16
-LEDGER_NAME = "issued.npz"
-PROGRESS_SECONDS = 5.0
-
-
-class Progress:
-    """INFO lines for long work, at most one every PROGRESS_SECONDS (the first after that long)."""
-
-    def __init__(self):
-        self.last = time.monotonic()
-
-    def __call__(self, message, *args):
-        if time.monotonic() - self.last >= PROGRESS_SECONDS:
-            log.info(message, *args)
-            self.last = time.monotonic()
-
-
-# -- where the images come from -------------------------------------------------------------
-
-
-class Sampler:
-    """A generator behind one interface, whether a run's Keras model or an exported SavedModel.
-
-    `latent_dim`, `image_shape`, `class_names` (empty for unconditional models), `run` and
-    `cfg` (None for exports), `latents(rng, count, truncation)` and `images(z, labels)`.
-    """
-
-    def __init__(self, fn, latent_dim, image_shape, class_names, description, run=None, cfg=None, keep=None):
-        self._fn = fn
-        self._keep = keep  # the loaded SavedModel: its variables live as long as the sampler
-        self.latent_dim = int(latent_dim)
-        self.image_shape = tuple(image_shape)
-        self.class_names = list(class_names)
-        self.description = description
-        self.run = run
-        self.cfg = cfg
-
-    @property
-    def conditional(self):
-        return bool(self.class_names)
-
-    @classmethod
-    def from_run(cls, run):
-        """The generator of a finished run directory (its model.keras)."""
-        run = Path(run)
-        cfg, model = evaluate.load_run(run)
-        if not model.samples_from_latent:
-            raise RunError(f"--run: {run} holds a {cfg.model.name} model, which translates images instead of "
-                           "sampling them; use python -m tfgen.translate")
-        class_names = run_class_names(run, cfg, model)
-
-        def fn(z, labels):
-            return np.asarray(model.generate(z, labels), np.float32)
-
-        return cls(fn, model.latent_dim, model.image_shape, class_names, str(run), run, cfg)
-
-    @classmethod
-    def from_export(cls, path):
-        """The `generate` (GANs) or `decode` (VAEs) signature of an exported SavedModel folder."""
-        path = Path(path)
-        if not path.is_dir():
-            raise RunError(f"--export: {path} does not exist")
-        if not (path / "tfgen.json").is_file():
-            raise RunError(
-                f"--export: {path} has no tfgen.json; pass a saved_model folder written by "
-                "tfgen.train or tfgen.export"
-            )
-        if not (path / "saved_model.pb").is_file():
-            raise RunError(f"--export: {path} is not a SavedModel (no saved_model.pb); for a .keras export use --run")
-        meta = json.loads((path / "tfgen.json").read_text())
-        loaded = tf.saved_model.load(str(path))
-        name = next((n for n in ("generate", "decode") if n in loaded.signatures), None)
-        if name is None:
-            hint = "; use python -m tfgen.translate --run on its run" if "a_to_b" in loaded.signatures else ""
-            raise RunError(f"--export: {path} has no generate or decode signature ({', '.join(loaded.signatures)}){hint}")
-        signature = loaded.signatures[name]
-        conditional = "label" in signature.structured_input_signature[1]
-        class_names = meta.get("class_names", []) if conditional else []
-        if conditional and not class_names:
-            class_names = [str(i) for i in range(meta["num_classes"])]
-
-        def fn(z, labels):
-            inputs = {"z": tf.constant(z, tf.float32)}
-            if conditional:
-                inputs["label"] = tf.constant(labels, tf.int32)
-            (out,) = signature(**inputs).values()
-            return out.numpy().astype(np.float32)
-
-        return cls(fn, meta["latent_dim"], meta["image_shape"], class_names, str(path), keep=loaded)
-
-    def latents(self, rng, count, truncation=None):
-        """N(0, I) latents [count, latent_dim] from `rng`; with `truncation`, |z| > T entries are redrawn."""
-        z = rng.standard_normal((count, self.latent_dim))
-        if truncation is not None:
-            outside = np.abs(z) > truncation
-            while outside.any():
-                z[outside] = rng.standard_normal(int(outside.sum()))
-                outside = np.abs(z) > truncation
-        return z.astype(np.float32)
-
-    def images(self, z, labels=None):
-        """Float32 images [N, H, W, C] in [-1, 1], generated BATCH at a time (progress for long runs)."""
-        out = []
-        progress = Progress()
-        for start in range(0, len(z), BATCH):
-            batch_labels = None if labels is None else labels[start : start + BATCH]
-            out.append(self._fn(z[start : start + BATCH], batch_labels))
-            progress("generated %d/%d images", min(start + BATCH, len(z)), len(z))
-        return np.concatenate(out) if out else np.zeros((0, *self.image_shape), np.float32)
-
-
-def resolve_label(sampler, label=None, class_name=None):
-    """The class index asked for by --label or --class (None if neither); ConfigError if invalid."""
-    if label is None and class_name is None:
-        return None
-    flag = f"--label {label}" if label is not None else f"--class {class_name}"
-    if not sampler.conditional:
-        raise ConfigError(f"{flag}: {sampler.description} is not a conditional model; it takes no label")
-    if class_name is not None:
-        if class_name not in sampler.class_names:
-            raise ConfigError(f"{flag}: unknown class; valid: {', '.join(sampler.class_names)}")
-        return sampler.class_names.index(class_name)
-    if not 0 <= label < len(sampler.class_names):
-        raise ConfigError(
-            f"{flag}: out of range; the model has {len(sampler.class_names)} classes, "
-            f"labels 0-{len(sampler.class_names) - 1} ({', '.join(sampler.class_names)})"
-        )
-    return label
-
-
-def labels_for(sampler, count, label, start=0):
-    """Labels for draws start..start+count: `label` for all, or cycling through the classes."""
-    if not sampler.conditional:
-        return None
-    if label is not None:
-        return np.full(count, label, np.int32)
-    return (np.arange(start, start + count) % len(sampler.class_names)).astype(np.int32)
 
 
 # -- writing pictures ------------------------------------------------------------------------
@@ -267,245 +123,6 @@ def save_interpolation(pictures, out):
     return [out, gif]
 
 
-# -- distances to the training set and to earlier images -------------------------------------
-
-
-class FeatureSpace:
-    """Where "too close" is measured: `name`, and `features(images)` -> [N, d], distances in [0, 2].
-
-    "classifier": the dataset's feature classifier (the one tfgen.evaluate trains and caches),
-    its 128-d features scaled to unit length, so two images with the same features are at 0
-    whatever their brightness. "pixels": images downsampled to at most 16 px and divided by
-    sqrt(size), so the Euclidean distance is the RMS pixel difference.
-    """
-
-    def __init__(self, name, extractor=None):
-        self.name = name
-        self.extractor = extractor
-
-    def features(self, pictures):
-        pictures = np.asarray(pictures, np.float32)
-        if self.name == "classifier":
-            f = self.extractor.features(pictures).astype(np.float64)
-            return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-        size = min(PIXEL_FEATURE_SIZE, pictures.shape[1])
-        if size != pictures.shape[1]:
-            pictures = tf.image.resize(pictures, (size, size), method="area").numpy()
-        flat = pictures.reshape(len(pictures), -1).astype(np.float64)
-        return flat / math.sqrt(flat.shape[1])
-
-
-def training_data(sampler):
-    """The run's training images (ImageData); ConfigError when the sampler is an export."""
-    if sampler.cfg is None:
-        raise ConfigError("--unique and --memorisation-report compare with the training images; they need --run")
-    return build_dataset(sampler.cfg.data, seed=sampler.cfg.train.seed)
-
-
-def feature_space(name, sampler, data):
-    """The FeatureSpace called `name` ("auto": classifier when the data has labels, else pixels)."""
-    labelled = len(data.class_names) >= 2
-    if name == "auto":
-        name = "classifier" if labelled else "pixels"
-    if name == "pixels":
-        return FeatureSpace("pixels")
-    if not labelled:
-        raise ConfigError(f"--features classifier: {data.description} has no class labels; use --features pixels")
-    cache = sampler.run.parent / ".cache"
-    extractor = evaluate.make_extractor("classifier", data, cache, evaluate.dataset_key(sampler.cfg.data))
-    return FeatureSpace("classifier", extractor)
-
-
-def training_images(data, indices=None):
-    """All training images (or those at `indices`) as float [-1, 1], in the data's fixed order.
-
-    Read from the prepared (cached, unshuffled) images rather than the training batches,
-    which drop the last partial batch: every training image counts as one to keep away from.
-    """
-    wanted = None if indices is None else set(int(i) for i in indices)
-    found = {}
-    batches = []
-    offset = 0
-    for batch, _ in data.prepared.batch(1024):
-        batch = to_signed_unit(batch).numpy()
-        if wanted is None:
-            batches.append(batch)
-        else:
-            for i in wanted & set(range(offset, offset + len(batch))):
-                found[i] = batch[i - offset]
-        offset += len(batch)
-    if wanted is None:
-        return np.concatenate(batches)
-    return np.stack([found[int(i)] for i in indices])
-
-
-def training_features(data, space):
-    """Features [num_examples, d] of every training image."""
-    log.info("computing %s features of the %d training images", space.name, data.num_examples)
-    return space.features(training_images(data))
-
-
-def nearest(queries, reference, exclude=None, chunk=512):
-    """(distances, indices) of each query row's nearest `reference` row (Euclidean).
-
-    `exclude[i]` is a reference row that query i may not match (itself, for leave-one-out).
-    With no reference rows, distances are inf and indices -1.
-    """
-    queries = np.asarray(queries, np.float64)
-    reference = np.asarray(reference, np.float64)
-    if not len(reference):
-        return np.full(len(queries), np.inf), np.full(len(queries), -1)
-    reference_sq = np.sum(reference**2, axis=1)
-    distances, indices = [], []
-    for start in range(0, len(queries), chunk):
-        q = queries[start : start + chunk]
-        d2 = np.sum(q**2, axis=1)[:, None] + reference_sq[None, :] - 2.0 * q @ reference.T
-        rows = np.arange(len(q))
-        if exclude is not None:
-            d2[rows, exclude[start : start + chunk]] = np.inf
-        best = np.argmin(d2, axis=1)
-        indices.append(best)
-        distances.append(np.sqrt(np.maximum(d2[rows, best], 0.0)))
-    return np.concatenate(distances), np.concatenate(indices)
-
-
-# -- unique images ---------------------------------------------------------------------------
-
-
-class Ledger:
-    """Every image `--unique` has issued: features, latents, labels, distances, seeds, times.
-
-    One .npz file, by default `issued.npz` in the run directory. Use it as a context manager:
-    an exclusive lock (fcntl, on `<ledger>.lock`) is held from reading the ledger to writing
-    it, and it is rewritten atomically (temp file + os.replace), so two concurrent callers
-    never both issue look-alikes and a crash never loses or tears it. Entry i's image is
-    `generate(z[i], labels[i])`.
-    """
-
-    COLUMNS = ("features", "z", "labels", "train_distance", "seeds", "issued_at")
-
-    def __init__(self, path, feature_space, feature_dim, latent_dim):
-        self.path = Path(path)
-        self.feature_space = feature_space
-        self.feature_dim = feature_dim
-        self.latent_dim = latent_dim
-        self.entries = None
-
-    def __enter__(self):
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = open(self.path.with_name(self.path.name + ".lock"), "a")
-        except OSError as exc:
-            raise RunError(f"--ledger: cannot write {self.path}: {exc.strerror}") from None
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
-        try:
-            self.entries = self._load()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc_info):
-        fcntl.flock(self._lock, fcntl.LOCK_UN)
-        self._lock.close()
-        return False
-
-    def _load(self):
-        empty = {
-            "features": np.zeros((0, self.feature_dim), np.float32),
-            "z": np.zeros((0, self.latent_dim), np.float32),
-            "labels": np.zeros(0, np.int32),
-            "train_distance": np.zeros(0, np.float32),
-            "seeds": np.zeros(0, np.int64),
-            "issued_at": np.zeros(0, np.float64),
-        }
-        if not self.path.exists():
-            return empty
-        with np.load(self.path, allow_pickle=False) as stored:
-            space = str(stored["feature_space"])
-            entries = {name: stored[name] for name in self.COLUMNS}
-        if space != self.feature_space or entries["features"].shape[1] != self.feature_dim:
-            raise RunError(
-                f"--ledger: {self.path} holds {space} features ({entries['features'].shape[1]}-d); "
-                f"pass --features {space}, or another --ledger"
-            )
-        return entries
-
-    def __len__(self):
-        return len(self.entries["z"])
-
-    @property
-    def features(self):
-        return self.entries["features"]
-
-    def append(self, **columns):
-        """Add rows (one array per column) and rewrite the file; the new entries' ids."""
-        start = len(self)
-        self.entries = {name: np.concatenate([self.entries[name], columns[name]]) for name in self.COLUMNS}
-        try:
-            with atomic_path(self.path) as tmp:
-                np.savez(tmp, feature_space=np.array(self.feature_space), **self.entries)
-        except OSError as exc:
-            raise RunError(f"--ledger: cannot write {self.path}: {exc.strerror}") from None
-        return list(range(start, len(self)))
-
-
-def issue_unique(sampler, space, train_features, ledger, num, min_distance, seed, label=None,
-                 truncation=None, max_draws=None):
-    """Draw until `num` images are each farther than `min_distance` from every training image,
-    every ledger entry and each other; record them in `ledger` (held open by the caller).
-
-    Returns (issued, rejected): lists of dicts with the draw index, the image (issued only),
-    the ledger id, the nearest training image and its distance, and for rejections the reason.
-    RunError, and nothing recorded, if `max_draws` draws do not give `num` images.
-    """
-    max_draws = max_draws or max(1000, 100 * num)
-    rng = np.random.default_rng(seed)
-    issued, rejected, drawn = [], [], 0
-    progress = Progress()
-    while len(issued) < num:
-        if drawn >= max_draws:
-            raise RunError(
-                f"--unique: only {len(issued)} of {num} images are farther than --min-distance "
-                f"{min_distance} from the {len(train_features)} training images and the {len(ledger)} "
-                f"issued before, after {drawn} draws; lower --min-distance or raise --max-draws"
-            )
-        count = min(max(2 * (num - len(issued)), 16), max_draws - drawn)
-        z = sampler.latents(rng, count, truncation)
-        labels = labels_for(sampler, count, label, start=drawn)
-        pictures = sampler.images(z, labels)
-        features = space.features(pictures)
-        train_distance, train_index = nearest(features, train_features)
-        ledger_distance, _ = nearest(features, ledger.features)
-        for k in range(count):
-            this_call = np.reshape([r["features"] for r in issued], (-1, features.shape[1]))
-            issued_distance = min(ledger_distance[k], nearest(features[k : k + 1], this_call)[0][0])
-            record = {"draw": drawn + k, "train_distance": float(train_distance[k]),
-                      "train_index": int(train_index[k]), "issued_distance": float(issued_distance)}
-            if train_distance[k] <= min_distance:
-                rejected.append({**record, "reason": "training"})
-            elif issued_distance <= min_distance:
-                rejected.append({**record, "reason": "issued"})
-            elif len(issued) < num:
-                issued.append({**record, "image": pictures[k], "z": z[k], "features": features[k],
-                               "label": -1 if labels is None else int(labels[k])})
-        drawn += count
-        progress("--unique: %d/%d images after %d draws (%d too close to training images, %d to issued ones)",
-                 len(issued), num, drawn, sum(r["reason"] == "training" for r in rejected),
-                 sum(r["reason"] == "issued" for r in rejected))
-    ids = ledger.append(
-        features=np.stack([r["features"] for r in issued]).astype(np.float32),
-        z=np.stack([r["z"] for r in issued]),
-        labels=np.array([r["label"] for r in issued], np.int32),
-        train_distance=np.array([r["train_distance"] for r in issued], np.float32),
-        seeds=np.full(len(issued), seed, np.int64),
-        issued_at=np.full(len(issued), time.time()),
-    )
-    for record, ledger_id in zip(issued, ids):
-        record["id"] = ledger_id
-    return issued, rejected
-
-
 # -- memorisation report ---------------------------------------------------------------------
 
 
@@ -525,9 +142,9 @@ def memorisation_report(sampler, space, data, train_features, num, seed, out, la
     rng = np.random.default_rng(seed)
     z = sampler.latents(rng, num, truncation)
     pictures = sampler.images(z, labels_for(sampler, num, label))
-    distance, index = nearest(space.features(pictures), train_features)
+    distance, index = uniqueness.nearest(space.features(pictures), train_features)
     queries = np.sort(rng.choice(len(train_features), min(2000, len(train_features)), replace=False))
-    real_distance, _ = nearest(train_features[queries], train_features, exclude=queries)
+    real_distance, _ = uniqueness.nearest(train_features[queries], train_features, exclude=queries)
 
     fig, ax = plt.subplots(figsize=(7, 4))
     bins = np.linspace(0.0, max(distance.max(), real_distance.max()) * 1.05 + 1e-9, 40)
@@ -544,7 +161,7 @@ def memorisation_report(sampler, space, data, train_features, num, seed, out, la
     plt.close(fig)
 
     closest = np.argsort(distance)[:pairs]
-    neighbours = training_images(data, index[closest])
+    neighbours = uniqueness.training_images(data, index[closest])
     per_row = 4
     rows = math.ceil(len(closest) / per_row)
     fig, axes = plt.subplots(rows, 2 * per_row, figsize=(2 * per_row * 1.3, rows * 1.6), squeeze=False)
@@ -588,7 +205,7 @@ def memorisation_report(sampler, space, data, train_features, num, seed, out, la
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m tfgen.generate", description="Generate images from a trained run or an exported model.",
+        prog="tfgen generate", description="Generate images from a trained run or an exported model.",
         epilog="Distances (--min-distance) are in [0, 2]; --memorisation-report shows the training "
                "set's own nearest-neighbour distances to choose one.",
     )
@@ -615,9 +232,9 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=10, help="--interpolate: images along the path (default 10)")
     parser.add_argument("--min-distance", type=float, default=0.1,
                         help="--unique: the smallest distance allowed (default 0.1)")
-    parser.add_argument("--features", choices=FEATURES, default="auto",
+    parser.add_argument("--features", choices=uniqueness.FEATURES, default="auto",
                         help="--unique / report: distance space (auto: classifier if the data has labels)")
-    parser.add_argument("--ledger", help=f"--unique: the ledger file (default: <run>/{LEDGER_NAME})")
+    parser.add_argument("--ledger", help=f"--unique: the ledger file (default: <run>/{uniqueness.LEDGER_NAME})")
     parser.add_argument("--max-draws", type=int, help="--unique: give up after this many draws (default 100 x --num)")
     cli.add_verbose_argument(parser)
     return parser.parse_args(argv)
@@ -687,9 +304,9 @@ def _generate_command(args):
 
 
 def _compare_with_training(args, sampler, label):
-    data = training_data(sampler)
-    space = feature_space(args.features, sampler, data)
-    train_features = training_features(data, space)
+    data = uniqueness.training_data(sampler)
+    space = uniqueness.feature_space(args.features, sampler, data)
+    train_features = uniqueness.training_features(data, space)
     if args.memorisation_report is not None:
         summary = memorisation_report(sampler, space, data, train_features, args.memorisation_report, args.seed,
                                       args.out, label, args.truncation, args.min_distance)
@@ -699,9 +316,9 @@ def _compare_with_training(args, sampler, label):
         print(f"{summary['closer_than_any_training_pair']} of {args.memorisation_report} samples are closer "
               "to a training image than any two training images are to each other")
         return [Path(args.out) / n for n in ("distances.png", "closest_pairs.png", "memorisation.json")]
-    ledger_path = Path(args.ledger) if args.ledger else Path(args.run) / LEDGER_NAME
-    with Ledger(ledger_path, space.name, train_features.shape[1], sampler.latent_dim) as ledger:
-        issued, rejected = issue_unique(sampler, space, train_features, ledger, args.num, args.min_distance,
+    ledger_path = Path(args.ledger) if args.ledger else Path(args.run) / uniqueness.LEDGER_NAME
+    with uniqueness.Ledger(ledger_path, space.name, train_features.shape[1], sampler.latent_dim) as ledger:
+        issued, rejected = uniqueness.issue_unique(sampler, space, train_features, ledger, args.num, args.min_distance,
                                         args.seed, label, args.truncation, args.max_draws)
         # The ledger is written before the pictures: a crash in between leaves an image
         # recorded but never handed out, which is harmless; the reverse could hand it out twice.

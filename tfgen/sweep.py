@@ -1,4 +1,4 @@
-"""`python -m tfgen.sweep --config X.yaml --grid model.latent_dim=32,64 --grid train.learning_rate=1e-4,2e-4`
+"""`tfgen sweep --config X.yaml --grid model.latent_dim=32,64 --grid train.learning_rate=1e-4,2e-4`
 
 Trains every combination of the grid values one after another, scores each with
 `tfgen.evaluate`, and writes `results.md` and `results.html` in `<run_dir>/sweeps/<name>/`:
@@ -212,7 +212,7 @@ img {{ image-rendering: pixelated; }}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tfgen.sweep", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tfgen sweep", description=__doc__.splitlines()[0])
     parser.add_argument("--config", action="append", required=True,
                         help="a config (repeatable: every config runs every combination)")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",

@@ -1,4 +1,4 @@
-"""`python -m tfgen.train --config digits_dcgan.yaml [--set key=value ...] [--resume]`
+"""`tfgen train --config digits_dcgan.yaml [--set key=value ...] [--resume]`
 
 The whole run in one place: config -> data -> strategy -> model -> fit -> export, writing
 everything needed to understand and reproduce it to `runs/<name>/`:
@@ -35,7 +35,7 @@ from tfgen.config import load_config
 from tfgen.data import build_dataset
 from tfgen.errors import ConfigError, RunError
 from tfgen.export import export_saved_model
-from tfgen.files import atomic_path, write_text
+from tfgen.files import write_text
 from tfgen.models import get_model_class
 
 log = logging.getLogger("tfgen")
@@ -43,9 +43,9 @@ log = logging.getLogger("tfgen")
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m tfgen.train", description="Train a tfgen model from a YAML config."
+        prog="tfgen train", description="Train a tfgen model from a YAML config."
     )
-    parser.add_argument("--config", required=True, help="a file in configs/ (bare name) or a path")
+    parser.add_argument("--config", required=True, help="a config: a bare name (./configs/ first, then the shipped ones: tfgen configs) or a path")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.epochs=3 (repeatable)",
@@ -199,6 +199,27 @@ def stop_on_signals(guard):
             signal.signal(sig, handler)
 
 
+def prepare(cfg, strategy):
+    """(model, data, cfg) for `cfg`: its dataset and its model, compiled, under `strategy`.
+
+    `auto` speed settings are resolved first (by measurement, `tfgen.autotune`) and the
+    returned config records what was chosen. Sets Keras' global seed and mixed-precision
+    policy, as a run needs them. Shared by `train` and `tfgen.build`.
+    """
+    model_cls = get_model_class(cfg.model.name)
+    data = build_dataset(cfg.data, seed=cfg.train.seed, require_labels=model_cls.needs_labels, domains=model_cls.domains)
+    if cfg.eval.every_epochs and not model_cls.samples_from_latent:
+        raise ConfigError(f"eval.every_epochs: scoring compares samples drawn from latents with real images; "
+                          f"{cfg.model.name} does not sample from latents: set eval.every_epochs: 0")
+    jit_compile, policy = speed_settings(cfg, data, strategy)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, jit_compile=jit_compile, mixed_precision=policy))
+    keras.utils.set_random_seed(cfg.train.seed)  # after any timing runs, which draw initial weights
+    keras.mixed_precision.set_global_policy(autotune.keras_policy(policy))
+    with strategy.scope():
+        model = build_model(cfg, data.image_shape, len(data.class_names), jit_compile, policy)
+    return model, data, cfg
+
+
 def train(cfg, run_dir, resume=False, deadline=None):
     """Run `fit` for `cfg` in `run_dir`: (model, ImageData, stop).
 
@@ -209,21 +230,14 @@ def train(cfg, run_dir, resume=False, deadline=None):
     lower learning rates, up to `train.max_rollbacks` times.
     """
     strategy = distribute.make_strategy(cfg.train.distribute)
-    model_cls = get_model_class(cfg.model.name)
-    data = build_dataset(cfg.data, seed=cfg.train.seed, require_labels=model_cls.needs_labels, domains=model_cls.domains)
-    if cfg.eval.every_epochs and not model_cls.samples_from_latent:
-        raise ConfigError(f"eval.every_epochs: scoring compares samples drawn from latents with real images; "
-                          f"{cfg.model.name} does not sample from latents: set eval.every_epochs: 0")
-    jit_compile, policy = speed_settings(cfg, data, strategy)
-    if (cfg.train.jit_compile, cfg.train.mixed_precision) != (jit_compile, policy):
+    model, data, resolved = prepare(cfg, strategy)
+    if resolved != cfg:
         # Record what auto chose, so a resume (or a rerun of config.yaml) trains with the
         # same numerics whatever a later measurement on another machine would say.
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, jit_compile=jit_compile, mixed_precision=policy))
+        cfg = resolved
         write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    keras.utils.set_random_seed(cfg.train.seed)  # after any timing runs, which draw initial weights
-    keras.mixed_precision.set_global_policy(autotune.keras_policy(policy))
+    jit_compile, policy = cfg.train.jit_compile, cfg.train.mixed_precision
     with strategy.scope():
-        model = build_model(cfg, data.image_shape, len(data.class_names), jit_compile, policy)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     batches = model.real_batches_per_step
     data.require_steps(batches)
@@ -427,7 +441,7 @@ def _train_in(cfg, run_dir, args):
             "then continue with --resume"
         ) from None
     if stop is not None:
-        log.warning("resume with: python -m tfgen.train --config %s --resume", run_dir / "config.yaml")
+        log.warning("resume with: tfgen train --config %s --resume", run_dir / "config.yaml")
         return 130 if stop.signalled else 0
     log.info("done in %.0f s; samples, curves, checkpoints and exports are in %s", time.time() - start, run_dir)
     return 0

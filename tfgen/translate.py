@@ -1,4 +1,4 @@
-"""`python -m tfgen.translate --run runs/X --direction a2b --input photo.jpg|folder --out DIR`
+"""`tfgen translate --run runs/X --direction a2b --input photo.jpg|folder --out DIR`
 
 Translates a user's own images with a trained two-domain model (CycleGAN). Every input goes
 through the training preprocessing of its domain: decoded with Pillow, EXIF orientation
@@ -28,7 +28,7 @@ BATCH = 16
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tfgen.translate",
+    parser = argparse.ArgumentParser(prog="tfgen translate",
                                      description="Translate your images with a trained two-domain model (CycleGAN).")
     parser.add_argument("--run", required=True, help="a finished run directory, e.g. runs/pokemon_art2sprite_cyclegan")
     parser.add_argument("--direction", default="a2b", help="a2b (domain A to B, the default) or b2a")
@@ -104,7 +104,7 @@ def _translate_command(args):
     cfg, model = load_run(args.run)
     if model.domains != 2:
         raise ConfigError(f"--run: {args.run} holds a {cfg.model.name} model, which does not translate images; "
-                          "use python -m tfgen.generate")
+                          "use tfgen generate")
     domain = cfg.data.domain_a if args.direction == "a2b" else cfg.data.domain_b
     try:
         written, skipped = translate_files(model, args.direction, files, args.out, domain.fit, args.side_by_side)
