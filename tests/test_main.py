@@ -26,8 +26,10 @@ def test_models_lists_options_and_defaults_from_the_constructors(capsys):
     assert "    loss: non_saturating | hinge | least_squares = non_saturating" in lines
     assert "    top_k: bool = false" in lines and "    diffaugment: str = ''" in lines
     assert len(lines) == 1 + len(registry.model_params(registry.get_model_class("dcgan")))
-    # an optional value reads as YAML writes it
+    # an optional value reads as YAML writes it, and so does a per-layer list
     assert command.type_name(float | None) == "float | null"
+    assert command.main(["models", "sdpc"]) == 0
+    assert "    lambdas: list of float = [0.3, 0.3]" in capsys.readouterr().out.splitlines()
 
 
 def test_unknown_model_or_command_is_a_usage_error(capsys):

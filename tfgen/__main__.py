@@ -69,6 +69,8 @@ def type_name(annotation):
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) is typing.Literal:
         return " | ".join(yaml_text(a) for a in args)
+    if typing.get_origin(annotation) is tuple:  # per-layer options, tuple[int, ...]: a YAML list
+        return f"list of {type_name(args[0])}"
     if args:  # Optional[X]
         return " | ".join("null" if a is type(None) else type_name(a) for a in args)
     return annotation.__name__
@@ -76,6 +78,7 @@ def type_name(annotation):
 
 def yaml_text(value):
     """`value` as it is written in a YAML config (`0.0002`, `true`, `null`, `''`)."""
+    value = list(value) if isinstance(value, tuple) else value
     return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n").removesuffix("\n...")
 
 
