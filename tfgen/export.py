@@ -162,6 +162,16 @@ def _is_export(folder):
     return not any(folder.iterdir()) or (folder / "tfgen.json").is_file()
 
 
+def recorded_class_names(model, *metadata_files):
+    """The class names in the first of `metadata_files` (tfgen.json files) that exists, if it
+    has one per class of `model`; else ()."""
+    for path in metadata_files:
+        if path.is_file():
+            names = json.loads(path.read_text()).get("class_names", [])
+            return tuple(names) if len(names) == model.num_classes else ()
+    return ()
+
+
 def run_class_names(run, cfg, model):
     """The class names of a run's data, for conditional models; () for unconditional ones.
 
@@ -170,11 +180,9 @@ def run_class_names(run, cfg, model):
     """
     if not model.needs_labels:
         return ()
-    recorded = Path(run) / "saved_model" / "tfgen.json"
-    if recorded.is_file():
-        names = json.loads(recorded.read_text()).get("class_names", [])
-        if len(names) == model.num_classes:
-            return tuple(names)
+    recorded = recorded_class_names(model, Path(run) / "saved_model" / "tfgen.json")
+    if recorded:
+        return recorded
     from tfgen.data import build_dataset  # noqa: PLC0415  (the data stack is only needed here)
 
     try:

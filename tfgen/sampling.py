@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from tfgen import cli, evaluate, images
 from tfgen.errors import ConfigError, RunError
-from tfgen.export import run_class_names
+from tfgen.export import recorded_class_names, run_class_names
 
 BATCH = 256
 
@@ -66,12 +66,9 @@ class Sampler:
                            "sampling them; load it with keras.saving.load_model, or use tfgen translate")
         class_names = ()
         if model.needs_labels:
-            for meta in (path.parent / "tfgen.json", path.parent / "saved_model" / "tfgen.json"):
-                if meta.is_file():
-                    class_names = json.loads(meta.read_text()).get("class_names", [])
-                    break
-            if len(class_names) != model.num_classes:
-                class_names = [str(i) for i in range(model.num_classes)]
+            class_names = recorded_class_names(model, path.parent / "tfgen.json",
+                                               path.parent / "saved_model" / "tfgen.json")
+            class_names = class_names or [str(i) for i in range(model.num_classes)]
         return cls.from_model(model, class_names, str(path))
 
     @classmethod
