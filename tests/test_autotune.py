@@ -63,9 +63,10 @@ def test_auto_times_every_candidate_once_and_caches(monkeypatch, cache_file, rat
         built.append((jit, policy, keras.mixed_precision.global_policy().name))
         return FakeModel(jit)
 
-    def fake_rate(jit, iterator, give_up_below=0.0):
+    def fake_rate(jit, iterator):
         return rates[autotune.describe(jit, keras.mixed_precision.global_policy().name.replace("float32", "none"))]
 
+    monkeypatch.setattr(autotune, "warm_up", fake_rate)
     monkeypatch.setattr(autotune, "steps_per_second", fake_rate)
     assert autotune.resolve([False, True], "auto", KEY, build, lambda model: None) == expected
     assert [(j, p) for j, p, _ in built] == [(False, "none"), (True, "none"), (False, "mixed_bfloat16"), (True, "mixed_bfloat16")]
@@ -98,7 +99,8 @@ def test_a_failing_candidate_is_dropped_not_fatal(monkeypatch, cache_file, caplo
             raise tf.errors.UnimplementedError(None, None, "XLA cannot compile op Foo")
         return FakeModel(jit)
 
-    monkeypatch.setattr(autotune, "steps_per_second", lambda fn, it, give_up_below=0.0: 1.0)
+    monkeypatch.setattr(autotune, "warm_up", lambda fn, it: 1.0)
+    monkeypatch.setattr(autotune, "steps_per_second", lambda fn, it: 1.0)
     with caplog.at_level("WARNING", logger="tfgen"):
         assert autotune.resolve([False, True], "auto", KEY, build, lambda model: None) == (False, "none")
     assert "XLA on, float32 fails for this model (XLA cannot compile op Foo)" in caplog.text
@@ -106,21 +108,38 @@ def test_a_failing_candidate_is_dropped_not_fatal(monkeypatch, cache_file, caplo
 
 def test_the_run_records_what_auto_chose(monkeypatch, cache_file, toy_config, tmp_path):
     monkeypatch.setattr(autotune, "half_precision_candidate", lambda: ("mixed_bfloat16", "CPU Test"))
-    monkeypatch.setattr(autotune, "steps_per_second", lambda fn, it, give_up_below=0.0: 2.0 if keras.mixed_precision.global_policy().name == "mixed_bfloat16" else 1.0)
+    def rate(fn, it):
+        return 2.0 if keras.mixed_precision.global_policy().name == "mixed_bfloat16" else 1.0
+
+    monkeypatch.setattr(autotune, "warm_up", rate)
+    monkeypatch.setattr(autotune, "steps_per_second", rate)
     assert train.main(["--config", str(toy_config), "--set", "train.mixed_precision=auto", "--set", "train.epochs=1"]) == 0
     recorded = load_config(str(tmp_path / "runs" / "toy" / "config.yaml"))
     assert (recorded.train.jit_compile, recorded.train.mixed_precision) == (False, "mixed_bfloat16")
     keras.mixed_precision.set_global_policy("float32")
 
 
-def test_a_candidate_far_slower_than_the_best_is_dropped_after_its_warm_up():
+def test_candidates_are_timed_in_interleaved_rounds_and_a_hopeless_one_only_warmed_up(monkeypatch):
+    """Round-robin timing, so a machine that drifts in speed cannot favour one candidate;
+    one far slower than the best at warm-up (XLA on a CPU) is not timed further."""
+    warm = {False: 10.0, True: 1.0}
+    timed = []
+    monkeypatch.setattr(autotune, "warm_up", lambda jit, it: warm[jit])
+    monkeypatch.setattr(autotune, "steps_per_second", lambda jit, it: timed.append((jit, it)) or 12.0 + len(timed))
+    candidates = [(False, "none"), (True, "none"), (False, "mixed_bfloat16")]
+    rates = autotune._measure(candidates, lambda jit, policy: FakeModel(jit), lambda model: model.jit, rounds=3)
+    assert [jit for jit, _ in timed] == [False, False] * 3  # float32 and bf16 alternate; XLA is out
+    assert rates == {"XLA off, float32": 17.0, "XLA on, float32": 1.0, "XLA off, mixed_bfloat16": 18.0}
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_warm_up_compiles_then_times_a_warm_step():
     calls = []
 
-    def slow_step(iterator):
-        calls.append(1)
-        time.sleep(0.02)
+    def step(iterator):
+        calls.append(iterator)
+        time.sleep(0.01)
         return {"loss": tf.constant(1.0)}
 
-    rate = autotune.steps_per_second(slow_step, None, steps=8, warmup=3, rounds=2, give_up_below=100.0)
-    assert rate < 100 and len(calls) == 2  # the compiling call and one warm step, not 19
-    assert autotune.steps_per_second(slow_step, None, steps=2, warmup=2, rounds=1) > 0 and len(calls) == 2 + 4
+    assert 10 < autotune.warm_up(step, "it", warmup=3) < 100 and calls == ["it"] * 3
+    assert 10 < autotune.steps_per_second(step, "it", steps=4) < 100 and len(calls) == 7

@@ -47,6 +47,19 @@ def test_generator_follows_dcgan_rules():
     assert strides == [(2, 2)] * 3
 
 
+def test_28_px_has_as_many_stages_as_32_px():
+    """Sizes 7 * 2**n start at 4 px like the rest: G goes 4 -> 7 -> 14 -> 28, D mirrors it."""
+
+    def sizes(network, kind):
+        return [layer.output.shape[1] for layer in network.layers if type(layer) is kind]
+
+    m28, m32 = toy((28, 28, 1)), toy((32, 32, 1))
+    assert sizes(m28.generator, keras.layers.Conv2DTranspose) == [7, 14, 28]
+    assert sizes(m32.generator, keras.layers.Conv2DTranspose) == [8, 16, 32]
+    assert sizes(m28.discriminator, keras.layers.Conv2D) == [14, 7, 4]
+    assert m28.generator.layers[0].output.shape[1:] == m32.generator.layers[0].output.shape[1:]
+
+
 @pytest.mark.parametrize("size", [0, 12, 50, 96 * 3])
 def test_sizes_without_a_plan_are_refused(size):
     with pytest.raises(ValueError, match=f"image_size {size}"):
@@ -188,25 +201,34 @@ def test_least_squares_loss_trains():
     assert np.isfinite(float(logs["d_loss"])) and np.isfinite(float(logs["g_loss"]))
 
 
-@pytest.mark.parametrize("d_norm", ["none", "layer", "spectral"])
+@pytest.mark.parametrize("d_norm", ["none", "layer", "spectral", "batch"])
 def test_one_d_pass_on_real_and_fake_equals_two(d_norm):
-    # Without BatchNorm, D on concat(real, fake) is exact, so train_step takes one pass.
+    # D on concat(real, fake) is exact, BatchNorm included: each half keeps its own statistics.
     model = toy((16, 16, 1), d_norm=d_norm)
-    real, fake = real_batch(model, seed=0), real_batch(model, seed=1)
-    state = model.discriminator.get_weights()  # spectral norm's power iteration moves u per call
+    real, fake = real_batch(model, seed=0), real_batch(model, seed=1) * 0.1
+    state = model.discriminator.get_weights()  # spectral norm's u, BatchNorm's moving statistics
     real_logits, fake_logits = model.discriminate_pair(real, fake, None)
+    after_pair = model.discriminator.get_weights()
     for images, logits in ((real, real_logits), (fake, fake_logits)):
         model.discriminator.set_weights(state)
         np.testing.assert_allclose(logits, model.discriminator(images, training=True), atol=1e-5)
+    if d_norm == "batch":  # moving statistics as after two calls, and the halves kept apart
+        model.discriminator.set_weights(state)
+        model.discriminator(real, training=True), model.discriminator(fake, training=True)
+        for a, b in zip(after_pair, model.discriminator.get_weights()):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+        mixed = model.discriminator(tf.concat([real, fake], 0), training=True)[8:]
+        assert not np.allclose(fake_logits, mixed, atol=1e-4)
 
 
-def test_batch_norm_d_judges_real_and_fake_batches_separately():
+def test_d_runs_once_per_update_on_real_and_fake_together():
     model = toy((16, 16, 1), d_norm="batch")
-    real, fake = real_batch(model, seed=0), real_batch(model, seed=1) * 0.1
-    real_logits, fake_logits = model.discriminate_pair(real, fake, None)
-    np.testing.assert_allclose(fake_logits, model.discriminator(fake, training=True), atol=1e-5)
-    mixed = model.discriminator(tf.concat([real, fake], 0), training=True)[8:]
-    assert not np.allclose(fake_logits, mixed, atol=1e-4)
+    seen = []
+    first_conv = model.discriminator.layers[0]
+    original = first_conv.call
+    first_conv.call = lambda x, *a, **k: seen.append(x.shape[0]) or original(x, *a, **k)
+    model.discriminator_step(real_batch(model))
+    assert seen == [16]  # 8 real + 8 fake in one pass
 
 
 def test_train_step_moves_both_networks_and_the_ema():

@@ -7,6 +7,9 @@ of a model, shape and batch on a device times a few training steps of every cand
 and caches the images/s in `~/.cache/tfgen/autotune.json`, keyed by everything the speed
 depends on; later runs read the verdict for free. A setting other than the plain one (XLA
 off, float32) must be at least MIN_SPEEDUP faster to be chosen, so timing noise never flips it.
+The candidates are timed in interleaved rounds (best of each), not one after the other: a
+shared 2-core machine drifts by 15% within a minute, which sequential timings would credit to
+whichever candidate ran in the fast minute.
 
 Half precision is only a candidate where the device computes it natively: bfloat16 on a CPU
 with AVX512_BF16 or AMX, bfloat16 on GPUs from compute capability 8.0, float16 on 7.x. Other
@@ -70,28 +73,24 @@ def read_cache(path):
         return {}
 
 
-def steps_per_second(train_function, iterator, steps=8, warmup=3, rounds=2, give_up_below=0.0):
-    """Best of `rounds` timings of `steps` calls of a Keras train function (after warm-up).
-
-    The first call compiles. A candidate whose warm steps run below `give_up_below` steps/s
-    (a fraction of the best candidate so far) cannot win: its rate is returned at once
-    instead of after a full timing (XLA on a CPU can be 25x slower, minutes per timing).
-    """
+def warm_up(train_function, iterator, warmup=3):
+    """Steps/second of the last of `warmup` calls of a Keras train function (the first compiles)."""
     train_function(iterator)
+    rate = 0.0
     for _ in range(warmup - 1):
         start = time.perf_counter()
         float(next(iter(train_function(iterator).values())))
         rate = 1.0 / (time.perf_counter() - start)
-        if rate < give_up_below:
-            return rate
-    best = 0.0
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(steps):
-            logs = train_function(iterator)
-        float(next(iter(logs.values())))  # wait for the last step
-        best = max(best, steps / (time.perf_counter() - start))
-    return best
+    return rate
+
+
+def steps_per_second(train_function, iterator, steps=8):
+    """Steps/second over `steps` warm calls of a Keras train function."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        logs = train_function(iterator)
+    float(next(iter(logs.values())))  # wait for the last step
+    return steps / (time.perf_counter() - start)
 
 
 def keras_policy(setting):
@@ -129,26 +128,7 @@ def resolve(jit_options, precision_setting, key, build, stream):
     if rates is None:
         log.info("auto settings: timing %s on %s (once; cached in %s)",
                  " / ".join(describe(*c) for c in candidates), device, path)
-        rates = {}
-        try:
-            for jit, policy in candidates:
-                keras.mixed_precision.set_global_policy(keras_policy(policy))
-                try:
-                    model = build(jit, policy)
-                    model.make_train_function()
-                    fastest = max(rates.values(), default=0.0)
-                    rates[describe(jit, policy)] = steps_per_second(
-                        model.train_function, stream(model), give_up_below=fastest / 2)
-                    log.info("auto settings: %s: %.3g steps/s", describe(jit, policy), rates[describe(jit, policy)])
-                except (tf.errors.OpError, ValueError, TypeError) as exc:
-                    if (jit, policy) == candidates[0]:
-                        raise  # the plain setting itself fails: that is the run's error to report
-                    # an op XLA or half precision cannot handle: that candidate is out
-                    log.warning("auto settings: %s fails for this model (%s)", describe(jit, policy),
-                                str(exc).splitlines()[0][:200])
-                    rates[describe(jit, policy)] = 0.0
-        finally:
-            keras.mixed_precision.set_global_policy("float32")
+        rates = _measure(candidates, build, stream)
         try:  # re-read first: another run may have added its measurements meanwhile
             write_text(path, json.dumps({**read_cache(path), entry: rates}, indent=1))
         except OSError as exc:  # a read-only home only costs the measurement next time
@@ -159,3 +139,40 @@ def resolve(jit_options, precision_setting, key, build, stream):
     log.info("auto settings: %s (steps/s measured on %s: %s)", describe(*chosen), device,
              ", ".join(f"{name} {rate:.3g}" for name, rate in rates.items()))
     return chosen
+
+
+def _measure(candidates, build, stream, rounds=3):
+    """{setting name: steps/s} for `candidates`: each built and warmed up under its own
+    policy, then timed in `rounds` interleaved rounds, keeping each one's best.
+
+    A candidate whose warm step runs below half the best warm rate cannot win and is not
+    timed further (XLA on a CPU can be 25x slower, minutes per timing). One that fails to
+    build or compile is out (0 steps/s), unless it is the plain setting: then the model
+    itself is broken and that error is the run's to report.
+    """
+    runners, warm, rates = {}, {}, {}
+    try:
+        for jit, policy in candidates:
+            name = describe(jit, policy)
+            keras.mixed_precision.set_global_policy(keras_policy(policy))
+            try:
+                model = build(jit, policy)
+                model.make_train_function()
+                runners[name] = (policy, model.train_function, stream(model))
+                warm[name] = warm_up(*runners[name][1:])
+            except (tf.errors.OpError, ValueError, TypeError) as exc:
+                if (jit, policy) == candidates[0]:
+                    raise
+                log.warning("auto settings: %s fails for this model (%s)", name, str(exc).splitlines()[0][:200])
+                warm[name] = 0.0
+                runners.pop(name, None)
+        fastest = max(warm.values())
+        rates = {name: rate for name, rate in warm.items() if rate < fastest / 2}  # no chance: left out
+        runners = {name: runner for name, runner in runners.items() if name not in rates}
+        for _ in range(rounds):
+            for name, (policy, train_function, iterator) in runners.items():
+                keras.mixed_precision.set_global_policy(keras_policy(policy))
+                rates[name] = max(rates.get(name, 0.0), steps_per_second(train_function, iterator))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return {name: rates[name] for name in warm}  # in the candidates' order

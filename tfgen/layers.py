@@ -7,6 +7,9 @@ BatchNorm is `synchronized`, so under `tf.distribute` the statistics are those o
 batch and a run behaves the same on one device or eight.
 """
 
+import contextlib
+import contextvars
+
 import keras
 from keras import layers
 
@@ -16,9 +19,46 @@ def dcgan_init():
     return keras.initializers.RandomNormal(0.0, 0.02)
 
 
+_BATCH_PARTS = contextvars.ContextVar("tfgen_batch_parts", default=1)
+
+
+@contextlib.contextmanager
+def batch_parts(parts):
+    """Inside this block, tfgen's `BatchNormalization` layers normalise each of `parts` equal slices
+    of their batch with that slice's own statistics (read when a model's call is traced)."""
+    token = _BATCH_PARTS.set(parts)
+    try:
+        yield
+    finally:
+        _BATCH_PARTS.reset(token)
+
+
+@keras.saving.register_keras_serializable(package="tfgen")
+class BatchNormalization(layers.BatchNormalization):
+    """Keras' BatchNormalization, except that in training inside `batch_parts(n)` it
+    normalises each of n equal slices of the batch as n separate calls would: with that
+    slice's statistics, updating the moving statistics once per slice, in order.
+
+    Named like Keras' class so its layers get the same automatic names, and runs saved
+    before it existed still load. Why it exists: D must never mix real and fake statistics, which used to cost two D passes per
+    update. With this, D runs once on real and fake concatenated, so each convolution sees
+    one batch twice as large (about 10% faster for the whole 28 px step on a 2-core CPU),
+    and every BatchNorm stays exact.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        parts = _BATCH_PARTS.get()
+        if parts == 1 or not training:
+            return super().call(inputs, training=training, mask=mask)
+        outputs = []
+        for part in keras.ops.split(inputs, parts):
+            outputs.append(super().call(part, training=training))
+        return keras.ops.concatenate(outputs, axis=0)
+
+
 def batch_norm():
     """BatchNorm as the DCGAN reference code sets it up (gamma ~ N(1, 0.02))."""
-    return layers.BatchNormalization(
+    return BatchNormalization(
         momentum=0.9,
         epsilon=1e-5,
         gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02),
@@ -46,24 +86,31 @@ def resolution_plan(image_size):
 def build_generator(latent_dim, image_shape, width, name="generator"):
     """z [B, latent_dim] -> images [B, H, W, C] in [-1, 1].
 
-    A dense projection to base x base x (width * 2**(n-1)) channels, then n stride-2
-    transposed convolutions halving the channels each time; the last one emits the image.
+    A dense projection to 4 x 4 x (width * 2**(stages - 1)) channels, then n stride-2 transposed
+    convolutions halving the channels each time; the last one emits the image. For sizes
+    7 * 2**n the stack starts at 4 x 4 too, with one more stage: a 4 x 4 'valid' transposed
+    convolution from 4 to 7 px. Started at 7 x 7 instead, a 28 px G had only two
+    convolutions and 64 channels at width 32, and its digits scored an FID twice as far
+    from the floor as the 32 px G's three stages (`mnist5k_dcgan`, equal epochs).
     """
     size, _, channels = image_shape
     base, n = resolution_plan(size)
-    filters = width * 2 ** (n - 1)
+    stages = [("same", 2)] * n
+    if base == 7:
+        stages.insert(0, ("valid", 1))
+    filters = width * 2 ** (len(stages) - 1)
     stack = [
         keras.Input((latent_dim,)),
-        layers.Dense(base * base * filters, use_bias=False, kernel_initializer=dcgan_init()),
+        layers.Dense(4 * 4 * filters, use_bias=False, kernel_initializer=dcgan_init()),
         batch_norm(),
         layers.ReLU(),
-        layers.Reshape((base, base, filters)),
+        layers.Reshape((4, 4, filters)),
     ]
-    for _ in range(n - 1):
+    for padding, stride in stages[:-1]:
         filters //= 2
         stack += [
             layers.Conv2DTranspose(
-                filters, 4, 2, "same", use_bias=False, kernel_initializer=dcgan_init()
+                filters, 4, stride, padding, use_bias=False, kernel_initializer=dcgan_init()
             ),
             batch_norm(),
             layers.ReLU(),
@@ -91,15 +138,17 @@ def _sn(layer, norm):
 def discriminator_body(image_shape, width, dropout=0.0, norm="batch"):
     """The layers of D from the image to its flattened features.
 
-    n stride-2 convolutions doubling the channels, LeakyReLU(0.2), optional dropout. `norm`:
+    G's stages mirrored: n stride-2 convolutions doubling the channels (and from 7 to 4 px
+    with a 'valid' one for sizes 7 * 2**n), LeakyReLU(0.2), optional dropout. `norm`:
     "batch" (DCGAN; none on the first layer, as in the paper), "layer" (the WGAN-GP critic,
     where batch statistics would break the per-example gradient penalty), "spectral" (SNGAN:
     every weight layer spectrally normalised, no other normalisation) or "none".
     """
-    _, n = resolution_plan(image_shape[0])
+    base, n = resolution_plan(image_shape[0])
+    stages = [("same", 2)] * n + ([("valid", 1)] if base == 7 else [])  # G's stages, mirrored
     body = []
-    for i in range(n):
-        body.append(_sn(layers.Conv2D(width * 2**i, 4, 2, "same", kernel_initializer=dcgan_init()), norm))
+    for i, (padding, stride) in enumerate(stages):
+        body.append(_sn(layers.Conv2D(width * 2**i, 4, stride, padding, kernel_initializer=dcgan_init()), norm))
         if i > 0 and norm == "batch":
             body.append(batch_norm())
         elif i > 0 and norm == "layer":

@@ -159,16 +159,15 @@ class DCGAN(GenerativeModel):
         return 0.0, {}
 
     def discriminate_pair(self, real, fake, labels):
-        """D's logits on the real and the fake batch.
+        """D's logits on the real and the fake batch, from one D pass over both concatenated.
 
-        One D pass over both batches concatenated when D has no BatchNorm: exact then (every
-        other normalisation is per example), and one large convolution is faster than two
-        small ones. With BatchNorm, two passes, so real and fake statistics never mix.
+        Exact: BatchNorm layers (`tfgen.layers.BatchNormalization`) normalise each half with its own
+        statistics inside `batch_parts(2)`, so real and fake statistics never mix, and every
+        other normalisation is per example. One large convolution is faster than two small.
         """
-        if self.d_norm == "batch":
-            return self.discriminate(real, labels), self.discriminate(fake, labels)
         both_labels = None if labels is None else tf.concat([labels, labels], 0)
-        return tf.split(self.discriminate(tf.concat([real, fake], 0), both_labels), 2)
+        with layers.batch_parts(2):
+            return tf.split(self.discriminate(tf.concat([real, fake], 0), both_labels), 2)
 
     def discriminator_step(self, real, labels=None, fake=None):
         """One D update on a real batch and as many fakes (fresh from G unless `fake` is given).
