@@ -13,9 +13,12 @@ TOY = ["data.image_size=8", "data.batch_size=16", "data.limit=64", "model.latent
 def test_train_example_sampling_and_flops_measurements():
     cfg = load_config("digits_dcgan.yaml", TOY)
     data = build_dataset(cfg.data)
-    rate, model = bench.train_throughput(cfg, data, steps=2)
-    assert rate > 0
-    assert bench.example_throughput(model, data, steps=2) > 0
+    train_step, images, model = bench.train_runner(cfg, data)
+    before = model.generator.get_weights()[0].copy()
+    rates = bench.interleaved_rates({"tfgen": (train_step, images), "example": bench.example_runner(model, data)},
+                                    steps=2, rounds=2)
+    assert images == 16 and rates["tfgen"] > 0 and rates["example"] > 0
+    assert not np.allclose(model.generator.get_weights()[0], before)  # the timed step really trains
     assert bench.sampling_throughput(model, steps=2, batch=8) > 0
     # a DCGAN step is at least the generator's and discriminator's forward passes
     assert bench.flops_per_image(model, data) > 1000
@@ -24,7 +27,7 @@ def test_train_example_sampling_and_flops_measurements():
 def test_keras_example_loop_trains_copies_of_the_same_networks():
     cfg = load_config("digits_dcgan.yaml", TOY)
     data = build_dataset(cfg.data)
-    _, model = bench.train_throughput(cfg, data, steps=1)
+    _, _, model = bench.train_runner(cfg, data)
     g, d = model.generator.get_weights(), model.discriminator.get_weights()
     example = bench.KerasExampleGAN(*(bench.keras.models.clone_model(n) for n in (model.generator, model.discriminator)),
                                     model.latent_dim)
@@ -41,21 +44,27 @@ def test_input_pipeline_and_peak(tmp_path):
     bench.write_jpeg_folder(tmp_path, 256)
     cold, warm, cfg, data = bench.input_pipeline(tmp_path, steps=2)
     assert cold > 0 and warm > 0 and data.image_shape == (64, 64, 3)
-    peak, source = bench.machine_peak("float32")
+    peak, source, matmul = bench.machine_peak("float32")
     assert peak > 0 and "float32" in source and "matmul" in source
-    peak16, source16 = bench.machine_peak("mixed_bfloat16")
+    assert matmul().shape == (2048, 2048)
+    peak16, source16, _ = bench.machine_peak("mixed_bfloat16")
     assert peak16 > 0 and "bfloat16" in source16
 
 
-def test_format_results_lists_every_figure():
-    case = {"config": "c.yaml", "overrides": ["a=b"], "train": [{"setting": "default (XLA off, none)", "images_per_s": 10.0}],
-            "example_images_per_s": 5.0, "ratio_to_example": 2.0, "example_same_precision_images_per_s": 8.0,
-            "ratio_same_precision": 1.25, "flops_per_train_image": 1e6,
-            "peak_flops": {"value": 1e9, "source": "s"}, "fraction_of_peak": 0.01}
-    results = {"device": "cpu", "tensorflow": "x", "steps": 1, "cases": {"mnist 28 px DCGAN": case},
-               "sampling_images_per_s": 100.0,
-               "input_pipeline": {"shape": "s", "cold_images_per_s": 1.0, "warm_images_per_s": 2.0,
-                                  "train_images_per_s": 0.5, "cold_ratio_to_train": 4.0}}
-    text = bench.format_results(results)
-    for figure in ("2.00x", "1.25x", "1e+06", "1.0%", "4.0x", "100", "Keras example loop", "mnist 28 px DCGAN"):
-        assert figure in text
+def test_rates_are_timed_in_interleaved_rounds_keeping_each_best(monkeypatch):
+    """A runner that speeds up after round 1 gets its best round; nobody is timed back to back."""
+    clock, calls = {"t": 0.0}, []
+    seconds_per_call = {"a": [None, None, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5],  # 2 warm-up calls first
+                        "b": [None, None] + [0.25] * 9}
+
+    def runner(label):
+        def run_step():
+            cost = seconds_per_call[label][sum(c == label for c in calls)]
+            calls.append(label)
+            clock["t"] += cost or 0.0
+        return run_step
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["t"])
+    rates = bench.interleaved_rates({"a": (runner("a"), 4), "b": (runner("b"), 2)}, steps=3, rounds=3)
+    assert calls == ["a", "a", "b", "b"] + (["a"] * 3 + ["b"] * 3) * 3  # warm-up, then a, b, a, b, a, b
+    assert rates == {"a": 3 * 4 / 1.5, "b": 3 * 2 / 0.75}  # each one's best round

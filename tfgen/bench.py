@@ -1,4 +1,4 @@
-"""`tfgen bench [--steps 20] [--out bench.json] [--set key=value ...]`
+"""`tfgen bench [--steps 10] [--rounds 3] [--out bench.json] [--set key=value ...]`
 
 Prints and writes (JSON) the throughput figures the README's performance table is built
 from, all measured in the same process so ratios are fair, for the two DCGANs users run
@@ -57,13 +57,30 @@ def _timed_steps(run_step, steps, warmup=2):
     return time.perf_counter() - start
 
 
-def train_throughput(cfg, data, steps):
-    """(images/second, model) of tfgen's train step (Keras' compiled train function) for `cfg`,
-    with `auto` settings resolved as `tfgen.train` resolves them."""
+def interleaved_rates(runners, steps, rounds):
+    """{label: best units/second} for `runners` ({label: (run_step, units per call)}).
+
+    Every runner is warmed up (compiled) first, then all are timed for `steps` calls each in
+    `rounds` interleaved rounds, keeping each one's best round: this machine's speed drifts by
+    up to 2x within minutes, and timed one after another, a runner would be credited with the
+    drift (one sequential run measured the same setting at 680 and 524 images/s).
+    """
+    for run_step, _ in runners.values():
+        _timed_steps(run_step, 0)
+    best = dict.fromkeys(runners, 0.0)
+    for _ in range(rounds):
+        for label, (run_step, units) in runners.items():
+            best[label] = max(best[label], steps * units / _timed_steps(run_step, steps, warmup=0))
+    return best
+
+
+def train_runner(cfg, data):
+    """(run_step, images per call, model): tfgen's train step (Keras' compiled train function)
+    for `cfg`, with `auto` settings resolved as `tfgen.train` resolves them."""
     strategy = distribute.make_strategy(cfg.train.distribute)
     jit, policy = speed_settings(cfg, data, strategy)
     keras.mixed_precision.set_global_policy(autotune.keras_policy(policy))
-    try:
+    try:  # layers keep the policy they were built under; the global one is only for building
         with strategy.scope():
             model = build_model(cfg, data.image_shape, len(data.class_names), jit, policy)
         iterator = iter(strategy.experimental_distribute_dataset(data.stream(0, model.real_batches_per_step)))
@@ -74,8 +91,7 @@ def train_throughput(cfg, data, steps):
             logs = train_function(iterator)
             float(logs["d_loss"] if "d_loss" in logs else logs["loss"])  # wait for the step
 
-        seconds = _timed_steps(run_step, steps)
-        return steps * cfg.data.batch_size * model.real_batches_per_step / seconds, model
+        return run_step, cfg.data.batch_size * model.real_batches_per_step, model
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -131,8 +147,9 @@ class KerasExampleGAN(keras.Model):
         return {"d_loss": self.d_loss_tracker.result(), "g_loss": self.g_loss_tracker.result()}
 
 
-def example_throughput(model, data, steps):
-    """Images/second of the Keras example's loop on copies of `model`'s G and D (same data)."""
+def example_runner(model, data):
+    """(run_step, images per call) of the Keras example's loop on copies of `model`'s G and D
+    (same data); the copies keep the networks' dtype policies."""
     example = KerasExampleGAN(
         keras.models.clone_model(model.generator), keras.models.clone_model(model.discriminator), model.latent_dim
     )
@@ -140,7 +157,7 @@ def example_throughput(model, data, steps):
     iterator = iter(data.stream(0))
     example.make_train_function()
     train_function = example.train_function
-    return steps * data.batch_size / _timed_steps(lambda: float(train_function(iterator)["d_loss"]), steps)
+    return (lambda: float(train_function(iterator)["d_loss"])), data.batch_size
 
 
 def flops_per_image(model, data):
@@ -157,19 +174,25 @@ def flops_per_image(model, data):
 
 
 def machine_peak(precision):
-    """(peak FLOP/s, how it was obtained) for this machine's first GPU, or a measured CPU matmul."""
+    """(peak FLOP/s or None, how it was obtained, run_step or None): a datasheet figure for
+    this machine's first GPU; on a CPU, a 2048x2048 matmul at `precision`, whose run_step
+    (2 * 2048**3 FLOPs per call) `bench_case` times beside the training steps."""
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "")
         for key, peaks in GPU_PEAKS.items():
             if key in name:
-                return peaks[precision] * 1e12, f"{name} datasheet"
-        return None, f"{name} (no datasheet figure)"
+                return peaks[precision] * 1e12, f"{name} datasheet", None
+        return None, f"{name} (no datasheet figure)", None
     dtype = tf.bfloat16 if precision == "mixed_bfloat16" else tf.float32
     a = tf.cast(tf.random.normal([2048, 2048]), dtype)
     matmul = tf.function(lambda: tf.linalg.matmul(a, a))
-    seconds = _timed_steps(lambda: matmul().numpy(), 10)
-    return 10 * 2 * 2048**3 / seconds, f"measured {dtype.name} 2048x2048 matmul"
+    run_step = lambda: matmul().numpy()  # noqa: E731
+    seconds = _timed_steps(run_step, 10)
+    return 10 * MATMUL_FLOPS / seconds, f"measured {dtype.name} 2048x2048 matmul", run_step
+
+
+MATMUL_FLOPS = 2 * 2048**3
 
 
 def write_jpeg_folder(folder, num_images):
@@ -214,6 +237,9 @@ CASES = {
 }
 
 
+EXAMPLE, EXAMPLE_SAME, PEAK = "Keras example loop", "Keras example loop, default precision", "matmul peak"
+
+
 def bench_case(name, args, folder):
     """One CASES entry: tfgen's step per option, the Keras example's loop, FLOPs and peak share."""
     config, overrides = CASES[name]
@@ -229,25 +255,34 @@ def bench_case(name, args, folder):
         (f"XLA {'on' if x else 'off'}, {p}", [f"train.jit_compile={str(x).lower()}", f"train.mixed_precision={p}"])
         for x in (False, True) for p in ("none", half)
     ]
-    models = {}
+    runners, models = {}, {}
     for label, settings in variants:
-        cfg = load_config(config, [*overrides, *settings])
-        rate, models[label] = train_throughput(cfg, data, args.steps)
-        case["train"].append({"setting": label, "images_per_s": rate})
-        log.info("%s, %s: %.0f images/s", name, label, rate)
-    default_model = models[variants[0][0]]
-    default_rate = case["train"][0]["images_per_s"]
+        run_step, images, models[label] = train_runner(load_config(config, [*overrides, *settings]), data)
+        runners[label] = (run_step, images)
+    default_label = variants[0][0]
+    default_model = models[default_label]
     # The example as users copy it runs float32 (Keras' default policy); clone_model keeps a
     # network's dtype policy, so the float32 networks are cloned for it. The same loop at the
     # default's precision separates the step's own gain from the precision's.
-    example = example_throughput(models["XLA off, none"], data, args.steps)
-    same = example if policy == "none" else example_throughput(default_model, data, args.steps)
+    runners[EXAMPLE] = example_runner(models["XLA off, none"], data)
+    if policy != "none":
+        runners[EXAMPLE_SAME] = example_runner(default_model, data)
+    peak, source, matmul = machine_peak(autotune.keras_policy(policy))
+    if matmul:  # a measured peak drifts with the machine like the steps: time it among them
+        runners[PEAK] = (matmul, MATMUL_FLOPS)
+    log.info("%s: timing %d settings in %d interleaved rounds of %d steps", name, len(runners), args.rounds, args.steps)
+    rates = interleaved_rates(runners, args.steps, args.rounds)
+    for label, _ in variants:
+        case["train"].append({"setting": label, "images_per_s": rates[label]})
+        log.info("%s, %s: %.0f images/s", name, label, rates[label])
+    default_rate, example = rates[default_label], rates[EXAMPLE]
+    same = rates.get(EXAMPLE_SAME, example)
     case.update(example_images_per_s=example, ratio_to_example=default_rate / example,
                 example_same_precision_images_per_s=same, ratio_same_precision=default_rate / same)
     log.info("%s, Keras example loop: %.0f images/s (float32), %.0f (%s); tfgen default is %.2fx / %.2fx",
              name, example, same, policy, default_rate / example, default_rate / same)
     flops = flops_per_image(default_model, data)
-    peak, source = machine_peak(autotune.keras_policy(policy))
+    peak = rates.get(PEAK, peak)
     case.update(flops_per_train_image=flops, peak_flops={"value": peak, "source": source})
     if peak:
         case["fraction_of_peak"] = flops * default_rate / peak
@@ -258,7 +293,7 @@ def bench(args):
     """All measurements as a dict (also printed as a table)."""
     gpus = tf.config.list_logical_devices("GPU")
     results = {"device": gpus[0].name if gpus else "cpu", "tensorflow": tf.__version__, "steps": args.steps,
-               "cases": {}}
+               "rounds": args.rounds, "cases": {}}
     with tempfile.TemporaryDirectory() as folder:
         write_jpeg_folder(folder, 1024)
         for name in CASES:
@@ -274,7 +309,8 @@ def bench(args):
 
 
 def format_results(r):
-    lines = [f"device: {r['device']}  (TensorFlow {r['tensorflow']}, {r['steps']} timed steps)"]
+    lines = [f"device: {r['device']}  (TensorFlow {r['tensorflow']}, best of {r['rounds']} interleaved rounds "
+             f"of {r['steps']} steps)"]
     for name, case in r["cases"].items():
         lines += ["", f"{name} ({case['config']} {' '.join(case['overrides'])})", "  training                        images/s"]
         for t in case["train"]:
@@ -299,7 +335,8 @@ def format_results(r):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="tfgen bench", description=__doc__.splitlines()[0])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement (after 2 warm-up steps)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per setting and round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (each setting keeps its best)")
     parser.add_argument("--out", default="bench.json")
     cli.add_verbose_argument(parser)
     return cli.run(_bench_command, parser.parse_args(argv))
