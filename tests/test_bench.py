@@ -51,20 +51,30 @@ def test_input_pipeline_and_peak(tmp_path):
     assert peak16 > 0 and "bfloat16" in source16
 
 
-def test_rates_are_timed_in_interleaved_rounds_keeping_each_best(monkeypatch):
-    """A runner that speeds up after round 1 gets its best round; nobody is timed back to back."""
+def fake_runners(monkeypatch, seconds_per_call):
+    """Runners whose i-th call takes seconds_per_call[label][i] on a fake clock; (runner, calls)."""
     clock, calls = {"t": 0.0}, []
-    seconds_per_call = {"a": [None, None, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5],  # 2 warm-up calls first
-                        "b": [None, None] + [0.25] * 9}
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["t"])
 
     def runner(label):
         def run_step():
-            cost = seconds_per_call[label][sum(c == label for c in calls)]
+            clock["t"] += seconds_per_call[label][sum(c == label for c in calls)]
             calls.append(label)
-            clock["t"] += cost or 0.0
         return run_step
+    return runner, calls
 
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["t"])
-    rates = bench.interleaved_rates({"a": (runner("a"), 4), "b": (runner("b"), 2)}, steps=3, rounds=3)
-    assert calls == ["a", "a", "b", "b"] + (["a"] * 3 + ["b"] * 3) * 3  # warm-up, then a, b, a, b, a, b
+
+def test_rates_are_timed_in_interleaved_rounds_keeping_each_best(monkeypatch):
+    """A runner that speeds up after round 1 gets its best round; nobody is timed back to back."""
+    # each: 2 warm-up calls, 1 calibration call, then 3 rounds of 3
+    runner, calls = fake_runners(monkeypatch, {"a": [0, 0, 1.0] + [1.0] * 3 + [0.5] * 6, "b": [0, 0, 0.25] + [0.25] * 9})
+    rates = bench.interleaved_rates({"a": (runner("a"), 4), "b": (runner("b"), 2)}, steps=3, rounds=3, min_seconds=0)
+    assert calls == ["a"] * 3 + ["b"] * 3 + (["a"] * 3 + ["b"] * 3) * 3
     assert rates == {"a": 3 * 4 / 1.5, "b": 3 * 2 / 0.75}  # each one's best round
+
+
+def test_a_round_lasts_at_least_min_seconds(monkeypatch):
+    runner, calls = fake_runners(monkeypatch, {"a": [0.25] * 20})
+    rates = bench.interleaved_rates({"a": (runner("a"), 1)}, steps=2, rounds=2, min_seconds=1.0)
+    assert len(calls) == 3 + 2 * 4  # 0.25 s calls: 4 per round instead of 2
+    assert rates == {"a": 4.0}

@@ -21,6 +21,7 @@ Speed targets live here, never in timed tests.
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -57,20 +58,24 @@ def _timed_steps(run_step, steps, warmup=2):
     return time.perf_counter() - start
 
 
-def interleaved_rates(runners, steps, rounds):
+def interleaved_rates(runners, steps, rounds, min_seconds=2.0):
     """{label: best units/second} for `runners` ({label: (run_step, units per call)}).
 
-    Every runner is warmed up (compiled) first, then all are timed for `steps` calls each in
-    `rounds` interleaved rounds, keeping each one's best round: this machine's speed drifts by
-    up to 2x within minutes, and timed one after another, a runner would be credited with the
-    drift (one sequential run measured the same setting at 680 and 524 images/s).
+    Every runner is warmed up (compiled) first, then all are timed in `rounds` interleaved
+    rounds, keeping each one's best round: this machine's speed drifts by up to 2x within
+    minutes, and timed one after another, a runner would be credited with the drift (one
+    sequential run measured the same setting at 680 and 524 images/s). A round times at least
+    `steps` calls and at least `min_seconds`, as a 28 px step is short enough for a scheduler
+    hiccup to dominate 10 calls.
     """
-    for run_step, _ in runners.values():
+    calls = {}
+    for label, (run_step, _) in runners.items():
         _timed_steps(run_step, 0)
+        calls[label] = max(steps, math.ceil(min_seconds / max(_timed_steps(run_step, 1, warmup=0), 1e-9)))
     best = dict.fromkeys(runners, 0.0)
     for _ in range(rounds):
         for label, (run_step, units) in runners.items():
-            best[label] = max(best[label], steps * units / _timed_steps(run_step, steps, warmup=0))
+            best[label] = max(best[label], calls[label] * units / _timed_steps(run_step, calls[label], warmup=0))
     return best
 
 
