@@ -78,3 +78,18 @@ def test_a_round_lasts_at_least_min_seconds(monkeypatch):
     rates = bench.interleaved_rates({"a": (runner("a"), 1)}, steps=2, rounds=2, min_seconds=1.0)
     assert len(calls) == 3 + 2 * 4  # 0.25 s calls: 4 per round instead of 2
     assert rates == {"a": 4.0}
+
+
+def test_format_results_lists_every_figure():
+    case = {"config": "c.yaml", "overrides": ["a=b"], "train": [{"setting": "default (XLA off, none)", "images_per_s": 10.0}],
+            "example_images_per_s": 5.0, "ratio_to_example": 2.0, "example_same_precision_images_per_s": 8.0,
+            "ratio_same_precision": 1.25, "flops_per_train_image": 1e6,
+            "peak_flops": {"value": 1e9, "source": "s"}, "fraction_of_peak": 0.01}
+    results = {"device": "cpu", "tensorflow": "x", "steps": 1, "rounds": 3, "cases": {"mnist 28 px DCGAN": case},
+               "sampling_images_per_s": 100.0,
+               "input_pipeline": {"shape": "s", "cold_images_per_s": 1.0, "warm_images_per_s": 2.0,
+                                  "train_images_per_s": 0.5, "cold_ratio_to_train": 4.0}}
+    text = bench.format_results(results)
+    for figure in ("2.00x", "1.25x", "1e+06", "1.0%", "4.0x", "100", "Keras example loop", "mnist 28 px DCGAN",
+                   "best of 3 interleaved rounds"):
+        assert figure in text

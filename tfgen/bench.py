@@ -275,7 +275,8 @@ def bench_case(name, args, folder):
     peak, source, matmul = machine_peak(autotune.keras_policy(policy))
     if matmul:  # a measured peak drifts with the machine like the steps: time it among them
         runners[PEAK] = (matmul, MATMUL_FLOPS)
-    log.info("%s: timing %d settings in %d interleaved rounds of %d steps", name, len(runners), args.rounds, args.steps)
+    log.info("%s: timing %d settings in %d interleaved rounds of at least %d steps and 2 s",
+             name, len(runners), args.rounds, args.steps)
     rates = interleaved_rates(runners, args.steps, args.rounds)
     for label, _ in variants:
         case["train"].append({"setting": label, "images_per_s": rates[label]})
@@ -315,7 +316,7 @@ def bench(args):
 
 def format_results(r):
     lines = [f"device: {r['device']}  (TensorFlow {r['tensorflow']}, best of {r['rounds']} interleaved rounds "
-             f"of {r['steps']} steps)"]
+             f"of at least {r['steps']} steps and 2 s)"]
     for name, case in r["cases"].items():
         lines += ["", f"{name} ({case['config']} {' '.join(case['overrides'])})", "  training                        images/s"]
         for t in case["train"]:
@@ -340,7 +341,7 @@ def format_results(r):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="tfgen bench", description=__doc__.splitlines()[0])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per setting and round")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per setting and round, at least (a round also lasts at least 2 s)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (each setting keeps its best)")
     parser.add_argument("--out", default="bench.json")
     cli.add_verbose_argument(parser)
