@@ -51,7 +51,7 @@ def test_28_px_has_as_many_stages_as_32_px():
     """Sizes 7 * 2**n start at 4 px like the rest: G goes 4 -> 7 -> 14 -> 28, D mirrors it."""
 
     def sizes(network, kind):
-        return [layer.output.shape[1] for layer in network.layers if type(layer) is kind]
+        return [layer.output.shape[1] for layer in network.layers if isinstance(layer, kind)]
 
     m28, m32 = toy((28, 28, 1)), toy((32, 32, 1))
     assert sizes(m28.generator, keras.layers.Conv2DTranspose) == [7, 14, 28]

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from tfgen import autotune, cli, distribute
+from tfgen import autotune, cli, distribute, fastconv
 from tfgen.config import load_config
 from tfgen.data import build_dataset
 from tfgen.export import export_saved_model
@@ -152,11 +152,24 @@ class KerasExampleGAN(keras.Model):
         return {"d_loss": self.d_loss_tracker.result(), "g_loss": self.g_loss_tracker.result()}
 
 
+def stock_layer(layer):
+    """A fresh copy of `layer` as users' Keras code has it: tfgen's convolutions (`fastconv`)
+    become Keras' own, so the example runs the gradients Keras ships."""
+    cls = type(layer)
+    return STOCK.get(cls, cls).from_config(layer.get_config())
+
+
+STOCK = {fastconv.Conv2D: keras.layers.Conv2D, fastconv.Conv2DTranspose: keras.layers.Conv2DTranspose}
+
+
 def example_runner(model, data):
     """(run_step, images per call) of the Keras example's loop on copies of `model`'s G and D
-    (same data); the copies keep the networks' dtype policies."""
+    (same data) made of stock Keras layers (`stock_layer`); the copies keep the networks'
+    dtype policies."""
     example = KerasExampleGAN(
-        keras.models.clone_model(model.generator), keras.models.clone_model(model.discriminator), model.latent_dim
+        keras.models.clone_model(model.generator, clone_function=stock_layer),
+        keras.models.clone_model(model.discriminator, clone_function=stock_layer),
+        model.latent_dim,
     )
     example.compile(keras.optimizers.Adam(2e-4, 0.5), keras.optimizers.Adam(2e-4, 0.5))
     iterator = iter(data.stream(0))

@@ -4,7 +4,8 @@ Radford et al. 2016 ("DCGAN") rules, used by every convolutional GAN here: strid
 convolutions instead of pooling, BatchNorm in G (all but the output) and in D (all but the
 input), ReLU + tanh in G, LeakyReLU(0.2) in D, weights drawn from N(0, 0.02).
 BatchNorm is `synchronized`, so under `tf.distribute` the statistics are those of the global
-batch and a run behaves the same on one device or eight.
+batch and a run behaves the same on one device or eight. The convolutions are
+`tfgen.fastconv`'s: Keras' layers with a faster kernel gradient on CPUs.
 """
 
 import contextlib
@@ -12,6 +13,8 @@ import contextvars
 
 import keras
 from keras import layers
+
+from tfgen import fastconv
 
 
 def dcgan_init():
@@ -110,14 +113,14 @@ def build_generator(latent_dim, image_shape, width, name="generator"):
     for padding, stride in stages[:-1]:
         filters //= 2
         stack += [
-            layers.Conv2DTranspose(
+            fastconv.Conv2DTranspose(
                 filters, 4, stride, padding, use_bias=False, kernel_initializer=dcgan_init()
             ),
             batch_norm(),
             layers.ReLU(),
         ]
     stack += [
-        layers.Conv2DTranspose(channels, 4, 2, "same", kernel_initializer=dcgan_init()),
+        fastconv.Conv2DTranspose(channels, 4, 2, "same", kernel_initializer=dcgan_init()),
         # float32 output keeps tanh and the losses exact under mixed precision.
         layers.Activation("tanh", dtype="float32"),
     ]
@@ -149,7 +152,7 @@ def discriminator_body(image_shape, width, dropout=0.0, norm="batch"):
     stages = [("same", 2)] * n + ([("valid", 1)] if base == 7 else [])  # G's stages, mirrored
     body = []
     for i, (padding, stride) in enumerate(stages):
-        body.append(_sn(layers.Conv2D(width * 2**i, 4, stride, padding, kernel_initializer=dcgan_init()), norm))
+        body.append(_sn(fastconv.Conv2D(width * 2**i, 4, stride, padding, kernel_initializer=dcgan_init()), norm))
         if i > 0 and norm == "batch":
             body.append(batch_norm())
         elif i > 0 and norm == "layer":
