@@ -1,19 +1,20 @@
-"""Convolutions whose kernel gradient is one matrix product, for the DCGAN stacks on CPUs.
+"""Convolutions whose kernel gradient is a few matrix products, for the DCGAN stacks on CPUs.
 
 Why: profiled with ONEDNN_VERBOSE on the 64 px DCGAN in bfloat16 (Xeon with AMX),
 TensorFlow's kernel gradient (Conv2DBackpropFilter, oneDNN's brgconv_bwd_w) ran 2.4-7x
 slower than the forward convolution of the same FLOPs and took over half of the training
 step. The kernel gradient of a k x k convolution with stride s (k a multiple of s) is
-patches(x)^T @ dy, and the patches come from a space_to_depth of the padded input and
-(k / s)^2 shifted slices of it: memory moves, no gather. The product runs at the machine's
-matmul rate: 21 ms instead of 106 ms for D's 8x8x256 -> 512 layer on a batch of 128.
+patches(x)^T @ dy; after a space_to_depth of the padded input it is (k / s)^2 products of
+row ranges of two matrices (`kernel_gradient`), so no patches are ever built. The products
+run at the machine's matmul rate: 30 ms instead of 178 ms for D's 8x8x256 -> 512 layer on
+a batch of 128.
 
 `Conv2D` and `Conv2DTranspose` are Keras' layers with that gradient (the forward pass and
 the input gradient are unchanged), so weights, configs and checkpoints are those of the
 Keras layers. They take it only where it is measured to pay: on CPUs (`use_matmul_grad`;
 on a GPU, cuDNN's kernel gradient is kept, unmeasured) and for the layer shapes where it
-won (`takes_matmul_grad`). The result is the same gradient up to the
-order of float summation.
+won (`takes_matmul_grad`). The result is the same gradient up to the order of float
+summation.
 """
 
 import keras
@@ -36,11 +37,13 @@ def _padding(size_in, size_out, kernel, stride, padding):
 def kernel_gradient(x, dy, kernel, stride, padding):
     """d loss / d W [k, k, C, O] for y = conv2d(x, W, stride, padding), given dy = d loss / d y.
 
-    With x padded and folded by space_to_depth into X [B, P, Q, s * s * C] (P = out_h + n - 1,
-    n = k / s), y[p, q] = sum over (i, j) < n of X[p + i, q + j] @ W_ij, so
-    dW_ij = sum over positions of X^T dy shifted by (i, j). The n * n shifted copies of dy go
-    side by side into one matrix and all dW_ij come out of one product, X^T @ [dy_00 dy_01 ..]:
-    X itself is not copied n * n times, and dy is the smaller tensor in the DCGAN stacks.
+    With x padded and folded by space_to_depth into X [B, P, Q, s * s * C] (n = k / s,
+    P = out_h + n - 1), y[p, q] = sum over i, j < n of X[p + i, q + j] @ W_ij, so dW_ij is
+    the sum over positions of X[p + i, q + j]^T dy[p, q]. With dy zero-padded to P x Q and
+    both flattened to rows (batch, p, q), that pairing is X's rows shifted by i * Q + j: a
+    contiguous range, so each dW_ij is one product of row slices and nothing is copied n * n
+    times. Shifted rows never pair across images: where dy is not padding, p + i < P and
+    q + j < Q.
     """
     channels, filters = x.shape[-1], dy.shape[-1]
     n = kernel // stride
@@ -48,22 +51,23 @@ def kernel_gradient(x, dy, kernel, stride, padding):
     x = tf.pad(x, [[0, 0], *pads, [0, 0]])
     if stride > 1:
         x = tf.nn.space_to_depth(x, stride)
-    shifted = tf.concat(
-        [tf.pad(dy, [[0, 0], [i, n - 1 - i], [j, n - 1 - j], [0, 0]]) for i in range(n) for j in range(n)], axis=-1
-    )
-    grad = tf.linalg.matmul(
-        tf.reshape(x, [-1, stride * stride * channels]), tf.reshape(shifted, [-1, n * n * filters]), transpose_a=True
-    )
-    grad = tf.transpose(tf.reshape(grad, [stride, stride, channels, n, n, filters]), [3, 0, 4, 1, 2, 5])
-    return tf.reshape(grad, [kernel, kernel, channels, filters])
+    width = x.shape[2]
+    x = tf.reshape(x, [-1, stride * stride * channels])
+    dy = tf.reshape(tf.pad(dy, [[0, 0], [0, n - 1], [0, n - 1], [0, 0]]), [-1, filters])
+    rows = tf.shape(x)[0] - (n - 1) * (width + 1)
+    blocks = [
+        tf.linalg.matmul(x[i * width + j : i * width + j + rows], dy[:rows], transpose_a=True)
+        for i in range(n) for j in range(n)
+    ]
+    grad = tf.reshape(tf.stack(blocks), [n, n, stride, stride, channels, filters])
+    return tf.reshape(tf.transpose(grad, [0, 2, 1, 3, 4, 5]), [kernel, kernel, channels, filters])
 
 
-# Where the product beats TensorFlow's kernel gradient: measured per layer shape in bfloat16
-# on the Xeon (AMX) behind the README's performance table, batches of 64 and 128. The
-# product won up to 16 x 16 inputs with 32 channels or more (1.1x at 14 x 14 x 32, 1.4-2x at
-# 16 x 16, 3-4x at 8 x 8 x 256), tied at 32 x 32 x 64 and lost on the 1- and 3-channel
-# image layers (0.3-0.5x), where the shifted copies cost more than the product saves.
-MAX_POSITIONS, MIN_CHANNELS = 16 * 16, 32
+# Where the products beat TensorFlow's kernel gradient: measured per layer shape in bfloat16
+# on the Xeon (AMX) behind the README's performance table, batches of 64 and 128. They won
+# 6x at 8 x 8 x 256, 2-2.4x at 16 x 16 x 128 and 1.1x at 32 x 32 x 64, tied at 7 x 7 x 64
+# and 14 x 14 x 32, and lost (0.4x) on the 3-channel image layer, too thin for a product.
+MAX_POSITIONS, MIN_CHANNELS = 32 * 32, 64
 
 
 def takes_matmul_grad(layer, x_shape):
