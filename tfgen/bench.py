@@ -152,14 +152,15 @@ class KerasExampleGAN(keras.Model):
         return {"d_loss": self.d_loss_tracker.result(), "g_loss": self.g_loss_tracker.result()}
 
 
+# tfgen's layers -> the stock Keras layers users' code has.
+STOCK = {fastconv.Conv2D: keras.layers.Conv2D, fastconv.Conv2DTranspose: keras.layers.Conv2DTranspose}
+
+
 def stock_layer(layer):
     """A fresh copy of `layer` as users' Keras code has it: tfgen's convolutions (`fastconv`)
     become Keras' own, so the example runs the gradients Keras ships."""
     cls = type(layer)
     return STOCK.get(cls, cls).from_config(layer.get_config())
-
-
-STOCK = {fastconv.Conv2D: keras.layers.Conv2D, fastconv.Conv2DTranspose: keras.layers.Conv2DTranspose}
 
 
 def example_runner(model, data):

@@ -131,7 +131,7 @@ def conv2d_transpose(x, kernel, stride, padding, out_hw):
 
 @keras.saving.register_keras_serializable(package="tfgen")
 class Conv2D(layers.Conv2D):
-    """Keras' Conv2D with the matmul kernel gradient where `use_matmul_grad` (module doc)."""
+    """Keras' Conv2D with the matmul kernel gradient where `takes_matmul_grad` (module doc)."""
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -146,7 +146,7 @@ class Conv2D(layers.Conv2D):
 
 @keras.saving.register_keras_serializable(package="tfgen")
 class Conv2DTranspose(layers.Conv2DTranspose):
-    """Keras' Conv2DTranspose with the matmul kernel gradient where `use_matmul_grad`."""
+    """Keras' Conv2DTranspose with the matmul kernel gradient where `takes_matmul_grad`."""
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -163,5 +163,3 @@ class Conv2DTranspose(layers.Conv2DTranspose):
         if self.use_bias:
             outputs = outputs + tf.cast(self.bias, outputs.dtype)
         return self.activation(outputs) if self.activation is not None else outputs
-
-
