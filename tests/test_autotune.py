@@ -7,14 +7,14 @@ import keras
 import pytest
 import tensorflow as tf
 
-from tfgen import autotune, distribute, train
+from tfgen import autotune, distribute, fastconv, train
 from tfgen.config import load_config
 from tfgen.data import build_dataset
 
 KEY = {"model": {"name": "dcgan"}, "image_shape": [8, 8, 1], "batch_size": 8}
 
 
-def never_built(jit, policy):
+def never_built(jit, policy, grad):
     raise AssertionError("no timing run expected")
 
 
@@ -26,14 +26,14 @@ def cache_file(tmp_path, monkeypatch):
 
 def test_explicit_settings_pass_through_without_timing(cache_file):
     for policy in ("none", "mixed_float16", "mixed_bfloat16"):
-        assert autotune.resolve([True], policy, KEY, never_built, None) == (True, policy)
+        assert autotune.resolve([True], policy, KEY, never_built, None) == (True, policy, "native")
     assert not cache_file.exists()
 
 
 def test_cpu_without_native_bf16_stays_float32(monkeypatch, cache_file, caplog):
     monkeypatch.setattr(autotune, "half_precision_candidate", lambda: (None, "CPU Old"))
     with caplog.at_level("INFO", logger="tfgen"):
-        assert autotune.resolve([False], "auto", KEY, never_built, None) == (False, "none")
+        assert autotune.resolve([False], "auto", KEY, never_built, None) == (False, "none", "native")
     assert "float32 (CPU Old has no native half-precision arithmetic)" in caplog.text
 
 
@@ -49,17 +49,17 @@ class FakeModel:
 
 @pytest.mark.parametrize("rates, expected", [
     ({"XLA off, float32": 1.0, "XLA on, float32": 0.5, "XLA off, mixed_bfloat16": 2.0, "XLA on, mixed_bfloat16": 1.0},
-     (False, "mixed_bfloat16")),
+     (False, "mixed_bfloat16", "native")),
     ({"XLA off, float32": 1.0, "XLA on, float32": 1.5, "XLA off, mixed_bfloat16": 0.8, "XLA on, mixed_bfloat16": 1.2},
-     (True, "none")),
+     (True, "none", "native")),
     ({"XLA off, float32": 1.0, "XLA on, float32": 1.02, "XLA off, mixed_bfloat16": 1.03, "XLA on, mixed_bfloat16": 0.5},
-     (False, "none")),  # within MIN_SPEEDUP: timing noise never moves off the plain setting
+     (False, "none", "native")),  # within MIN_SPEEDUP: timing noise never moves off the plain setting
 ])
 def test_auto_times_every_candidate_once_and_caches(monkeypatch, cache_file, rates, expected):
     monkeypatch.setattr(autotune, "half_precision_candidate", lambda: ("mixed_bfloat16", "CPU New"))
     built = []
 
-    def build(jit, policy):
+    def build(jit, policy, grad):
         built.append((jit, policy, keras.mixed_precision.global_policy().name))
         return FakeModel(jit)
 
@@ -85,8 +85,9 @@ def test_real_timing_builds_and_steps_the_model(monkeypatch, cache_file, toy_con
     monkeypatch.setattr(autotune, "half_precision_candidate", lambda: (None, "CPU Test"))
     cfg = load_config(str(toy_config), ["train.jit_compile=auto"])
     data = build_dataset(cfg.data)
-    jit, policy = train.speed_settings(cfg, data, distribute.make_strategy("none"))
+    jit, policy, grad = train.speed_settings(cfg, data, distribute.make_strategy("none"))
     assert policy == "none" and jit in (False, True)
+    assert grad == "native"  # the toy's layers are too thin for the matmul kernel gradient: not timed
     (cached,) = json.loads(cache_file.read_text()).values()
     assert set(cached) == {"XLA off, float32", "XLA on, float32"} and min(cached.values()) > 0
 
@@ -94,7 +95,7 @@ def test_real_timing_builds_and_steps_the_model(monkeypatch, cache_file, toy_con
 def test_a_failing_candidate_is_dropped_not_fatal(monkeypatch, cache_file, caplog):
     monkeypatch.setattr(autotune, "half_precision_candidate", lambda: (None, "CPU Test"))
 
-    def build(jit, policy):
+    def build(jit, policy, grad):
         if jit:
             raise tf.errors.UnimplementedError(None, None, "XLA cannot compile op Foo")
         return FakeModel(jit)
@@ -102,7 +103,7 @@ def test_a_failing_candidate_is_dropped_not_fatal(monkeypatch, cache_file, caplo
     monkeypatch.setattr(autotune, "warm_up", lambda fn, it: 1.0)
     monkeypatch.setattr(autotune, "steps_per_second", lambda fn, it: 1.0)
     with caplog.at_level("WARNING", logger="tfgen"):
-        assert autotune.resolve([False, True], "auto", KEY, build, lambda model: None) == (False, "none")
+        assert autotune.resolve([False, True], "auto", KEY, build, lambda model: None) == (False, "none", "native")
     assert "XLA on, float32 fails for this model (XLA cannot compile op Foo)" in caplog.text
 
 
@@ -119,6 +120,33 @@ def test_the_run_records_what_auto_chose(monkeypatch, cache_file, toy_config, tm
     keras.mixed_precision.set_global_policy("float32")
 
 
+def test_matmul_kernel_gradients_are_timed_where_layers_can_take_them_and_recorded(monkeypatch, cache_file, toy_config, tmp_path):
+    """conv_kernel_grad auto: a model with layers that can take tfgen.fastconv's products is
+    timed both ways; the faster is built, and written to the run's config.yaml for resumes."""
+    monkeypatch.setattr(autotune, "half_precision_candidate", lambda: (None, "CPU Test"))
+    monkeypatch.setattr(fastconv, "MIN_CHANNELS", 1)  # the toy's thin layers qualify
+    built = []
+    real_build = train.build_model
+
+    def build_model(cfg, *args, **kwargs):
+        model = real_build(cfg, *args, **kwargs)
+        built.append((cfg.train.conv_kernel_grad, len(fastconv.layers_taking_it(model))))
+        return model
+
+    monkeypatch.setattr(train, "build_model", build_model)
+    monkeypatch.setattr(autotune, "warm_up", lambda fn, it: 1.0)
+    rates = iter([1.0, 2.0] * 3)  # interleaved rounds: native, then the products, twice as fast
+    monkeypatch.setattr(autotune, "steps_per_second", lambda fn, it: next(rates))
+    assert train.main(["--config", str(toy_config), "--set", "train.epochs=1"]) == 0
+    recorded = load_config(str(tmp_path / "runs" / "toy" / "config.yaml"))
+    assert recorded.train.conv_kernel_grad == "matmul"
+    (cached,) = json.loads(cache_file.read_text()).values()
+    assert list(cached) == ["XLA off, float32", "XLA off, float32, matmul conv grads"]
+    assert built[-1][0] == "matmul" and built[-1][1] > 0  # the run's model has them
+    assert [grad for grad, _ in built[:-1]] == ["matmul", "native", "matmul"]  # probe, then the two timed
+    assert all(n == 0 for grad, n in built if grad == "native")
+
+
 def test_candidates_are_timed_in_interleaved_rounds_and_a_hopeless_one_only_warmed_up(monkeypatch):
     """Round-robin timing, so a machine that drifts in speed cannot favour one candidate;
     one far slower than the best at warm-up (XLA on a CPU) is not timed further."""
@@ -126,8 +154,8 @@ def test_candidates_are_timed_in_interleaved_rounds_and_a_hopeless_one_only_warm
     timed = []
     monkeypatch.setattr(autotune, "warm_up", lambda jit, it: warm[jit])
     monkeypatch.setattr(autotune, "steps_per_second", lambda jit, it: timed.append((jit, it)) or 12.0 + len(timed))
-    candidates = [(False, "none"), (True, "none"), (False, "mixed_bfloat16")]
-    rates = autotune._measure(candidates, lambda jit, policy: FakeModel(jit), lambda model: model.jit, rounds=3)
+    candidates = [(False, "none", "native"), (True, "none", "native"), (False, "mixed_bfloat16", "native")]
+    rates = autotune._measure(candidates, lambda jit, policy, grad: FakeModel(jit), lambda model: model.jit, rounds=3)
     assert [jit for jit, _ in timed] == [False, False] * 3  # float32 and bf16 alternate; XLA is out
     assert rates == {"XLA off, float32": 17.0, "XLA on, float32": 1.0, "XLA off, mixed_bfloat16": 18.0}
     assert keras.mixed_precision.global_policy().name == "float32"

@@ -1,6 +1,7 @@
 """The benchmark's pieces run and measure something; its figures are not asserted (no timed tests)."""
 
 import numpy as np
+import tensorflow as tf
 
 from tfgen import bench
 from tfgen.config import load_config
@@ -44,6 +45,21 @@ def test_keras_example_loop_trains_copies_of_the_same_networks():
     after = example.generator.get_weights() + example.discriminator.get_weights()
     assert all(not np.allclose(a, b) for a, b in zip(after, before) if a.ndim > 1)  # every kernel moved
     np.testing.assert_array_equal(model.generator.get_weights()[0], g[0])  # tfgen's own G untouched
+
+
+def test_convolutions_are_counted_once_per_output_position_tap_and_channel():
+    """A 7 -> 4 px stride-2 layer: its two gradients run the forward's products (TensorFlow's
+    profiler registry counts them by the 7 px side, 3x too many)."""
+    @tf.function
+    def step(x, w):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            loss = tf.reduce_sum(tf.square(tf.nn.conv2d(x, w, 2, "SAME")))
+        return tape.gradient(loss, [x, w])
+
+    graph = step.get_concrete_function(tf.TensorSpec([2, 7, 7, 3]), tf.TensorSpec([4, 4, 3, 5])).graph
+    flops = {op.type: bench.conv_flops(op) for op in graph.get_operations() if op.type in bench.CONV_OPS}
+    assert flops == dict.fromkeys(bench.CONV_OPS, 2 * (2 * 4 * 4 * 5) * (4 * 4 * 3))
 
 
 def test_input_pipeline_and_peak(tmp_path):

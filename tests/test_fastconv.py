@@ -16,6 +16,8 @@ def every_shape_takes_the_product(monkeypatch):
     """The equivalence tests run the product on every shape, not only where it is fast."""
     monkeypatch.setattr(fastconv, "MAX_POSITIONS", 10**6)
     monkeypatch.setattr(fastconv, "MIN_CHANNELS", 1)
+    with fastconv.matmul_grad(True):
+        yield
 
 
 def twin_layers(fast_cls, keras_cls, input_shape, stride, padding, kernel=4):
@@ -65,13 +67,17 @@ def test_second_order_gradients_match(fast_cls, keras_cls):
     np.testing.assert_allclose(results[0], results[1], rtol=1e-4, atol=1e-5)
 
 
-def test_bfloat16_gradient_close_to_keras():
+def test_bfloat16_gradient_as_close_to_float32_as_keras_own():
+    """In bfloat16 both gradients are several percent off (CPUs without native bfloat16 round
+    differently from AMX): the products must be no farther from the float32 gradient."""
     x = tf.random.stateless_normal((4, 16, 16, 8), seed=(3, 4))
     fast, ref = twin_layers(fastconv.Conv2D, keras.layers.Conv2D, x.shape, 2, "same")
+    exact = gradients(ref, x)[2]
     fast.dtype_policy = ref.dtype_policy = keras.DTypePolicy("mixed_bfloat16")
     (y, _, a, _), (_, _, b, _) = gradients(fast, x), gradients(ref, x)
     assert y.dtype == tf.bfloat16
-    assert float(tf.reduce_max(tf.abs(a - b))) < 0.02 * float(tf.reduce_max(tf.abs(b)))
+    error_fast, error_keras = (float(tf.reduce_max(tf.abs(g - exact))) for g in (a, b))
+    assert error_fast < 1.5 * error_keras + 1e-3 * float(tf.reduce_max(tf.abs(exact)))
 
 
 @pytest.mark.parametrize("kernel, stride", [(3, 2), (4, 3)])
@@ -96,6 +102,17 @@ def test_product_only_on_the_shapes_where_it_was_measured_faster(monkeypatch, cl
     layer = cls(3 if cls is fastconv.Conv2DTranspose and input_shape[1] == 32 else 256, 4, 2, "same")
     layer.build(input_shape)
     assert layer.matmul_grad == expected
+
+
+def test_only_layers_built_inside_matmul_grad_take_it():
+    with fastconv.matmul_grad(False):
+        outside = fastconv.Conv2D(4, 4, 2, "same")
+        outside.build((1, 8, 8, 1))
+    inside = fastconv.Conv2D(4, 4, 2, "same")
+    inside.build((1, 8, 8, 1))
+    assert not outside.matmul_grad and inside.matmul_grad
+    model = keras.Sequential([keras.Input((8, 8, 1)), inside, keras.layers.Flatten()])
+    assert fastconv.layers_taking_it(model) == [inside.name]
 
 
 def test_gpu_machines_keep_cudnn(monkeypatch):

@@ -28,7 +28,9 @@ def test_cli_writes_every_artefact(toy_config, tmp_path):
     run = tmp_path / "runs" / "toy"
     # the resolved config alone reproduces the run
     resolved = load_config(str(run / "config.yaml"))
-    assert resolved.to_dict() == load_config(str(toy_config), ["train.jit_compile=false"]).to_dict()
+    # (auto kernel gradients resolve to TensorFlow's: the toy's layers are too thin for products)
+    expected = load_config(str(toy_config), ["train.jit_compile=false", "train.conv_kernel_grad=native"])
+    assert resolved.to_dict() == expected.to_dict()
     rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert {"d_loss", "g_loss", "real_score", "fake_score", "sample_diversity"} <= set(rows[0])

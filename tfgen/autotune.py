@@ -1,8 +1,12 @@
-"""`train.jit_compile: auto` and `train.mixed_precision: auto`: the fastest setting, measured.
+"""`train.jit_compile`, `train.mixed_precision` and `train.conv_kernel_grad` `auto`: the
+fastest setting, measured.
 
-Neither XLA nor half precision is a rule-of-thumb win. On a 2-core CPU, XLA makes the 28 px
+Neither XLA, nor half precision, nor `tfgen.fastconv`'s matmul kernel gradients are a
+rule-of-thumb win. On a 2-core CPU, XLA makes the 28 px
 and 64 px DCGAN steps about half as fast while it speeds up a 16 px VAE-GAN a little; bfloat16
-was 1.35x faster on one CPU here and 0.8x on another. So for whatever is `auto`, the first run
+was 1.35x faster on one CPU here and 0.8x on another; the matmul kernel gradients made
+the 64 px step 1.27x faster on a Xeon with AMX in bfloat16 and lost on an AVX2-only EPYC in
+float32. So for whatever is `auto`, the first run
 of a model, shape and batch on a device times a few training steps of every candidate setting
 and caches the images/s in `~/.cache/tfgen/autotune.json`, keyed by everything the speed
 depends on; later runs read the verdict for free. A setting other than the plain one (XLA
@@ -98,17 +102,21 @@ def keras_policy(setting):
     return "float32" if setting == "none" else setting
 
 
-def describe(jit, policy):
-    return f"XLA {'on' if jit else 'off'}, {keras_policy(policy)}"
+def describe(jit, policy, grad="native"):
+    """A candidate's name, as logged and cached ("XLA off, float32", ...)."""
+    return f"XLA {'on' if jit else 'off'}, {keras_policy(policy)}" + (", matmul conv grads" if grad == "matmul" else "")
 
 
-def resolve(jit_options, precision_setting, key, build, stream):
-    """(jit_compile, policy): the fastest candidate, measured once per `key` and device.
+def resolve(jit_options, precision_setting, key, build, stream, grad_options=("native",)):
+    """(jit_compile, policy, conv_kernel_grad): the fastest candidate, measured once per
+    `key` and device.
 
     `jit_options` are the XLA settings allowed ([False, True] for auto, else the one set);
-    `precision_setting` is train.mixed_precision. `key` (a dict) names the model, shape and
-    batch; `build(jit, policy)` returns a compiled model under that global policy; `stream(model)`
-    a fresh iterator of that model's training batches.
+    `precision_setting` is train.mixed_precision; `grad_options` the kernel gradients allowed
+    (["native", "matmul"] for auto where the model has layers that can take the products).
+    `key` (a dict) names the model, shape and batch; `build(jit, policy, grad)` returns a
+    compiled model under that global policy; `stream(model)` a fresh iterator of that
+    model's training batches.
     """
     half, device = half_precision_candidate()
     if precision_setting != "auto":
@@ -118,7 +126,7 @@ def resolve(jit_options, precision_setting, key, build, stream):
         policies = ["none"]
     else:
         policies = ["none", half]
-    candidates = [(jit, policy) for policy in policies for jit in jit_options]
+    candidates = [(jit, policy, grad) for grad in grad_options for policy in policies for jit in jit_options]
     if len(candidates) == 1:
         return candidates[0]
     entry = json.dumps({**key, "candidates": [describe(*c) for c in candidates], "device": device,
@@ -152,16 +160,17 @@ def _measure(candidates, build, stream, rounds=3):
     """
     runners, warm, rates = {}, {}, {}
     try:
-        for jit, policy in candidates:
-            name = describe(jit, policy)
+        for candidate in candidates:
+            jit, policy, _ = candidate
+            name = describe(*candidate)
             keras.mixed_precision.set_global_policy(keras_policy(policy))
             try:
-                model = build(jit, policy)
+                model = build(*candidate)
                 model.make_train_function()
                 runners[name] = (policy, model.train_function, stream(model))
                 warm[name] = warm_up(*runners[name][1:])
             except (tf.errors.OpError, ValueError, TypeError) as exc:
-                if (jit, policy) == candidates[0]:
+                if candidate == candidates[0]:
                     raise
                 log.warning("auto settings: %s fails for this model (%s)", name, str(exc).splitlines()[0][:200])
                 warm[name] = 0.0

@@ -20,6 +20,7 @@ Speed targets live here, never in timed tests.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -83,7 +84,8 @@ def train_runner(cfg, data):
     """(run_step, images per call, model): tfgen's train step (Keras' compiled train function)
     for `cfg`, with `auto` settings resolved as `tfgen.train` resolves them."""
     strategy = distribute.make_strategy(cfg.train.distribute)
-    jit, policy = speed_settings(cfg, data, strategy)
+    jit, policy, grad = speed_settings(cfg, data, strategy)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, conv_kernel_grad=grad))
     keras.mixed_precision.set_global_policy(autotune.keras_policy(policy))
     try:  # layers keep the policy they were built under; the global one is only for building
         with strategy.scope():
@@ -180,16 +182,40 @@ def example_runner(model, data):
 
 
 def flops_per_image(model, data):
-    """Float operations of one train step divided by the batch size (from the step's graph)."""
+    """Float operations of one train step divided by the batch size (from the step's graph).
+
+    TensorFlow's profiler counts the ops, except the convolutions, which `conv_flops`
+    recounts: its registry sizes their kernel gradients and transposed convolutions by the
+    larger image, which overcounted the 28 px DCGAN step by 1.7x (a 7 -> 4 px layer's
+    gradients 3x, a 4 -> 7 px transposed convolution's 3x).
+    """
     from tensorflow.python.profiler import model_analyzer, option_builder
 
     spec = tf.TensorSpec([data.batch_size, *data.image_shape], tf.float32)
     labels = tf.TensorSpec([data.batch_size], tf.int64)
-    concrete = tf.function(model.train_step).get_concrete_function((spec, labels))
+    graph = tf.function(model.train_step).get_concrete_function((spec, labels)).graph
     options = option_builder.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    profile = model_analyzer.profile(concrete.graph, options=options)
-    return profile.total_float_ops / data.batch_size
+    profile = model_analyzer.profile(graph, options=options)
+    total = profile.total_float_ops
+    for node in profile.children:
+        op = graph.get_operation_by_name(node.name)
+        if op.type in CONV_OPS:
+            total += conv_flops(op) - node.total_float_ops
+    return total / data.batch_size
+
+
+CONV_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
+
+
+def conv_flops(op):
+    """2 x multiply-adds of a convolution op (CONV_OPS): all three run the same products,
+    one per position of the convolution's output y, kernel tap and input channel, for
+    each output channel (y is the op's output for Conv2D, its out_backprop input for the
+    gradients)."""
+    kernel = op.outputs[0].shape if op.type == "Conv2DBackpropFilter" else op.inputs[1].shape
+    y = op.outputs[0] if op.type == "Conv2D" else op.inputs[2]
+    return 2 * y.shape.num_elements() * kernel[0] * kernel[1] * kernel[2]
 
 
 def machine_peak(precision):
@@ -265,14 +291,21 @@ def bench_case(name, args, folder):
     overrides = [*overrides, *args.set, "train.distribute=none"]
     if "64 px" in name:  # any 64x64 colour folder will do for speed: the generated JPEGs
         overrides += ["data.source=folder", f"data.path={folder}"]
-    half = autotune.half_precision_candidate()[0] or "mixed_bfloat16"
+    # Half precision only where the device has it natively: emulated, it only costs bench time.
+    precisions = ["none"] + [p for p in [autotune.half_precision_candidate()[0]] if p]
     case = {"config": config, "overrides": overrides, "train": []}
     default_cfg = load_config(config, overrides)
     data = build_dataset(default_cfg.data, seed=default_cfg.train.seed)
-    jit, policy = speed_settings(default_cfg, data, distribute.make_strategy("none"))
-    variants = [(f"default (XLA {'on' if jit else 'off'}, {policy})", [])] + [
-        (f"XLA {'on' if x else 'off'}, {p}", [f"train.jit_compile={str(x).lower()}", f"train.mixed_precision={p}"])
-        for x in (False, True) for p in ("none", half)
+    default = speed_settings(default_cfg, data, distribute.make_strategy("none"))
+    policy = default[1]
+    # XLA off / on x float32 / half precision with TensorFlow's kernel gradients, and the
+    # matmul ones (`tfgen.fastconv`) without XLA, where they can be used at all.
+    settings = [(x, p, "native") for x in (False, True) for p in precisions]
+    settings += [(False, p, "matmul") for p in precisions if fastconv.available()]
+    variants = [(f"default ({autotune.describe(*default)})", [])] + [
+        (autotune.describe(x, p, g), [f"train.jit_compile={str(x).lower()}", f"train.mixed_precision={p}",
+                                      f"train.conv_kernel_grad={g}"])
+        for x, p, g in settings
     ]
     runners, models = {}, {}
     for label, settings in variants:
@@ -283,7 +316,7 @@ def bench_case(name, args, folder):
     # The example as users copy it runs float32 (Keras' default policy); clone_model keeps a
     # network's dtype policy, so the float32 networks are cloned for it. The same loop at the
     # default's precision separates the step's own gain from the precision's.
-    runners[EXAMPLE] = example_runner(models["XLA off, none"], data)
+    runners[EXAMPLE] = example_runner(models[autotune.describe(False, "none")], data)
     if policy != "none":
         runners[EXAMPLE_SAME] = example_runner(default_model, data)
     peak, source, matmul = machine_peak(autotune.keras_policy(policy))

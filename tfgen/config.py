@@ -91,6 +91,7 @@ class TrainConfig:
     distribute: Literal["auto", "none", "mirrored", "multi_worker", "tpu"] = "auto"
     jit_compile: Literal["auto", True, False] = "auto"  # auto: tfgen.autotune
     mixed_precision: Literal["none", "auto", "mixed_float16", "mixed_bfloat16"] = "none"  # auto: tfgen.autotune
+    conv_kernel_grad: Literal["auto", "matmul", "native"] = "auto"  # matmul: tfgen.fastconv; auto: tfgen.autotune
     sample_every: int = 5  # epochs between sample grids
     num_samples: int = 64  # images in each sample grid (fixed latent batch)
     checkpoint_every: int = 1  # epochs between checkpoints

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from tfgen import autotune, callbacks, cli, distribute, evaluate, metrics
+from tfgen import autotune, callbacks, cli, distribute, evaluate, fastconv, metrics
 from tfgen.config import load_config
 from tfgen.data import build_dataset
 from tfgen.errors import ConfigError, RunError
@@ -87,14 +87,17 @@ def prepare_run_dir(cfg, resume, overwrite):
 def build_model(cfg, image_shape, num_classes, jit_compile, policy="none"):
     """The registered model with its optimizers, variables and optimizer slots all built.
 
-    `policy` is the resolved mixed-precision policy, already set as Keras' global policy.
+    `policy` is the resolved mixed-precision policy, already set as Keras' global policy;
+    convolutions take `tfgen.fastconv`'s kernel gradient if `train.conv_kernel_grad` is
+    matmul (auto must be resolved first, else it means TensorFlow's).
     """
     cls = get_model_class(cfg.model.name)
     kwargs = dict(cfg.model.params, image_shape=image_shape, seed=cfg.train.seed)
     if cls.needs_labels:
         kwargs["num_classes"] = num_classes
     try:
-        model = cls(**kwargs)
+        with fastconv.matmul_grad(cfg.train.conv_kernel_grad == "matmul"):
+            model = cls(**kwargs)
     except ValueError as exc:
         raise ConfigError(f"model ({cfg.model.name}): {exc}") from None
     train = cfg.train
@@ -109,25 +112,32 @@ def build_model(cfg, image_shape, num_classes, jit_compile, policy="none"):
 
 
 def speed_settings(cfg, data, strategy):
-    """(jit_compile, mixed-precision policy) for this model on this device, `auto` resolved
-    by measurement (`tfgen.autotune`, which builds throw-away copies of the model)."""
+    """(jit_compile, mixed-precision policy, conv_kernel_grad) for this model on this device,
+    `auto` resolved by measurement (`tfgen.autotune`, which builds throw-away copies of the
+    model)."""
     key = {"model": {"name": cfg.model.name, **cfg.model.params}, "image_shape": list(data.image_shape),
            "batch_size": cfg.data.batch_size, "replicas": strategy.num_replicas_in_sync}
 
-    def build(jit_compile, policy):
+    def build(jit_compile, policy, grad="native"):
         with strategy.scope():
-            return build_model(cfg, data.image_shape, len(data.class_names), jit_compile, policy)
+            grad_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, conv_kernel_grad=grad))
+            return build_model(grad_cfg, data.image_shape, len(data.class_names), jit_compile, policy)
 
     def stream(model):
         return iter(strategy.experimental_distribute_dataset(data.stream(0, model.real_batches_per_step)))
 
     jit_options = distribute.jit_compile_options(cfg.train.jit_compile, strategy)
+    grad_options = [cfg.train.conv_kernel_grad]
     if distribute.is_multi_worker(strategy):
         # Timed steps are collective: workers that measured (or cached) differently would
         # hang or compile different steps. Use the plain setting for whatever is auto.
         policy = "none" if cfg.train.mixed_precision == "auto" else cfg.train.mixed_precision
-        return jit_options[0], policy
-    return autotune.resolve(jit_options, cfg.train.mixed_precision, key, build, stream)
+        return jit_options[0], policy, "native" if grad_options == ["auto"] else grad_options[0]
+    if grad_options == ["auto"]:
+        grad_options = ["native"]
+        if fastconv.available():  # worth timing only if some layer would take the products
+            grad_options += ["matmul"] if fastconv.layers_taking_it(build(jit_options[0], "none", "matmul")) else []
+    return autotune.resolve(jit_options, cfg.train.mixed_precision, key, build, stream, grad_options)
 
 
 def learning_rate_for(optimizer_name, train_cfg):
@@ -211,8 +221,9 @@ def prepare(cfg, strategy):
     if cfg.eval.every_epochs and not model_cls.samples_from_latent:
         raise ConfigError(f"eval.every_epochs: scoring compares samples drawn from latents with real images; "
                           f"{cfg.model.name} does not sample from latents: set eval.every_epochs: 0")
-    jit_compile, policy = speed_settings(cfg, data, strategy)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, jit_compile=jit_compile, mixed_precision=policy))
+    jit_compile, policy, grad = speed_settings(cfg, data, strategy)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, jit_compile=jit_compile, mixed_precision=policy, conv_kernel_grad=grad))
     keras.utils.set_random_seed(cfg.train.seed)  # after any timing runs, which draw initial weights
     keras.mixed_precision.set_global_policy(autotune.keras_policy(policy))
     with strategy.scope():
@@ -243,10 +254,10 @@ def train(cfg, run_dir, resume=False, deadline=None):
     data.require_steps(batches)
     steps = cfg.train.steps_per_epoch or data.steps_per_pass(batches)
     log.info(
-        "data: %s, %d images of %s, %d steps per epoch%s; %d replica(s), XLA %s, %s",
+        "data: %s, %d images of %s, %d steps per epoch%s; %d replica(s), %s",
         data.description, data.num_examples, "x".join(map(str, data.image_shape)), steps,
-        f" ({batches} real batches each)" if batches > 1 else "",
-        strategy.num_replicas_in_sync, "on" if jit_compile else "off", autotune.keras_policy(policy),
+        f" ({batches} real batches each)" if batches > 1 else "", strategy.num_replicas_in_sync,
+        autotune.describe(jit_compile, policy, cfg.train.conv_kernel_grad),
     )
     # Every RNG state (latents, dropout masks) and the running means of the metrics go into
     # the checkpoint, so a resume, even mid-epoch, continues exactly.
