@@ -125,6 +125,7 @@ def test_matmul_kernel_gradients_are_timed_where_layers_can_take_them_and_record
     timed both ways; the faster is built, and written to the run's config.yaml for resumes."""
     monkeypatch.setattr(autotune, "half_precision_candidate", lambda: (None, "CPU Test"))
     monkeypatch.setattr(fastconv, "MIN_CHANNELS", 1)  # the toy's thin layers qualify
+    monkeypatch.setattr(fastconv, "available", lambda: True)  # as on a CPU-only machine
     built = []
     real_build = train.build_model
 

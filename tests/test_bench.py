@@ -48,13 +48,13 @@ def test_keras_example_loop_trains_copies_of_the_same_networks():
 
 
 def test_convolutions_are_counted_once_per_output_position_tap_and_channel():
-    """A 7 -> 4 px stride-2 layer: its two gradients run the forward's products (TensorFlow's
-    profiler registry counts them by the 7 px side, 3x too many)."""
+    """The 28 px D's 7 -> 4 px 'valid' layer: its two gradients run the forward's products
+    (TensorFlow's profiler registry counts them by the 7 px side, 3x too many)."""
     @tf.function
     def step(x, w):
         with tf.GradientTape() as tape:
             tape.watch([x, w])
-            loss = tf.reduce_sum(tf.square(tf.nn.conv2d(x, w, 2, "SAME")))
+            loss = tf.reduce_sum(tf.square(tf.nn.conv2d(x, w, 1, "VALID")))
         return tape.gradient(loss, [x, w])
 
     graph = step.get_concrete_function(tf.TensorSpec([2, 7, 7, 3]), tf.TensorSpec([4, 4, 3, 5])).graph

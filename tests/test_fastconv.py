@@ -8,6 +8,7 @@ from tfgen import fastconv
 CASES = [  # (input size, stride, padding): the DCGAN stacks' layers, odd sizes included
     (8, 2, "same"), (7, 2, "same"), (14, 2, "same"), (4, 1, "valid"), (7, 1, "valid"), (9, 1, "same"),
 ]
+AVAILABLE = fastconv.available
 PAIRS = [(fastconv.Conv2D, keras.layers.Conv2D), (fastconv.Conv2DTranspose, keras.layers.Conv2DTranspose)]
 
 
@@ -16,6 +17,7 @@ def every_shape_takes_the_product(monkeypatch):
     """The equivalence tests run the product on every shape, not only where it is fast."""
     monkeypatch.setattr(fastconv, "MAX_POSITIONS", 10**6)
     monkeypatch.setattr(fastconv, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(fastconv, "available", lambda: True)  # also on GPU machines
     with fastconv.matmul_grad(True):
         yield
 
@@ -99,6 +101,7 @@ def test_kernel_not_a_multiple_of_stride_keeps_tensorflows_gradient(kernel, stri
 ])
 def test_product_only_on_the_shapes_where_it_was_measured_faster(monkeypatch, cls, input_shape, expected):
     monkeypatch.undo()  # the real thresholds
+    monkeypatch.setattr(fastconv, "available", lambda: True)  # as on a CPU-only machine
     layer = cls(3 if cls is fastconv.Conv2DTranspose and input_shape[1] == 32 else 256, 4, 2, "same")
     layer.build(input_shape)
     assert layer.matmul_grad == expected
@@ -116,6 +119,7 @@ def test_only_layers_built_inside_matmul_grad_take_it():
 
 
 def test_gpu_machines_keep_cudnn(monkeypatch):
+    monkeypatch.setattr(fastconv, "available", AVAILABLE)
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
     layer = fastconv.Conv2D(4, 4, 2, "same")
     layer.build((1, 8, 8, 1))

@@ -129,8 +129,9 @@ def resolve(jit_options, precision_setting, key, build, stream, grad_options=("n
     candidates = [(jit, policy, grad) for grad in grad_options for policy in policies for jit in jit_options]
     if len(candidates) == 1:
         return candidates[0]
+    # "version" 2: before it, "XLA off, float32" meant matmul kernel gradients on every CPU
     entry = json.dumps({**key, "candidates": [describe(*c) for c in candidates], "device": device,
-                        "tensorflow": tf.__version__}, sort_keys=True)
+                        "tensorflow": tf.__version__, "version": 2}, sort_keys=True)
     path = cache_path()
     rates = read_cache(path).get(entry)
     if rates is None:

@@ -34,8 +34,8 @@ _ENABLED = contextvars.ContextVar("tfgen_matmul_grad", default=False)
 def matmul_grad(enabled=True):
     """Layers built inside take the matmul kernel gradient where `takes_matmul_grad`.
 
-    Outside, layers keep TensorFlow's gradient: a loaded or exported model only runs
-    forward, where the two are the same.
+    Outside, layers keep TensorFlow's gradient (the forward pass is the same either way),
+    so a loaded model trains with TensorFlow's unless rebuilt inside.
     """
     token = _ENABLED.set(enabled)
     try:

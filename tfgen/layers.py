@@ -5,7 +5,8 @@ convolutions instead of pooling, BatchNorm in G (all but the output) and in D (a
 input), ReLU + tanh in G, LeakyReLU(0.2) in D, weights drawn from N(0, 0.02).
 BatchNorm is `synchronized`, so under `tf.distribute` the statistics are those of the global
 batch and a run behaves the same on one device or eight. The convolutions are
-`tfgen.fastconv`'s: Keras' layers with a faster kernel gradient on CPUs.
+`tfgen.fastconv`'s: Keras' layers, with a matmul kernel gradient when
+`train.conv_kernel_grad` resolves to matmul (faster on some CPUs).
 """
 
 import contextlib

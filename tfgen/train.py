@@ -257,7 +257,7 @@ def train(cfg, run_dir, resume=False, deadline=None):
         "data: %s, %d images of %s, %d steps per epoch%s; %d replica(s), %s",
         data.description, data.num_examples, "x".join(map(str, data.image_shape)), steps,
         f" ({batches} real batches each)" if batches > 1 else "", strategy.num_replicas_in_sync,
-        autotune.describe(jit_compile, policy, cfg.train.conv_kernel_grad),
+        autotune.describe(jit_compile, policy, "matmul" if fastconv.layers_taking_it(model) else "native"),
     )
     # Every RNG state (latents, dropout masks) and the running means of the metrics go into
     # the checkpoint, so a resume, even mid-epoch, continues exactly.
