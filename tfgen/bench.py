@@ -300,12 +300,12 @@ def bench_case(name, args, folder):
     policy = default[1]
     # XLA off / on x float32 / half precision with TensorFlow's kernel gradients, and the
     # matmul ones (`tfgen.fastconv`) without XLA, where they can be used at all.
-    settings = [(x, p, "native") for x in (False, True) for p in precisions]
-    settings += [(False, p, "matmul") for p in precisions if fastconv.available()]
+    candidates = [(x, p, "native") for x in (False, True) for p in precisions]
+    candidates += [(False, p, "matmul") for p in precisions if fastconv.available()]
     variants = [(f"default ({autotune.describe(*default)})", [])] + [
         (autotune.describe(x, p, g), [f"train.jit_compile={str(x).lower()}", f"train.mixed_precision={p}",
                                       f"train.conv_kernel_grad={g}"])
-        for x, p, g in settings
+        for x, p, g in candidates
     ]
     runners, models = {}, {}
     for label, settings in variants:
@@ -313,10 +313,11 @@ def bench_case(name, args, folder):
         runners[label] = (run_step, images)
     default_label = variants[0][0]
     default_model = models[default_label]
+    plain_model = models[autotune.describe(False, "none")]  # XLA off, float32, TensorFlow's gradients
     # The example as users copy it runs float32 (Keras' default policy); clone_model keeps a
     # network's dtype policy, so the float32 networks are cloned for it. The same loop at the
     # default's precision separates the step's own gain from the precision's.
-    runners[EXAMPLE] = example_runner(models[autotune.describe(False, "none")], data)
+    runners[EXAMPLE] = example_runner(plain_model, data)
     if policy != "none":
         runners[EXAMPLE_SAME] = example_runner(default_model, data)
     peak, source, matmul = machine_peak(autotune.keras_policy(policy))
@@ -335,7 +336,7 @@ def bench_case(name, args, folder):
     log.info("%s, Keras example loop: %.0f images/s (float32), %.0f (%s); tfgen default is %.2fx / %.2fx",
              name, example, same, policy, default_rate / example, default_rate / same)
     # counted on TensorFlow's gradients: the matmul ones multiply some zero-padded rows too
-    flops = flops_per_image(models[autotune.describe(False, "none")], data)
+    flops = flops_per_image(plain_model, data)
     peak = rates.get(PEAK, peak)
     case.update(flops_per_train_image=flops, peak_flops={"value": peak, "source": source})
     if peak:

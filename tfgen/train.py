@@ -127,13 +127,14 @@ def speed_settings(cfg, data, strategy):
         return iter(strategy.experimental_distribute_dataset(data.stream(0, model.real_batches_per_step)))
 
     jit_options = distribute.jit_compile_options(cfg.train.jit_compile, strategy)
-    grad_options = [cfg.train.conv_kernel_grad]
+    grad = cfg.train.conv_kernel_grad
     if distribute.is_multi_worker(strategy):
         # Timed steps are collective: workers that measured (or cached) differently would
         # hang or compile different steps. Use the plain setting for whatever is auto.
         policy = "none" if cfg.train.mixed_precision == "auto" else cfg.train.mixed_precision
-        return jit_options[0], policy, "native" if grad_options == ["auto"] else grad_options[0]
-    if grad_options == ["auto"]:
+        return jit_options[0], policy, "native" if grad == "auto" else grad
+    grad_options = [grad]
+    if grad == "auto":
         grad_options = ["native"]
         if fastconv.available():  # worth timing only if some layer would take the products
             grad_options += ["matmul"] if fastconv.layers_taking_it(build(jit_options[0], "none", "matmul")) else []
