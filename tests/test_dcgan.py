@@ -60,6 +60,37 @@ def test_28_px_has_as_many_stages_as_32_px():
     assert m28.generator.layers[0].output.shape[1:] == m32.generator.layers[0].output.shape[1:]
 
 
+def test_resize_upsampling_doubles_by_nearest_resize_and_3x3_convolution():
+    """g_upsample resize: no stride-2 transposed convolution left; 28 px keeps its 4 -> 7 stage."""
+    m28 = toy((28, 28, 1), g_upsample="resize")
+    transposed = [l for l in m28.generator.layers if isinstance(l, keras.layers.Conv2DTranspose)]
+    assert [(l.strides, l.output.shape[1]) for l in transposed] == [((1, 1), 7)]
+    convs = [l for l in m28.generator.layers if type(l).__name__ == "Conv2D"]
+    assert [(l.kernel_size, l.output.shape[1]) for l in convs] == [((3, 3), 14), ((3, 3), 28)]
+    m64 = toy((64, 64, 3), g_upsample="resize")
+    assert sum(isinstance(l, keras.layers.UpSampling2D) for l in m64.generator.layers) == 4
+    images = m64(tf.random.normal((2, 4)))
+    assert images.shape == (2, 64, 64, 3) and float(tf.reduce_max(tf.abs(images))) <= 1
+
+
+def test_resize_generator_trains_and_round_trips(tmp_path):
+    model = toy((16, 16, 3), g_upsample="resize")
+    before = [w.numpy().copy() for w in model.generator.trainable_weights]
+    model.train_step(real_batch(model))
+    assert all(not np.allclose(b, w) for b, w in zip(before, model.generator.trainable_weights))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.get_config()["g_upsample"] == "resize"
+    z = tf.random.normal((4, 4))
+    np.testing.assert_allclose(loaded(z), model(z), atol=1e-6)
+
+
+def test_unknown_upsampling_is_refused():
+    with pytest.raises(ValueError, match="upsample must be 'transposed' or 'resize', got 'bilinear'"):
+        toy(g_upsample="bilinear")
+
+
 @pytest.mark.parametrize("size", [0, 12, 50, 96 * 3])
 def test_sizes_without_a_plan_are_refused(size):
     with pytest.raises(ValueError, match=f"image_size {size}"):

@@ -55,7 +55,7 @@ class CondGAN(DCGAN):
         label = keras.Input((), dtype="int32", name="label")
         embedding = keras_layers.Embedding(self.num_classes, self.embed_dim)(label)
         stack = layers.build_generator(self.latent_dim + self.embed_dim, self.image_shape, self.g_width,
-                                       name=f"{name}_stack")
+                                       f"{name}_stack", self.g_upsample)
         images = stack(keras_layers.Concatenate()([z, embedding]))
         return keras.Model([z, label], images, name=name)
 

@@ -47,11 +47,14 @@ class DCGAN(GenerativeModel):
             it off; non-saturating loss only): in G's step the T fakes D rates highest get
             the target 1, the T it rates lowest 0, the rest 0.5 (`g_threshold_rule:
             reward_punish`); or the later variant (`soft`): the worst T get 0.5, the rest 0.95.
+        g_upsample: how G doubles its resolution: "transposed" (the paper's 4 x 4 stride-2
+            transposed convolutions) or "resize" (nearest-neighbour resize + 3 x 3
+            convolution, free of the checkerboard lattice; see `tfgen.layers.build_generator`).
     """
 
     # Options every GAN built on this class accepts through **kwargs (the registry adds them
     # to a subclass's config schema), so they need not be repeated in every constructor.
-    shared_options = ("top_k", "top_k_decay", "top_k_min", "g_threshold", "g_threshold_rule")
+    shared_options = ("top_k", "top_k_decay", "top_k_min", "g_threshold", "g_threshold_rule", "g_upsample")
 
     optimizer_names = {"d_optimizer": ("discriminator",), "g_optimizer": ("generator",)}
     metric_names = ("d_loss", "g_loss", "real_score", "fake_score")
@@ -76,6 +79,7 @@ class DCGAN(GenerativeModel):
         top_k_min: float = 0.5,
         g_threshold: float = 0.0,
         g_threshold_rule: Literal["reward_punish", "soft"] = "reward_punish",
+        g_upsample: Literal["transposed", "resize"] = "transposed",
         **kwargs,
     ):
         super().__init__(image_shape, latent_dim, seed, self.metric_names, num_classes, **kwargs)
@@ -92,6 +96,7 @@ class DCGAN(GenerativeModel):
         self.top_k_min = top_k_min
         self.g_threshold = g_threshold
         self.g_threshold_rule = g_threshold_rule
+        self.g_upsample = g_upsample
         if top_k:  # the fraction of the batch kept this epoch (set by begin_epoch; checkpointed)
             self.top_k_fraction = keras.Variable(1.0, trainable=False, name="top_k_fraction")
         for name, value in (("g_width", g_width), ("d_width", d_width), ("d_steps", d_steps)):
@@ -124,7 +129,7 @@ class DCGAN(GenerativeModel):
     # -- networks: conditional models override these four ----------------------------------
 
     def build_generator_network(self, name):
-        return layers.build_generator(self.latent_dim, self.image_shape, self.g_width, name=name)
+        return layers.build_generator(self.latent_dim, self.image_shape, self.g_width, name, self.g_upsample)
 
     def build_discriminator_network(self):
         return layers.build_discriminator(self.image_shape, self.d_width, self.d_dropout, self.d_norm)
@@ -318,6 +323,7 @@ class DCGAN(GenerativeModel):
             "top_k_min": self.top_k_min,
             "g_threshold": self.g_threshold,
             "g_threshold_rule": self.g_threshold_rule,
+            "g_upsample": self.g_upsample,
         }
 
 
