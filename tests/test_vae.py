@@ -27,6 +27,20 @@ def test_conv_vae_handles_mnist_and_128px_sizes():
         assert model.generate(tf.zeros((1, 2))).shape == (1, size, size, 1)
 
 
+@pytest.mark.parametrize("name", ["conv_vae", "cond_vae"])
+def test_resize_decoder_has_no_stride_2_transposed_convolution(name, tmp_path):
+    model = toy_model(name, (16, 16, 3), upsample="resize", **SIZES[name])
+    strided = [l for l in model.decoder.layers if "transpose" in type(l).__name__.lower() and l.strides != (1, 1)]
+    assert strided == []
+    assert sum("UpSampling2D" == type(l).__name__ for l in model.decoder.layers) == 2
+    labels = tf.constant([1, 2]) if model.needs_labels else None
+    before = [v.numpy().copy() for v in model.decoder.trainable_variables]
+    model.train_step((real_images(model, 2), labels) if labels is not None else real_images(model, 2))
+    assert all(not np.allclose(b, a.numpy()) for b, a in zip(before, model.decoder.trainable_variables))
+    inputs = (tf.zeros((2, 2)), labels) if labels is not None else (tf.zeros((2, 2)),)
+    assert assert_keras_round_trip(model, tmp_path, *inputs).upsample == "resize"
+
+
 @pytest.mark.parametrize("name", sorted(SIZES))
 def test_loss_falls_over_a_short_run_on_digits(name):
     model = toy_model(name, lr=3e-3, **SIZES[name])

@@ -88,6 +88,12 @@ def resolution_plan(image_size):
     return base, n
 
 
+def check_upsample(mode):
+    """ValueError unless `mode` is a way a decoder here can double its resolution."""
+    if mode not in ("transposed", "resize"):
+        raise ValueError(f"upsample must be 'transposed' or 'resize', got {mode!r}")
+
+
 def build_generator(latent_dim, image_shape, width, name="generator", upsample="transposed"):
     """z [B, latent_dim] -> images [B, H, W, C] in [-1, 1].
 
@@ -104,8 +110,7 @@ def build_generator(latent_dim, image_shape, width, name="generator", upsample="
     Pokemon art its grids kept a honeycomb lattice over every creature. It costs 2.25x the
     multiply-adds per doubling.
     """
-    if upsample not in ("transposed", "resize"):
-        raise ValueError(f"upsample must be 'transposed' or 'resize', got {upsample!r}")
+    check_upsample(upsample)
     size, _, channels = image_shape
     base, n = resolution_plan(size)
     stages = [("same", 2)] * n

@@ -25,8 +25,9 @@ class CondVAE(ConvVAE):
         likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
         seed: Optional[int] = None,
         num_classes=10,
+        upsample: Literal["transposed", "resize"] = "transposed",
         **kwargs,
     ):
         if num_classes < 2:
             raise ValueError(f"a conditional model needs at least 2 classes, the data has {num_classes}")
-        super().__init__(image_shape, latent_dim, width, beta, likelihood, seed, num_classes, **kwargs)
+        super().__init__(image_shape, latent_dim, width, beta, likelihood, seed, num_classes, upsample, **kwargs)
