@@ -234,6 +234,9 @@ class BigGAN(DCGAN):
     """
 
     needs_labels = True
+    # G is BigGAN's own residual stack (it upsamples by resizing already), so DCGAN's g_upsample
+    # has nothing to choose here.
+    shared_options = tuple(option for option in DCGAN.shared_options if option != "g_upsample")
 
     def __init__(
         self,
