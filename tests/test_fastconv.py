@@ -53,6 +53,16 @@ def test_same_outputs_and_gradients_as_keras(fast_cls, keras_cls, size, stride, 
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(tf.reduce_max(tf.abs(b))), err_msg=name)
 
 
+@pytest.mark.parametrize("size", [16, 7])
+def test_resize_stage_3x3_same_convolution_matches_keras(size):
+    """The 3 x 3 stride-1 'same' convolution of the resize generators (odd kernel, even padding)."""
+    x = tf.random.stateless_normal((3, size, size, 5), seed=(size, 3))
+    fast, ref = twin_layers(fastconv.Conv2D, keras.layers.Conv2D, x.shape, 1, "same", kernel=3)
+    assert fast.matmul_grad
+    for name, a, b in zip(("y", "dx", "dkernel", "dbias"), gradients(fast, x), gradients(ref, x)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(tf.reduce_max(tf.abs(b))), err_msg=name)
+
+
 @pytest.mark.parametrize("fast_cls, keras_cls", PAIRS)
 def test_second_order_gradients_match(fast_cls, keras_cls):
     """WGAN-GP differentiates d D / d x again with respect to the weights."""

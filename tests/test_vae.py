@@ -39,6 +39,8 @@ def test_resize_decoder_has_no_stride_2_transposed_convolution(name, tmp_path):
     assert all(not np.allclose(b, a.numpy()) for b, a in zip(before, model.decoder.trainable_variables))
     inputs = (tf.zeros((2, 2)), labels) if labels is not None else (tf.zeros((2, 2)),)
     assert assert_keras_round_trip(model, tmp_path, *inputs).upsample == "resize"
+    with pytest.raises(ValueError, match="upsample must be 'transposed' or 'resize', got 'bilinear'"):
+        toy_model(name, (16, 16, 3), upsample="bilinear", **SIZES[name])
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))

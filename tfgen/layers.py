@@ -88,10 +88,11 @@ def resolution_plan(image_size):
     return base, n
 
 
-def check_upsample(mode):
-    """ValueError unless `mode` is a way a decoder here can double its resolution."""
+def check_upsample(mode, option="upsample"):
+    """ValueError (naming the model `option`) unless `mode` is a way a decoder here can double
+    its resolution."""
     if mode not in ("transposed", "resize"):
-        raise ValueError(f"upsample must be 'transposed' or 'resize', got {mode!r}")
+        raise ValueError(f"{option} must be 'transposed' or 'resize', got {mode!r}")
 
 
 def build_generator(latent_dim, image_shape, width, name="generator", upsample="transposed"):

@@ -262,6 +262,8 @@ class BigGAN(DCGAN):
             raise ValueError(f"embed_dim must be an integer >= 1, got {embed_dim}")
         if ortho_reg < 0:
             raise ValueError(f"ortho_reg must be >= 0, got {ortho_reg}")
+        if "g_upsample" in kwargs:
+            raise ValueError("g_upsample chooses a DCGAN generator's upsampling; BigGAN's residual G resizes already")
         self.embed_dim = embed_dim
         self.attention_resolution = attention_resolution
         self.ortho_reg = ortho_reg
@@ -317,7 +319,7 @@ class BigGAN(DCGAN):
             "attention_resolution": self.attention_resolution,
             "ortho_reg": self.ortho_reg,
         }
-        for fixed in ("d_norm", "d_dropout", "label_smoothing"):
+        for fixed in ("d_norm", "d_dropout", "label_smoothing", "g_upsample"):
             config.pop(fixed)
         return config
 

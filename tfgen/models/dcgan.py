@@ -96,6 +96,7 @@ class DCGAN(GenerativeModel):
         self.top_k_min = top_k_min
         self.g_threshold = g_threshold
         self.g_threshold_rule = g_threshold_rule
+        layers.check_upsample(g_upsample, "g_upsample")
         self.g_upsample = g_upsample
         if top_k:  # the fraction of the batch kept this epoch (set by begin_epoch; checkpointed)
             self.top_k_fraction = keras.Variable(1.0, trainable=False, name="top_k_fraction")
