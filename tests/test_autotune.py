@@ -1,6 +1,7 @@
 """`auto` XLA and mixed precision: measured once per model and device, cached, plain unless faster."""
 
 import json
+import os
 import time
 
 import keras
@@ -20,7 +21,10 @@ def never_built(jit, policy, grad):
 
 @pytest.fixture
 def cache_file(tmp_path, monkeypatch):
+    """The cache in a fresh folder; the machine's load unknown, so verdicts are cached even
+    while other work shares the CPUs with the tests."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(autotune, "cpu_times", lambda: None)
     return tmp_path / "tfgen" / "autotune.json"
 
 
@@ -79,6 +83,39 @@ def test_auto_times_every_candidate_once_and_caches(monkeypatch, cache_file, rat
     # another shape is another entry
     autotune.resolve([False, True], "auto", {**KEY, "image_shape": [16, 16, 1]}, build, lambda model: None)
     assert len(json.loads(cache_file.read_text())) == 2
+
+
+def test_a_verdict_timed_on_a_busy_machine_is_used_but_not_cached(monkeypatch, cache_file, caplog):
+    monkeypatch.setattr(autotune, "half_precision_candidate", lambda: (None, "CPU Test"))
+    rates = {"XLA off, float32": 1.0, "XLA on, float32": 2.0}
+    monkeypatch.setattr(autotune, "warm_up", lambda jit, it: rates[autotune.describe(jit, "none")])
+    monkeypatch.setattr(autotune, "steps_per_second", lambda jit, it: rates[autotune.describe(jit, "none")])
+    # (busy, total, own) ticks before and after: 1,000 ticks pass, 700 busy, 300 of them ours
+    readings = iter([(5_000, 20_000, 1_000), (5_700, 21_000, 1_300)])
+    monkeypatch.setattr(autotune, "cpu_times", lambda: next(readings))
+    with caplog.at_level("INFO", logger="tfgen"):
+        assert autotune.resolve([False, True], "auto", KEY, lambda jit, policy, grad: FakeModel(jit), lambda model: None) == (True, "none", "native")
+    assert "other processes kept 40% of the CPUs busy while timing" in caplog.text
+    assert not cache_file.exists()
+    # a quiet machine (100 of 1,000 ticks someone else's): cached
+    readings = iter([(5_000, 20_000, 1_000), (5_700, 21_000, 1_600)])
+    assert autotune.resolve([False, True], "auto", KEY, lambda jit, policy, grad: FakeModel(jit), lambda model: None) == (True, "none", "native")
+    assert list(json.loads(cache_file.read_text()).values()) == [rates]
+
+
+def test_cpu_times_count_this_process_busy_time():
+    before = autotune.cpu_times()
+    if before is None:
+        pytest.skip("no /proc here")
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # 0.3 s of our own CPU time
+        pass
+    after = autotune.cpu_times()
+    busy, total, own = (a - b for a, b in zip(after, before))
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert 0.2 * ticks <= own <= busy + 2 <= total + 2  # ours is part of the machine's busy time
+    assert 0.0 <= autotune.others_share(before, after) <= 1.0
+    assert autotune.others_share(None, after) is None
 
 
 def test_real_timing_builds_and_steps_the_model(monkeypatch, cache_file, toy_config):

@@ -13,7 +13,10 @@ depends on; later runs read the verdict for free. A setting other than the plain
 off, float32) must be at least MIN_SPEEDUP faster to be chosen, so timing noise never flips it.
 The candidates are timed in interleaved rounds (best of each), not one after the other: a
 shared 2-core machine drifts by 15% within a minute, which sequential timings would credit to
-whichever candidate ran in the fast minute.
+whichever candidate ran in the fast minute. A verdict timed while other processes kept more
+than BUSY_SHARE of the CPUs busy is used for that run but not cached: with three trainings on
+the 2-core EPYC, "XLA on, matmul conv grads" measured 1.56x plain XLA, and alone it loses, yet
+the cache kept that choice for every later run of the model.
 
 Half precision is only a candidate where the device computes it natively: bfloat16 on a CPU
 with AVX512_BF16 or AMX, bfloat16 on GPUs from compute capability 8.0, float16 on 7.x. Other
@@ -35,6 +38,7 @@ from tfgen.files import write_text
 log = logging.getLogger("tfgen")
 
 MIN_SPEEDUP = 1.05
+BUSY_SHARE = 0.25
 
 
 def cpu_name_and_flags():
@@ -45,6 +49,28 @@ def cpu_name_and_flags():
         return platform.processor(), set()
     fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
     return fields.get("model name", platform.processor()), set(fields.get("flags", "").split())
+
+
+def cpu_times():
+    """(busy, total) clock ticks of all CPUs since boot and this process's own CPU ticks
+    (every thread), from /proc; None where /proc has no such files (not Linux)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal (guest is in user)
+    return busy, busy + idle, int(own[11]) + int(own[12])  # utime, stime: fields 14, 15 of stat
+
+
+def others_share(before, after):
+    """The share of all CPUs (0-1) that other processes used between two `cpu_times()`
+    readings; None if either is unknown."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    busy, total, own = (a - b for a, b in zip(after, before))
+    return max(0.0, busy - own) / total
 
 
 def half_precision_candidate():
@@ -137,11 +163,17 @@ def resolve(jit_options, precision_setting, key, build, stream, grad_options=("n
     if rates is None:
         log.info("auto settings: timing %s on %s (once; cached in %s)",
                  " / ".join(describe(*c) for c in candidates), device, path)
+        before = cpu_times()
         rates = _measure(candidates, build, stream)
-        try:  # re-read first: another run may have added its measurements meanwhile
-            write_text(path, json.dumps({**read_cache(path), entry: rates}, indent=1))
-        except OSError as exc:  # a read-only home only costs the measurement next time
-            log.warning("could not cache the auto-setting measurements in %s: %s", path, exc.strerror)
+        busy = others_share(before, cpu_times())
+        if busy is not None and busy > BUSY_SHARE:
+            log.warning("auto settings: other processes kept %.0f%% of the CPUs busy while timing, so this "
+                        "verdict is used for this run only, not cached (the next run times again)", 100 * busy)
+        else:
+            try:  # re-read first: another run may have added its measurements meanwhile
+                write_text(path, json.dumps({**read_cache(path), entry: rates}, indent=1))
+            except OSError as exc:  # a read-only home only costs the measurement next time
+                log.warning("could not cache the auto-setting measurements in %s: %s", path, exc.strerror)
     plain = candidates[0]
     best = max(candidates, key=lambda c: rates[describe(*c)])
     chosen = best if rates[describe(*best)] >= MIN_SPEEDUP * rates[describe(*plain)] else plain
