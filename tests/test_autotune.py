@@ -96,10 +96,14 @@ def test_a_verdict_timed_on_a_busy_machine_is_used_but_not_cached(monkeypatch, c
     with caplog.at_level("INFO", logger="tfgen"):
         assert autotune.resolve([False, True], "auto", KEY, lambda jit, policy, grad: FakeModel(jit), lambda model: None) == (True, "none", "native")
     assert "other processes kept 40% of the CPUs busy while timing" in caplog.text
+    assert "cached in" not in caplog.text  # no line claims a cache that was not written
     assert not cache_file.exists()
-    # a quiet machine (100 of 1,000 ticks someone else's): cached
+    # a quiet machine (100 of 1,000 ticks someone else's): cached, and the log says where
     readings = iter([(5_000, 20_000, 1_000), (5_700, 21_000, 1_600)])
-    assert autotune.resolve([False, True], "auto", KEY, lambda jit, policy, grad: FakeModel(jit), lambda model: None) == (True, "none", "native")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="tfgen"):
+        assert autotune.resolve([False, True], "auto", KEY, lambda jit, policy, grad: FakeModel(jit), lambda model: None) == (True, "none", "native")
+    assert f"measurements cached in {cache_file}" in caplog.text
     assert list(json.loads(cache_file.read_text()).values()) == [rates]
 
 

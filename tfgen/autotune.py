@@ -161,8 +161,8 @@ def resolve(jit_options, precision_setting, key, build, stream, grad_options=("n
     path = cache_path()
     rates = read_cache(path).get(entry)
     if rates is None:
-        log.info("auto settings: timing %s on %s (once; cached in %s)",
-                 " / ".join(describe(*c) for c in candidates), device, path)
+        log.info("auto settings: timing %s on %s (once per model, image shape and batch size)",
+                 " / ".join(describe(*c) for c in candidates), device)
         before = cpu_times()
         rates = _measure(candidates, build, stream)
         busy = others_share(before, cpu_times())
@@ -172,6 +172,7 @@ def resolve(jit_options, precision_setting, key, build, stream, grad_options=("n
         else:
             try:  # re-read first: another run may have added its measurements meanwhile
                 write_text(path, json.dumps({**read_cache(path), entry: rates}, indent=1))
+                log.info("auto settings: measurements cached in %s", path)
             except OSError as exc:  # a read-only home only costs the measurement next time
                 log.warning("could not cache the auto-setting measurements in %s: %s", path, exc.strerror)
     plain = candidates[0]
