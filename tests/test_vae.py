@@ -7,6 +7,7 @@ from tfgen.export import export_saved_model
 
 SIZES = {"vae": dict(latent_dim=2, hidden_dim=16), "conv_vae": dict(latent_dim=2, width=4),
          "cond_vae": dict(latent_dim=2, width=4)}
+GAN_SIZES = {"vae_gan": dict(latent_dim=2, width=4, d_width=4)}
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))
@@ -27,9 +28,9 @@ def test_conv_vae_handles_mnist_and_128px_sizes():
         assert model.generate(tf.zeros((1, 2))).shape == (1, size, size, 1)
 
 
-@pytest.mark.parametrize("name", ["conv_vae", "cond_vae"])
+@pytest.mark.parametrize("name", ["conv_vae", "cond_vae", "vae_gan"])
 def test_resize_decoder_has_no_stride_2_transposed_convolution(name, tmp_path):
-    model = toy_model(name, (16, 16, 3), upsample="resize", **SIZES[name])
+    model = toy_model(name, (16, 16, 3), upsample="resize", **{**SIZES, **GAN_SIZES}[name])
     strided = [l for l in model.decoder.layers if "transpose" in type(l).__name__.lower() and l.strides != (1, 1)]
     assert strided == []
     assert sum("UpSampling2D" == type(l).__name__ for l in model.decoder.layers) == 2
@@ -40,7 +41,7 @@ def test_resize_decoder_has_no_stride_2_transposed_convolution(name, tmp_path):
     inputs = (tf.zeros((2, 2)), labels) if labels is not None else (tf.zeros((2, 2)),)
     assert assert_keras_round_trip(model, tmp_path, *inputs).upsample == "resize"
     with pytest.raises(ValueError, match="upsample must be 'transposed' or 'resize', got 'bilinear'"):
-        toy_model(name, (16, 16, 3), upsample="bilinear", **SIZES[name])
+        toy_model(name, (16, 16, 3), upsample="bilinear", **{**SIZES, **GAN_SIZES}[name])
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))

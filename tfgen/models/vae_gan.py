@@ -10,7 +10,7 @@ optimizer each:
     discriminator: L_GAN(D) on real vs. reconstructed and prior samples
 """
 
-from typing import Optional
+from typing import Literal, Optional
 
 import keras
 import tensorflow as tf
@@ -32,6 +32,8 @@ class VAEGAN(ConvVAE):
         beta: weight of the KL term in the encoder's loss.
         gamma: weight of the feature-space reconstruction in the decoder's loss, against the
             GAN term (the paper's gamma: lower it for sharper, less faithful images).
+        upsample: how the decoder doubles its resolution: "transposed" or "resize", as the
+            DCGAN's `g_upsample` (see `tfgen.layers.build_generator`).
     """
 
     optimizer_names = {
@@ -50,6 +52,7 @@ class VAEGAN(ConvVAE):
         beta: float = 1.0,
         gamma: float = 0.01,
         seed: Optional[int] = None,
+        upsample: Literal["transposed", "resize"] = "transposed",
         **kwargs,
     ):
         GenerativeModel.__init__(self, image_shape, latent_dim, seed, self.metric_names, **kwargs)
@@ -58,6 +61,8 @@ class VAEGAN(ConvVAE):
                 raise ValueError(f"{name} must be an integer >= 1, got {value}")
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
+        layers.check_upsample(upsample)
+        self.upsample = upsample
         self.width = width
         self.d_width = d_width
         self.gamma = gamma
@@ -70,7 +75,7 @@ class VAEGAN(ConvVAE):
         self.build_vae(beta, "gaussian")
 
     def _build_decoder(self):
-        return layers.build_generator(self.latent_dim, self.image_shape, self.width, name="decoder")
+        return layers.build_generator(self.latent_dim, self.image_shape, self.width, "decoder", self.upsample)
 
     def decode(self, z, labels=None, training=False):
         return self.decoder(z, training=training)
@@ -116,4 +121,5 @@ class VAEGAN(ConvVAE):
             "d_width": self.d_width,
             "beta": self.beta,
             "gamma": self.gamma,
+            "upsample": self.upsample,
         }
