@@ -30,7 +30,8 @@ def test_conv_vae_handles_mnist_and_128px_sizes():
 
 @pytest.mark.parametrize("name", ["conv_vae", "cond_vae", "vae_gan"])
 def test_resize_decoder_has_no_stride_2_transposed_convolution(name, tmp_path):
-    model = toy_model(name, (16, 16, 3), upsample="resize", **{**SIZES, **GAN_SIZES}[name])
+    sizes = {**SIZES, **GAN_SIZES}[name]
+    model = toy_model(name, (16, 16, 3), upsample="resize", **sizes)
     strided = [l for l in model.decoder.layers if "transpose" in type(l).__name__.lower() and l.strides != (1, 1)]
     assert strided == []
     assert sum("UpSampling2D" == type(l).__name__ for l in model.decoder.layers) == 2
@@ -41,7 +42,7 @@ def test_resize_decoder_has_no_stride_2_transposed_convolution(name, tmp_path):
     inputs = (tf.zeros((2, 2)), labels) if labels is not None else (tf.zeros((2, 2)),)
     assert assert_keras_round_trip(model, tmp_path, *inputs).upsample == "resize"
     with pytest.raises(ValueError, match="upsample must be 'transposed' or 'resize', got 'bilinear'"):
-        toy_model(name, (16, 16, 3), upsample="bilinear", **{**SIZES, **GAN_SIZES}[name])
+        toy_model(name, (16, 16, 3), upsample="bilinear", **sizes)
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))
