@@ -294,6 +294,17 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     assert not np.array_equal(next(iter(other_seed.dataset))[0], next(iter(data.dataset))[0])
 
 
+def test_training_stream_runs_without_tf_data_autotuning():
+    """tf.data's tuner thread made deleting a stream's iterator wait up to a minute (after
+    the speed-setting timings and at the end of fit); the stream is built without it, and
+    still splits batches by data across workers."""
+    data = build_dataset(DataConfig(source="digits", image_size=8, batch_size=16, limit=64), seed=0)
+    options = data.stream(0).options()
+    assert options.autotune.enabled is False
+    assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+    assert next(iter(data.stream(0)))[0].shape == (16, 8, 8, 1)
+
+
 def test_several_batches_per_step_are_the_same_images_regrouped():
     """A critic with d_steps 3 gets 3 consecutive batches per step, one pass per epoch."""
     cfg = DataConfig(source="digits", image_size=8, batch_size=4, limit=64)
