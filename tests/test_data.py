@@ -294,13 +294,14 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     assert not np.array_equal(next(iter(other_seed.dataset))[0], next(iter(data.dataset))[0])
 
 
-def test_training_stream_runs_without_tf_data_autotuning():
-    """tf.data's tuner thread made deleting a stream's iterator wait up to a minute (after
-    the speed-setting timings and at the end of fit); the stream is built without it, and
-    still splits batches by data across workers."""
+def test_datasets_run_without_tf_data_autotuning():
+    """tf.data's tuner thread made deleting an iterator wait up to a minute (after the
+    speed-setting timings, at the end of fit); the training stream and the one-epoch
+    dataset are built without it, and the stream still splits batches by data across workers."""
     data = build_dataset(DataConfig(source="digits", image_size=8, batch_size=16, limit=64), seed=0)
     options = data.stream(0).options()
     assert options.autotune.enabled is False
+    assert data.dataset.options().autotune.enabled is False  # one epoch: evaluation, pictures
     assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
     assert next(iter(data.stream(0)))[0].shape == (16, 8, 8, 1)
 

@@ -15,7 +15,7 @@ from tfgen.data.domains import TwoDomainData
 from tfgen.data.folder import folder_source
 from tfgen.data.kaggle import kaggle_source
 from tfgen.data.mnist5k import mnist5k_source
-from tfgen.data.pipeline import epoch_batches, prepare, training_stream
+from tfgen.data.pipeline import PREFETCH, epoch_batches, prepare, training_stream, untuned
 from tfgen.data.tfds import tfds_source
 from tfgen.errors import ConfigError, DataError
 
@@ -55,7 +55,7 @@ class ImageData:
     def dataset(self):
         # Declaring the length lets Keras run several epochs over it (the classifier extractor).
         batches = epoch_batches(self.prepared, self.config, self.seed, 0)
-        return batches.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch)).prefetch(tf.data.AUTOTUNE)
+        return untuned(batches.apply(tf.data.experimental.assert_cardinality(self.steps_per_epoch)).prefetch(PREFETCH))
 
     def stream(self, start_step=0, batches_per_step=1):
         """The endless training input from global step `start_step` on.

@@ -11,7 +11,8 @@ mid-run with the same data order.
 
 import tensorflow as tf
 
-AUTOTUNE = tf.data.AUTOTUNE
+AUTOTUNE = tf.data.AUTOTUNE  # with `untuned`: min(16, CPU cores) parallel calls
+PREFETCH = 2  # batches
 
 
 def to_rgba(image):
@@ -122,17 +123,25 @@ def epoch_batches(prepared, cfg, seed, epoch, batch_size=None):
 def training_stream(prepared, cfg, seed, start_epoch=0, batch_size=None):
     """Epochs start_epoch, start_epoch + 1, ... of `epoch_batches`, one endless dataset."""
     epochs = tf.data.Dataset.range(start_epoch, 2**62)
-    stream = epochs.flat_map(lambda epoch: epoch_batches(prepared, cfg, seed, epoch, batch_size)).prefetch(2)
+    stream = epochs.flat_map(lambda epoch: epoch_batches(prepared, cfg, seed, epoch, batch_size)).prefetch(PREFETCH)
     # Across workers, split every global batch as MirroredStrategy splits it over local
     # devices (worker k gets the k-th slice), whatever the source: AUTO would shard a
     # file-based source (TFDS) by file instead.
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    # No tf.data autotuning: its model thread made deleting an iterator of this stream wait
-    # 0-60 s (it sleeps up to a minute between optimisation rounds; measured 14-57 s after
-    # the speed-setting timings and 40 s at the end of a 3-epoch run on the 2-core EPYC)
-    # and took CPU from the step. Without it each parallel map runs on min(16, cores)
-    # threads, which is what the cold decode wants, and the warm epochs are a cached
-    # gather, cast and flip that two prefetched batches keep ahead of any step.
+    return untuned(stream.with_options(options))
+
+
+def untuned(dataset):
+    """`dataset` without tf.data's autotuning.
+
+    Its tuner thread made deleting an iterator wait 0-60 s (it sleeps up to a minute between
+    optimisation rounds): measured 14-57 s after the speed-setting timings and 40 s at the
+    end of a 3-epoch run on the 2-core EPYC, and it took CPU from the training step. Without
+    it each parallel map runs on min(16, cores) threads, which is what the cold decode
+    wants; the warm epochs are a cached gather, cast and flip that two prefetched batches
+    keep ahead of any step.
+    """
+    options = tf.data.Options()
     options.autotune.enabled = False
-    return stream.with_options(options)
+    return dataset.with_options(options)
