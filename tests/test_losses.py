@@ -67,3 +67,12 @@ def test_gaussian_nll_is_half_the_squared_error_of_the_tanh_mean():
     to_images = losses.LIKELIHOODS["gaussian"][1]
     np.testing.assert_allclose(to_images(outputs).numpy(), 0.5, rtol=1e-6)
     np.testing.assert_allclose(losses.LIKELIHOODS["bernoulli"][1](tf.zeros(3)).numpy(), 0.0)
+
+
+def test_edge_difference_costs_blurred_edges_not_flat_offsets():
+    step = tf.constant([[[-1.0], [-1.0], [1.0], [1.0]]] * 4)[None]  # a vertical edge, 4 x 4
+    ramp = tf.constant([[[-1.0], [-1 / 3], [1 / 3], [1.0]]] * 4)[None]  # the same edge blurred
+    # each row: neighbour differences (0, 2, 0) against (2/3, 2/3, 2/3): |.| sums to 8/3
+    assert losses.edge_difference(step, ramp).numpy()[0] == pytest.approx(4 * 8 / 3, rel=1e-6)
+    assert losses.edge_difference(step, step + 0.5).numpy()[0] == pytest.approx(0.0, abs=1e-6)
+    assert losses.edge_difference(step, tf.transpose(step, [0, 2, 1, 3])).numpy()[0] > 0

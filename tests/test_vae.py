@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import assert_keras_round_trip, digits, real_images, toy_model
+from tfgen import losses
 from tfgen.export import export_saved_model
 
 SIZES = {"vae": dict(latent_dim=2, hidden_dim=16), "conv_vae": dict(latent_dim=2, width=4),
@@ -72,6 +73,26 @@ def test_beta_weights_the_kl_term():
     np.testing.assert_allclose(logs_plain["kl"], logs_heavy["kl"], rtol=1e-5)
     expected = float(logs_heavy["reconstruction"]) + 4.0 * float(logs_heavy["kl"])
     assert float(logs_heavy["loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["vae", "conv_vae"])
+def test_edge_weight_adds_the_edge_term_to_the_reconstruction(name):
+    size = {"hidden_dim": 16} if name == "vae" else {"width": 4}
+    plain, edged, twin = (toy_model(name, latent_dim=2, likelihood="gaussian", edge_weight=w, **size)
+                          for w in (0.0, 0.5, 0.0))
+    edged.set_weights(plain.get_weights())
+    twin.set_weights(plain.get_weights())
+    images = real_images(plain)
+    rec_plain, kl_plain, mean, log_var = plain.elbo_terms(images)
+    rec_edged, kl_edged, _, _ = edged.elbo_terms(images)  # the same seed: the same z
+    np.testing.assert_allclose(kl_edged, kl_plain, rtol=1e-5)
+    decoded = twin.decode(twin.reparameterize(mean, log_var))  # that z's images, via the twin
+    edges = losses.edge_difference(images, decoded).numpy()
+    assert np.all(edges > 0)
+    np.testing.assert_allclose(rec_edged - rec_plain, 0.5 * edges, rtol=1e-4)
+    assert edged.get_config()["edge_weight"] == 0.5
+    with pytest.raises(ValueError, match="edge_weight must be >= 0"):
+        toy_model(name, latent_dim=2, edge_weight=-1.0, **size)
 
 
 def test_conditional_decoder_output_depends_on_the_label():

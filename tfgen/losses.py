@@ -128,6 +128,21 @@ def gaussian_nll(images, outputs):
     return 0.5 * tf.reduce_sum(tf.reshape(tf.square(error), [tf.shape(error)[0], -1]), axis=1)
 
 
+def edge_difference(images, reconstructions):
+    """The gradient difference loss (Mathieu, Couprie & LeCun 2016, alpha 1) per example:
+    |d(x) - d(x')| summed over every pixel's horizontal and vertical neighbour difference d.
+
+    Why: a squared-error decoder that is unsure where an edge lies draws the mean of the
+    candidates, a grey ramp; this term costs the reconstruction for every edge it smooths
+    away, and only the edges themselves (flat regions differ by 0 either way).
+    """
+    error = tf.cast(images, tf.float32) - tf.cast(reconstructions, tf.float32)
+    rows = tf.abs(error[:, 1:] - error[:, :-1])  # d(x) - d(x') = d(x - x'): differences of the error
+    columns = tf.abs(error[:, :, 1:] - error[:, :, :-1])
+    batch = tf.shape(error)[0]
+    return tf.reduce_sum(tf.reshape(rows, [batch, -1]), 1) + tf.reduce_sum(tf.reshape(columns, [batch, -1]), 1)
+
+
 # likelihood name -> (negative log-likelihood(images, decoder outputs), decoder outputs -> images)
 LIKELIHOODS = {
     "bernoulli": (bernoulli_nll, lambda outputs: 2.0 * tf.sigmoid(tf.cast(outputs, tf.float32)) - 1.0),

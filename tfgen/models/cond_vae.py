@@ -26,8 +26,9 @@ class CondVAE(ConvVAE):
         seed: Optional[int] = None,
         num_classes=10,
         upsample: Literal["transposed", "resize"] = "transposed",
+        edge_weight: float = 0.0,
         **kwargs,
     ):
         if num_classes < 2:
             raise ValueError(f"a conditional model needs at least 2 classes, the data has {num_classes}")
-        super().__init__(image_shape, latent_dim, width, beta, likelihood, seed, num_classes, upsample, **kwargs)
+        super().__init__(image_shape, latent_dim, width, beta, likelihood, seed, num_classes, upsample, edge_weight, **kwargs)

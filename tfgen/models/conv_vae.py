@@ -37,6 +37,7 @@ class ConvVAE(VAE):
         seed: Optional[int] = None,
         num_classes=0,
         upsample: Literal["transposed", "resize"] = "transposed",
+        edge_weight: float = 0.0,
         **kwargs,
     ):
         GenerativeModel.__init__(self, image_shape, latent_dim, seed, self.metric_names, num_classes, **kwargs)
@@ -46,7 +47,7 @@ class ConvVAE(VAE):
         self.width = width
         self.upsample = upsample
         self.base, self.steps = resolution_plan(self.image_shape[0])
-        self.build_vae(beta, likelihood)
+        self.build_vae(beta, likelihood, edge_weight)
 
     def encoder_body(self, images):
         h = images

@@ -29,6 +29,9 @@ class VAE(GenerativeModel):
         beta: weight of the KL term (beta-VAE, Higgins et al. 2017); 1 is the plain ELBO.
         likelihood: "bernoulli" (sigmoid cross-entropy, pixels read as probabilities) or
             "gaussian" (unit-variance, squared error).
+        edge_weight: if > 0, the reconstruction term adds this times
+            `tfgen.losses.edge_difference` (the gradient difference loss), which costs every
+            edge the decoder blurs; 0 is the plain ELBO.
         seed: seeds the reparameterisation noise inside `train_step`.
     """
 
@@ -47,22 +50,26 @@ class VAE(GenerativeModel):
         likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
         seed: Optional[int] = None,
         num_classes=0,
+        edge_weight: float = 0.0,
         **kwargs,
     ):
         GenerativeModel.__init__(self, image_shape, latent_dim, seed, self.metric_names, num_classes, **kwargs)
         if hidden_dim < 1:
             raise ValueError(f"hidden_dim must be an integer >= 1, got {hidden_dim}")
         self.hidden_dim = hidden_dim
-        self.build_vae(beta, likelihood)
+        self.build_vae(beta, likelihood, edge_weight)
 
-    def build_vae(self, beta, likelihood):
+    def build_vae(self, beta, likelihood, edge_weight=0.0):
         """Set the ELBO options and build encoder and decoder from the subclass's bodies.
 
         Every VAE's __init__ ends here, after setting the fields its bodies read.
         """
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
+        if edge_weight < 0:
+            raise ValueError(f"edge_weight must be >= 0 (0 disables the edge term), got {edge_weight}")
         self.beta = beta
+        self.edge_weight = edge_weight
         self.likelihood = likelihood
         self._nll, self._to_images = losses.LIKELIHOODS[likelihood]
         self.encoder = self._build_encoder()
@@ -135,11 +142,15 @@ class VAE(GenerativeModel):
         return mean + tf.exp(0.5 * log_var) * eps
 
     def elbo_terms(self, images, labels=None, training=True):
-        """Per-example (reconstruction, kl) and the decoder outputs for `images`."""
+        """Per-example (reconstruction, kl) and the posterior (mean, log_var) for `images`;
+        the reconstruction term includes the edge term when `edge_weight` is set."""
         mean, log_var = self.encode(images, labels, training=training)
         z = self.reparameterize(mean, log_var)
         outputs = self.decoder(self._with_label(z, labels), training=training)
-        return self._nll(images, outputs), losses.kl_standard_normal(mean, log_var), mean, log_var
+        reconstruction = self._nll(images, outputs)
+        if self.edge_weight:
+            reconstruction += self.edge_weight * losses.edge_difference(images, self._to_images(outputs))
+        return reconstruction, losses.kl_standard_normal(mean, log_var), mean, log_var
 
     def train_step(self, data):
         images, labels = data if isinstance(data, (tuple, list)) else (data, None)
@@ -179,4 +190,4 @@ class VAE(GenerativeModel):
 
     def vae_config(self):
         """The ELBO options every VAE's get_config includes."""
-        return {"beta": self.beta, "likelihood": self.likelihood}
+        return {"beta": self.beta, "likelihood": self.likelihood, "edge_weight": self.edge_weight}
