@@ -133,8 +133,10 @@ def edge_difference(images, reconstructions):
     |d(x) - d(x')| summed over every pixel's horizontal and vertical neighbour difference d.
 
     Why: a squared-error decoder that is unsure where an edge lies draws the mean of the
-    candidates, a grey ramp; this term costs the reconstruction for every edge it smooths
-    away, and only the edges themselves (flat regions differ by 0 either way).
+    candidates, a grey ramp. This term costs every neighbour difference the reconstruction
+    gets wrong, a blurred edge and an invented texture alike, and nothing for a constant
+    offset (the squared error's business). On the Pokemon VAE it gave crisp silhouettes with
+    smooth insides (README).
     """
     error = tf.cast(images, tf.float32) - tf.cast(reconstructions, tf.float32)
     rows = tf.abs(error[:, 1:] - error[:, :-1])  # d(x) - d(x') = d(x - x'): differences of the error
