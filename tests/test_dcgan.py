@@ -117,6 +117,58 @@ def test_unknown_upsampling_is_refused():
         toy(g_upsample="bilinear")
 
 
+def test_minibatch_std_appends_each_batch_parts_own_spread():
+    x = np.random.default_rng(0).normal(size=(6, 2, 2, 3)).astype("float32")
+    x[:3] = x[0]  # the first half: one image three times
+    out = layers.MinibatchStdDev()(x).numpy()
+    assert out.shape == (6, 2, 2, 4)
+    np.testing.assert_allclose(out[..., :3], x)
+    np.testing.assert_allclose(out[..., 3], np.sqrt(x.var(axis=0) + 1e-8).mean(), rtol=1e-5)
+    with layers.batch_parts(2):
+        parts = layers.MinibatchStdDev()(x).numpy()[..., 3]
+    np.testing.assert_allclose(parts[:3], 1e-4, rtol=1e-3)  # sqrt(eps): no spread at all
+    np.testing.assert_allclose(parts[3:], np.sqrt(x[3:].var(axis=0) + 1e-8).mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("minibatch_std", [False, True])
+def test_minibatch_std_makes_an_images_logit_depend_on_its_batch(minibatch_std):
+    """With the feature D sees a repeated batch as such; without it, each image alone."""
+    model = toy((16, 16, 3), d_minibatch_std=minibatch_std)
+    batch = real_batch(model)
+    varied = model.discriminator(batch, training=False)[0]
+    repeated = model.discriminator(tf.repeat(batch[:1], 8, axis=0), training=False)[0]
+    assert np.allclose(varied, repeated, atol=1e-6) != minibatch_std
+    found = [type(l).__name__ for l in model.discriminator.layers].count("MinibatchStdDev")
+    assert found == int(minibatch_std)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, cls in MODELS.items() if "d_minibatch_std" in model_params(cls)))
+def test_every_gan_offering_d_minibatch_std_trains_and_round_trips_with_it(name, tmp_path):
+    model = toy_model(name, (16, 16, 3), latent_dim=4, g_width=4, d_width=4, d_steps=1, d_minibatch_std=True)
+    assert "MinibatchStdDev" in [type(l).__name__ for l in model.discriminator.layers]
+    labels = tf.range(8) % 10 if model.needs_labels else None
+    kernels = [w for w in model.discriminator.trainable_weights if "kernel" in w.path]  # (a hinge D's logit
+    before = [w.numpy().copy() for w in kernels]  # bias has no gradient while every logit is inside the margin)
+    model.train_step((real_batch(model), labels) if labels is not None else real_batch(model))
+    assert len(kernels) == 3 and all(not np.allclose(b, w) for b, w in zip(before, kernels))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.get_config()["d_minibatch_std"] is True
+    images = real_batch(model)
+    args = (images, labels) if labels is not None else (images,)
+    np.testing.assert_allclose(loaded.discriminate(*args, training=False) if labels is not None
+                               else loaded.discriminator(images, training=False),
+                               model.discriminate(*args, training=False) if labels is not None
+                               else model.discriminator(images, training=False), atol=1e-5)
+
+
+def test_biggan_refuses_d_minibatch_std():
+    assert "d_minibatch_std" not in model_params(MODELS["biggan"])
+    with pytest.raises(ValueError, match="d_minibatch_std adds a feature to a DCGAN discriminator"):
+        toy_model("biggan_uncond", (32, 32, 3), d_minibatch_std=True)
+
+
 @pytest.mark.parametrize("size", [0, 12, 50, 96 * 3])
 def test_sizes_without_a_plan_are_refused(size):
     with pytest.raises(ValueError, match=f"image_size {size}"):

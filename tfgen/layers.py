@@ -159,7 +159,31 @@ def _sn(layer, norm):
     return layers.SpectralNormalization(layer, dtype="float32") if norm == "spectral" else layer
 
 
-def discriminator_body(image_shape, width, dropout=0.0, norm="batch"):
+@keras.saving.register_keras_serializable(package="tfgen")
+class MinibatchStdDev(layers.Layer):
+    """Appends one feature map: the standard deviation of each feature across the batch,
+    averaged into one number (Karras et al. 2018, ProGAN's minibatch standard deviation).
+
+    Why: a D that sees one image at a time cannot tell a generator that draws the same motif
+    in a third of its samples from one that draws a third of the data; this feature can (the
+    spread of a batch of fakes falls below that of a real batch). Inside `batch_parts(n)`
+    each slice gets its own figure, so real and fake batches concatenated for one D pass
+    never mix. Under `tf.distribute` each replica measures its own share of the batch.
+    """
+
+    def call(self, x):
+        outputs = []
+        for part in keras.ops.split(x, _BATCH_PARTS.get()):
+            spread = keras.ops.sqrt(keras.ops.var(keras.ops.cast(part, "float32"), axis=0) + 1e-8)
+            feature = keras.ops.ones_like(part[..., :1]) * keras.ops.cast(keras.ops.mean(spread), part.dtype)
+            outputs.append(keras.ops.concatenate([part, feature], axis=-1))
+        return keras.ops.concatenate(outputs, axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + 1)
+
+
+def discriminator_body(image_shape, width, dropout=0.0, norm="batch", minibatch_std=False):
     """The layers of D from the image to its flattened features.
 
     G's stages mirrored: n stride-2 convolutions doubling the channels (and from 7 to 4 px
@@ -180,7 +204,7 @@ def discriminator_body(image_shape, width, dropout=0.0, norm="batch"):
         body.append(layers.LeakyReLU(0.2))
         if dropout > 0:
             body.append(layers.Dropout(dropout))
-    return body + [layers.Flatten()]
+    return body + ([MinibatchStdDev()] if minibatch_std else []) + [layers.Flatten()]
 
 
 def logit_layer(norm="batch"):
@@ -188,9 +212,10 @@ def logit_layer(norm="batch"):
     return _sn(layers.Dense(1, kernel_initializer=dcgan_init(), dtype="float32"), norm)
 
 
-def build_discriminator(image_shape, width, dropout=0.0, norm="batch", name="discriminator"):
+def build_discriminator(image_shape, width, dropout=0.0, norm="batch", name="discriminator", minibatch_std=False):
     """images [B, H, W, C] -> one real/fake logit [B, 1]; see `discriminator_body`."""
-    stack = [keras.Input(image_shape), *discriminator_body(image_shape, width, dropout, norm), logit_layer(norm)]
+    body = discriminator_body(image_shape, width, dropout, norm, minibatch_std)
+    stack = [keras.Input(image_shape), *body, logit_layer(norm)]
     return keras.Sequential(stack, name=name)
 
 

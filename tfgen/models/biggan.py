@@ -234,9 +234,9 @@ class BigGAN(DCGAN):
     """
 
     needs_labels = True
-    # G is BigGAN's own residual stack (it upsamples by resizing already), so DCGAN's g_upsample
-    # has nothing to choose here.
-    shared_options = tuple(option for option in DCGAN.shared_options if option != "g_upsample")
+    # G and D are BigGAN's own residual stacks (G upsamples by resizing already), so DCGAN's
+    # g_upsample and d_minibatch_std have nothing to choose here.
+    shared_options = tuple(option for option in DCGAN.shared_options if option not in ("g_upsample", "d_minibatch_std"))
 
     def __init__(
         self,
@@ -264,6 +264,8 @@ class BigGAN(DCGAN):
             raise ValueError(f"ortho_reg must be >= 0, got {ortho_reg}")
         if "g_upsample" in kwargs:
             raise ValueError("g_upsample chooses a DCGAN generator's upsampling; BigGAN's residual G resizes already")
+        if "d_minibatch_std" in kwargs:
+            raise ValueError("d_minibatch_std adds a feature to a DCGAN discriminator; BigGAN's residual D has none")
         self.embed_dim = embed_dim
         self.attention_resolution = attention_resolution
         self.ortho_reg = ortho_reg
@@ -319,7 +321,7 @@ class BigGAN(DCGAN):
             "attention_resolution": self.attention_resolution,
             "ortho_reg": self.ortho_reg,
         }
-        for fixed in ("d_norm", "d_dropout", "label_smoothing", "g_upsample"):
+        for fixed in ("d_norm", "d_dropout", "label_smoothing", "g_upsample", "d_minibatch_std"):
             config.pop(fixed)
         return config
 

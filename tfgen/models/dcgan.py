@@ -50,11 +50,14 @@ class DCGAN(GenerativeModel):
         g_upsample: how G doubles its resolution: "transposed" (the paper's 4 x 4 stride-2
             transposed convolutions) or "resize" (nearest-neighbour resize + 3 x 3
             convolution, free of the checkerboard lattice; see `tfgen.layers.build_generator`).
+        d_minibatch_std: give D ProGAN's minibatch standard deviation feature
+            (`tfgen.layers.MinibatchStdDev`), so it can see a batch of fakes repeat itself.
     """
 
     # Options every GAN built on this class accepts through **kwargs (the registry adds them
     # to a subclass's config schema), so they need not be repeated in every constructor.
-    shared_options = ("top_k", "top_k_decay", "top_k_min", "g_threshold", "g_threshold_rule", "g_upsample")
+    shared_options = ("top_k", "top_k_decay", "top_k_min", "g_threshold", "g_threshold_rule", "g_upsample",
+                      "d_minibatch_std")
 
     optimizer_names = {"d_optimizer": ("discriminator",), "g_optimizer": ("generator",)}
     metric_names = ("d_loss", "g_loss", "real_score", "fake_score")
@@ -80,6 +83,7 @@ class DCGAN(GenerativeModel):
         g_threshold: float = 0.0,
         g_threshold_rule: Literal["reward_punish", "soft"] = "reward_punish",
         g_upsample: Literal["transposed", "resize"] = "transposed",
+        d_minibatch_std: bool = False,
         **kwargs,
     ):
         super().__init__(image_shape, latent_dim, seed, self.metric_names, num_classes, **kwargs)
@@ -98,6 +102,7 @@ class DCGAN(GenerativeModel):
         self.g_threshold_rule = g_threshold_rule
         layers.check_upsample(g_upsample, "g_upsample")
         self.g_upsample = g_upsample
+        self.d_minibatch_std = d_minibatch_std
         if top_k:  # the fraction of the batch kept this epoch (set by begin_epoch; checkpointed)
             self.top_k_fraction = keras.Variable(1.0, trainable=False, name="top_k_fraction")
         for name, value in (("g_width", g_width), ("d_width", d_width), ("d_steps", d_steps)):
@@ -133,7 +138,8 @@ class DCGAN(GenerativeModel):
         return layers.build_generator(self.latent_dim, self.image_shape, self.g_width, name, self.g_upsample)
 
     def build_discriminator_network(self):
-        return layers.build_discriminator(self.image_shape, self.d_width, self.d_dropout, self.d_norm)
+        return layers.build_discriminator(self.image_shape, self.d_width, self.d_dropout, self.d_norm,
+                                          minibatch_std=self.d_minibatch_std)
 
     def run_generator(self, network, z, labels, training):
         return network(z, training=training)
@@ -325,6 +331,7 @@ class DCGAN(GenerativeModel):
             "g_threshold": self.g_threshold,
             "g_threshold_rule": self.g_threshold_rule,
             "g_upsample": self.g_upsample,
+            "d_minibatch_std": self.d_minibatch_std,
         }
 
 
