@@ -183,6 +183,16 @@ def resolve(jit_options, precision_setting, key, build, stream, grad_options=("n
     return chosen
 
 
+class _ExpectedRetracing(logging.Filter):
+    """Drops TensorFlow's "N out of the last M calls ... triggered tf.function retracing"
+    warning. Timing builds one model, hence one train function, per candidate, all from the
+    same Keras code, which TensorFlow counts as one function retraced over and over; the
+    paragraph of advice it prints then reads to a user as a bug in their run."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
 def _measure(candidates, build, stream, rounds=3):
     """{setting name: steps/s} for `candidates`: each built and warmed up under its own
     policy, then timed in `rounds` interleaved rounds, keeping each one's best.
@@ -193,6 +203,8 @@ def _measure(candidates, build, stream, rounds=3):
     itself is broken and that error is the run's to report.
     """
     runners, warm, rates = {}, {}, {}
+    expected = _ExpectedRetracing()
+    tf.get_logger().addFilter(expected)
     try:
         for candidate in candidates:
             jit, policy, _ = candidate
@@ -218,4 +230,5 @@ def _measure(candidates, build, stream, rounds=3):
                 rates[name] = max(rates.get(name, 0.0), steps_per_second(train_function, iterator))
     finally:
         keras.mixed_precision.set_global_policy("float32")
+        tf.get_logger().removeFilter(expected)
     return {name: rates[name] for name in warm}  # in the candidates' order
