@@ -80,6 +80,12 @@ def interleaved_rates(runners, steps, rounds, min_seconds=2.0):
     return best
 
 
+def pinned(jit, policy, grad):
+    """The --set overrides that fix a run to one (XLA, precision, kernel gradient) setting."""
+    return [f"train.jit_compile={str(jit).lower()}", f"train.mixed_precision={policy}",
+            f"train.conv_kernel_grad={grad}"]
+
+
 def train_runner(cfg, data):
     """(run_step, images per call, model): tfgen's train step (Keras' compiled train function)
     for `cfg`, with `auto` settings resolved as `tfgen.train` resolves them."""
@@ -190,13 +196,15 @@ def flops_per_image(model, data):
     gradients 3x, a 4 -> 7 px transposed convolution's 3x).
     """
     from tensorflow.python.profiler import model_analyzer, option_builder
+    from tensorflow.python.util import deprecation
 
     spec = tf.TensorSpec([data.batch_size, *data.image_shape], tf.float32)
     labels = tf.TensorSpec([data.batch_size], tf.int64)
     graph = tf.function(model.train_step).get_concrete_function((spec, labels)).graph
     options = option_builder.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    profile = model_analyzer.profile(graph, options=options)
+    with deprecation.silence():  # its registry calls a TF1 helper that warns about itself
+        profile = model_analyzer.profile(graph, options=options)
     total = profile.total_float_ops
     for node in profile.children:
         op = graph.get_operation_by_name(node.name)
@@ -302,10 +310,9 @@ def bench_case(name, args, folder):
     # matmul ones (`tfgen.fastconv`) without XLA, where they can be used at all.
     candidates = [(x, p, "native") for x in (False, True) for p in precisions]
     candidates += [(False, p, "matmul") for p in precisions if fastconv.available()]
-    variants = [(f"default ({autotune.describe(*default)})", [])] + [
-        (autotune.describe(x, p, g), [f"train.jit_compile={str(x).lower()}", f"train.mixed_precision={p}",
-                                      f"train.conv_kernel_grad={g}"])
-        for x, p, g in candidates
+    # The default is pinned to what `auto` resolved above, so it is not resolved (and logged) twice.
+    variants = [(f"default ({autotune.describe(*default)})", pinned(*default))] + [
+        (autotune.describe(*candidate), pinned(*candidate)) for candidate in candidates
     ]
     runners, models = {}, {}
     for label, settings in variants:
