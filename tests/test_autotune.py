@@ -1,7 +1,6 @@
 """`auto` XLA and mixed precision: measured once per model and device, cached, plain unless faster."""
 
 import json
-import logging
 import os
 import time
 
@@ -204,17 +203,9 @@ def test_candidates_are_timed_in_interleaved_rounds_and_a_hopeless_one_only_warm
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
-def test_timing_hides_tensorflows_retracing_warning_and_only_while_it_times(monkeypatch):
+def test_timing_hides_tensorflows_retracing_warning_and_only_while_it_times(monkeypatch, caplog):
     """Each candidate's model brings its own train function built from the same code, which
     TensorFlow reports as excessive retracing; that paragraph is expected while timing only."""
-
-    class Capture(logging.Handler):
-        def __init__(self):
-            super().__init__()
-            self.messages = []
-
-        def emit(self, record):
-            self.messages.append(record.getMessage())
 
     def traced_anew(value):  # a new tf.function from the same code each call, as Keras does per model
         @tf.function
@@ -229,27 +220,24 @@ def test_timing_hides_tensorflows_retracing_warning_and_only_while_it_times(monk
         tf.get_logger().warning("not about retracing")
         return FakeModel(jit)
 
-    capture = Capture()
-    tf.get_logger().addHandler(capture)
-    try:
-        monkeypatch.setattr(autotune, "warm_up", lambda jit, it: 1.0)
-        monkeypatch.setattr(autotune, "steps_per_second", lambda jit, it: 1.0)
-        candidates = [(False, "none", "native"), (True, "none", "native")]
+    monkeypatch.setattr(autotune, "warm_up", lambda jit, it: 1.0)
+    monkeypatch.setattr(autotune, "steps_per_second", lambda jit, it: 1.0)
+    candidates = [(False, "none", "native"), (True, "none", "native")]
+    with caplog.at_level("WARNING", logger="tensorflow"):
         autotune._measure(candidates, build, lambda model: model.jit, rounds=1)
-        assert capture.messages == ["not about retracing"] * 2
+    assert caplog.messages == ["not about retracing"] * 2
 
-        def traced_anew_afterwards(value):  # TensorFlow warns at most twice per code location
-            @tf.function
-            def step(x):
-                return x - 1
+    def traced_anew_afterwards(value):  # TensorFlow warns at most twice per code location
+        @tf.function
+        def step(x):
+            return x - 1
 
-            return step(tf.constant(float(value)))
+        return step(tf.constant(float(value)))
 
+    with caplog.at_level("WARNING", logger="tensorflow"):
         for value in range(6):
             traced_anew_afterwards(value)
-        assert any("triggered tf.function retracing" in m for m in capture.messages)
-    finally:
-        tf.get_logger().removeHandler(capture)
+    assert any("triggered tf.function retracing" in m for m in caplog.messages)
 
 
 def test_warm_up_compiles_then_times_a_warm_step():
