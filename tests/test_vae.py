@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import assert_keras_round_trip, digits, real_images, toy_model
-from tfgen import losses
+from tfgen import losses, perceptual
 from tfgen.export import export_saved_model
 
 SIZES = {"vae": dict(latent_dim=2, hidden_dim=16), "conv_vae": dict(latent_dim=2, width=4),
@@ -146,3 +146,28 @@ def test_saved_model_signatures(name, tmp_path):
     assert encoded["log_var"].shape == (4, 2)
     np.testing.assert_allclose(list(decoded.values())[0], expected_images, atol=1e-5)
     assert list(sampled.values())[0].shape == (5, 8, 8, 1)
+
+
+def test_perceptual_weight_adds_the_perceptual_term_and_leaves_its_network_alone(tmp_path):
+    plain, weighted, twin = (toy_model("conv_vae", (8, 8, 3), latent_dim=2, width=4, likelihood="gaussian",
+                                       perceptual_weight=w) for w in (0.0, 2.0, 0.0))
+    for other in (weighted, twin):
+        other.encoder.set_weights(plain.encoder.get_weights())
+        other.decoder.set_weights(plain.decoder.get_weights())
+    images = real_images(plain)
+    rec_plain, kl_plain, mean, log_var = plain.elbo_terms(images)
+    rec_weighted, kl_weighted, _, _ = weighted.elbo_terms(images)  # the same seed: the same z
+    np.testing.assert_allclose(kl_weighted, kl_plain, rtol=1e-5)
+    decoded = twin.decode(twin.reparameterize(mean, log_var))  # that z's images, via the twin
+    term = perceptual.difference(weighted.perceptual_features, images, decoded).numpy()
+    assert np.all(term > 0)
+    np.testing.assert_allclose(rec_weighted - rec_plain, 2.0 * term, rtol=1e-4)
+
+    frozen = [w.numpy().copy() for w in weighted.perceptual_features.weights]
+    trained = [w.numpy().copy() for w in weighted.decoder.trainable_variables]
+    weighted.train_step(images)
+    assert all(np.array_equal(b, a.numpy()) for b, a in zip(frozen, weighted.perceptual_features.weights))
+    assert all(not np.allclose(b, a.numpy()) for b, a in zip(trained, weighted.decoder.trainable_variables))
+    assert assert_keras_round_trip(weighted, tmp_path, tf.zeros((2, 2))).perceptual_weight == 2.0
+    with pytest.raises(ValueError, match="perceptual_weight must be >= 0"):
+        toy_model("conv_vae", latent_dim=2, width=4, perceptual_weight=-1.0)

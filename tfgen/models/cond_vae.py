@@ -27,8 +27,10 @@ class CondVAE(ConvVAE):
         num_classes=10,
         upsample: Literal["transposed", "resize"] = "transposed",
         edge_weight: float = 0.0,
+        perceptual_weight: float = 0.0,
         **kwargs,
     ):
         if num_classes < 2:
             raise ValueError(f"a conditional model needs at least 2 classes, the data has {num_classes}")
-        super().__init__(image_shape, latent_dim, width, beta, likelihood, seed, num_classes, upsample, edge_weight, **kwargs)
+        super().__init__(image_shape, latent_dim, width, beta, likelihood, seed, num_classes, upsample, edge_weight,
+                         perceptual_weight=perceptual_weight, **kwargs)

@@ -38,6 +38,7 @@ class ConvVAE(VAE):
         num_classes=0,
         upsample: Literal["transposed", "resize"] = "transposed",
         edge_weight: float = 0.0,
+        perceptual_weight: float = 0.0,
         **kwargs,
     ):
         GenerativeModel.__init__(self, image_shape, latent_dim, seed, self.metric_names, num_classes, **kwargs)
@@ -47,7 +48,7 @@ class ConvVAE(VAE):
         self.width = width
         self.upsample = upsample
         self.base, self.steps = resolution_plan(self.image_shape[0])
-        self.build_vae(beta, likelihood, edge_weight)
+        self.build_vae(beta, likelihood, edge_weight, perceptual_weight)
 
     def encoder_body(self, images):
         h = images

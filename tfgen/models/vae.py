@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from tfgen import losses
+from tfgen import losses, perceptual
 from tfgen.models.base import GenerativeModel
 from tfgen.models.registry import register
 
@@ -51,15 +51,16 @@ class VAE(GenerativeModel):
         seed: Optional[int] = None,
         num_classes=0,
         edge_weight: float = 0.0,
+        perceptual_weight: float = 0.0,
         **kwargs,
     ):
         GenerativeModel.__init__(self, image_shape, latent_dim, seed, self.metric_names, num_classes, **kwargs)
         if hidden_dim < 1:
             raise ValueError(f"hidden_dim must be an integer >= 1, got {hidden_dim}")
         self.hidden_dim = hidden_dim
-        self.build_vae(beta, likelihood, edge_weight)
+        self.build_vae(beta, likelihood, edge_weight, perceptual_weight)
 
-    def build_vae(self, beta, likelihood, edge_weight=0.0):
+    def build_vae(self, beta, likelihood, edge_weight=0.0, perceptual_weight=0.0):
         """Set the ELBO options and build encoder and decoder from the subclass's bodies.
 
         Every VAE's __init__ ends here, after setting the fields its bodies read.
@@ -68,8 +69,14 @@ class VAE(GenerativeModel):
             raise ValueError(f"beta must be >= 0, got {beta}")
         if edge_weight < 0:
             raise ValueError(f"edge_weight must be >= 0 (0 disables the edge term), got {edge_weight}")
+        if perceptual_weight < 0:
+            raise ValueError(
+                f"perceptual_weight must be >= 0 (0 disables the perceptual term), got {perceptual_weight}"
+            )
         self.beta = beta
         self.edge_weight = edge_weight
+        self.perceptual_weight = perceptual_weight
+        self.perceptual_features = perceptual.feature_network(self.image_shape) if perceptual_weight else None
         self.likelihood = likelihood
         self._nll, self._to_images = losses.LIKELIHOODS[likelihood]
         self.encoder = self._build_encoder()
@@ -143,13 +150,17 @@ class VAE(GenerativeModel):
 
     def elbo_terms(self, images, labels=None, training=True):
         """Per-example (reconstruction, kl) and the posterior (mean, log_var) for `images`;
-        the reconstruction term includes the edge term when `edge_weight` is set."""
+        the reconstruction term includes the edge and perceptual terms when their weights are set."""
         mean, log_var = self.encode(images, labels, training=training)
         z = self.reparameterize(mean, log_var)
         outputs = self.decoder(self._with_label(z, labels), training=training)
         reconstruction = self._nll(images, outputs)
         if self.edge_weight:
             reconstruction += self.edge_weight * losses.edge_difference(images, self._to_images(outputs))
+        if self.perceptual_weight:
+            reconstruction += self.perceptual_weight * perceptual.difference(
+                self.perceptual_features, images, self._to_images(outputs)
+            )
         return reconstruction, losses.kl_standard_normal(mean, log_var), mean, log_var
 
     def train_step(self, data):
@@ -190,4 +201,5 @@ class VAE(GenerativeModel):
 
     def vae_config(self):
         """The ELBO options every VAE's get_config includes."""
-        return {"beta": self.beta, "likelihood": self.likelihood, "edge_weight": self.edge_weight}
+        return {"beta": self.beta, "likelihood": self.likelihood, "edge_weight": self.edge_weight,
+                "perceptual_weight": self.perceptual_weight}
