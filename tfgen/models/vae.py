@@ -67,12 +67,9 @@ class VAE(GenerativeModel):
         """
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
-        if edge_weight < 0:
-            raise ValueError(f"edge_weight must be >= 0 (0 disables the edge term), got {edge_weight}")
-        if perceptual_weight < 0:
-            raise ValueError(
-                f"perceptual_weight must be >= 0 (0 disables the perceptual term), got {perceptual_weight}"
-            )
+        for term, weight in (("edge", edge_weight), ("perceptual", perceptual_weight)):
+            if weight < 0:
+                raise ValueError(f"{term}_weight must be >= 0 (0 disables the {term} term), got {weight}")
         self.beta = beta
         self.edge_weight = edge_weight
         self.perceptual_weight = perceptual_weight
@@ -155,12 +152,11 @@ class VAE(GenerativeModel):
         z = self.reparameterize(mean, log_var)
         outputs = self.decoder(self._with_label(z, labels), training=training)
         reconstruction = self._nll(images, outputs)
+        decoded = self._to_images(outputs)  # unused (and pruned from the graph) without the extra terms
         if self.edge_weight:
-            reconstruction += self.edge_weight * losses.edge_difference(images, self._to_images(outputs))
+            reconstruction += self.edge_weight * losses.edge_difference(images, decoded)
         if self.perceptual_weight:
-            reconstruction += self.perceptual_weight * perceptual.difference(
-                self.perceptual_features, images, self._to_images(outputs)
-            )
+            reconstruction += self.perceptual_weight * perceptual.difference(self.perceptual_features, images, decoded)
         return reconstruction, losses.kl_standard_normal(mean, log_var), mean, log_var
 
     def train_step(self, data):
