@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from helpers import assert_keras_round_trip, digits, real_images, toy_model
+from tfgen import augment
 from tfgen.export import export_saved_model
 
 SIZE = dict(latent_dim=4, width=4, d_width=4)
@@ -66,3 +68,40 @@ def test_keras_and_saved_model_round_trips(tmp_path):
     np.testing.assert_allclose(list(loaded.signatures["decode"](z=z).values())[0], model.generate(z), atol=1e-5)
     encoded = loaded.signatures["encode"](images=real_images(model))
     np.testing.assert_allclose(encoded["mean"], model.encode(real_images(model))[0], atol=1e-5)
+
+
+def test_diffaugment_pairs_each_real_image_with_its_reconstruction(monkeypatch):
+    """D sees augmented images only; a real image and its reconstruction share one transform,
+    so the feature reconstruction compares like with like, and the prior samples get another."""
+    model = toy_model("vae_gan", diffaugment="translation,cutout", **SIZE)
+    calls = []
+    original = augment.diff_augment
+
+    def spy(images, policy, seed):
+        calls.append((images, seed))
+        return original(images, policy, seed)
+
+    monkeypatch.setattr(augment, "diff_augment", spy)
+    real = real_images(model, 8)
+    model.train_step(real)
+    assert len(calls) == 3
+    (real_in, real_seed), (_, rec_seed), (_, sample_seed) = calls
+    np.testing.assert_array_equal(real_in, real)
+    np.testing.assert_array_equal(real_seed, rec_seed)
+    assert not np.array_equal(real_seed, sample_seed)
+
+
+def test_discriminator_judges_the_augmented_images(monkeypatch):
+    model = toy_model("vae_gan", diffaugment="cutout", **SIZE)
+    blank = tf.zeros((8,) + model.image_shape)
+    expected = float(tf.reduce_mean(tf.sigmoid(model.discriminator(blank)[1])))
+    monkeypatch.setattr(augment, "diff_augment", lambda images, policy, seed: images * 0.0)
+    logs = model.train_step(real_images(model, 8))
+    np.testing.assert_allclose(float(logs["real_score"]), expected, rtol=1e-5)
+
+
+def test_diffaugment_round_trips_and_bad_policy_is_named(tmp_path):
+    model = toy_model("vae_gan", diffaugment="color", **SIZE)
+    assert model.get_config()["diffaugment"] == "color"
+    with pytest.raises(ValueError, match="'blur'"):
+        toy_model("vae_gan", diffaugment="color,blur", **SIZE)

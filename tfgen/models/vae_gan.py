@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 from keras import layers as keras_layers
 
-from tfgen import layers, losses
+from tfgen import augment, layers, losses
 from tfgen.models.base import GenerativeModel
 from tfgen.models.conv_vae import ConvVAE
 from tfgen.models.registry import register
@@ -34,6 +34,9 @@ class VAEGAN(ConvVAE):
             GAN term (the paper's gamma: lower it for sharper, less faithful images).
         upsample: how the decoder doubles its resolution: "transposed" or "resize", as the
             DCGAN's `g_upsample` (see `tfgen.layers.build_generator`).
+        diffaugment: DiffAugment policy for every image D sees, as the DCGAN's (`tfgen.augment`);
+            "" disables it. A real image and its reconstruction get the same augmentation, so
+            the feature reconstruction still compares like with like.
     """
 
     optimizer_names = {
@@ -53,6 +56,7 @@ class VAEGAN(ConvVAE):
         gamma: float = 0.01,
         seed: Optional[int] = None,
         upsample: Literal["transposed", "resize"] = "transposed",
+        diffaugment: str = "",
         **kwargs,
     ):
         GenerativeModel.__init__(self, image_shape, latent_dim, seed, self.metric_names, **kwargs)
@@ -63,6 +67,8 @@ class VAEGAN(ConvVAE):
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         layers.check_upsample(upsample)
         self.upsample = upsample
+        self.diffaugment = diffaugment
+        self._policy = augment.parse_policy(diffaugment)
         self.width = width
         self.d_width = d_width
         self.gamma = gamma
@@ -80,6 +86,14 @@ class VAEGAN(ConvVAE):
     def decode(self, z, labels=None, training=False):
         return self.decoder(z, training=training)
 
+    def augment(self, *image_batches):
+        """DiffAugment the batches with one fresh seed, so paired batches get the same
+        transform (identity when no policy is set)."""
+        if not self._policy:
+            return image_batches
+        seed = self.next_seed()
+        return tuple(augment.diff_augment(x, self._policy, seed) for x in image_batches)
+
     def train_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         batch = tf.shape(images)[0]
@@ -87,9 +101,11 @@ class VAEGAN(ConvVAE):
             mean, log_var = self.encode(images, training=True)
             reconstructions = self.decoder(self.reparameterize(mean, log_var), training=True)
             samples = self.decoder(self.sample_latent(batch), training=True)
-            real_features, real_logits = self.discriminator(images, training=True)
-            rec_features, rec_logits = self.discriminator(reconstructions, training=True)
-            _, sample_logits = self.discriminator(samples, training=True)
+            seen_real, seen_rec = self.augment(images, reconstructions)
+            (seen_samples,) = self.augment(samples)
+            real_features, real_logits = self.discriminator(seen_real, training=True)
+            rec_features, rec_logits = self.discriminator(seen_rec, training=True)
+            _, sample_logits = self.discriminator(seen_samples, training=True)
 
             kl = losses.kl_standard_normal(mean, log_var)
             feature_error = tf.reshape(real_features - rec_features, [batch, -1])
@@ -122,4 +138,5 @@ class VAEGAN(ConvVAE):
             "beta": self.beta,
             "gamma": self.gamma,
             "upsample": self.upsample,
+            "diffaugment": self.diffaugment,
         }
