@@ -60,6 +60,14 @@ def test_overrides_convert_types(tmp_path):
     assert cfg.model.params["loss"] == "hinge"
 
 
+def test_empty_override_is_the_empty_string(tmp_path):
+    """`--set model.diffaugment=` turns a shipped policy off; YAML alone would read null."""
+    path = write(tmp_path, "model: {name: dcgan, diffaugment: color}\n")
+    assert load_config(str(path), ["model.diffaugment="]).model.params["diffaugment"] == ""
+    with pytest.raises(ConfigError, match="train.epochs: invalid value ''"):
+        load_config(str(path), ["train.epochs="])
+
+
 def test_yaml_exponent_without_dot_is_a_float(tmp_path):
     # YAML 1.1 reads 2e-4 as the string "2e-4"
     cfg = load_config(str(write(tmp_path, "train: {learning_rate: 2e-4}\n")))

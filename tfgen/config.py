@@ -307,6 +307,8 @@ def _parse_override(item):
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.epochs=3")
+    if not text:  # YAML reads "" as null; on a command line `key=` means the empty string
+        return key, ""
     try:
         return key, yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError:
