@@ -102,6 +102,7 @@ def test_discriminator_judges_the_augmented_images(monkeypatch):
 
 def test_diffaugment_round_trips_and_bad_policy_is_named(tmp_path):
     model = toy_model("vae_gan", diffaugment="color", **SIZE)
-    assert model.get_config()["diffaugment"] == "color"
+    loaded = assert_keras_round_trip(model, tmp_path, tf.random.normal((3, 4)))
+    assert loaded.diffaugment == "color" and loaded._policy == ("color",)
     with pytest.raises(ValueError, match="'blur'"):
         toy_model("vae_gan", diffaugment="color,blur", **SIZE)
