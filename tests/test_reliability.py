@@ -117,15 +117,30 @@ def test_sigterm_at_a_random_moment_then_resume_matches_an_uninterrupted_run(tmp
     assert_same_run(run, reference, 6 * steps, 6)
 
 
-def test_max_minutes_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, capsys):
+class JumpingClock:
+    """`time` for the Guard: the real clock until step `jump_at` ends, then an hour later, so
+    the --max-minutes deadline passes at a chosen step however fast the machine trains."""
+
+    def __init__(self, jump_at):
+        self.jump_at, self.calls = jump_at, 0
+
+    def monotonic(self):
+        self.calls += 1
+        return time.monotonic() + (3600 if self.calls >= self.jump_at else 0)
+
+
+def test_max_minutes_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, capsys, monkeypatch):
     steps = 480 // 16
     reference = run_reference(tmp_path)
     config = write_config(tmp_path)
     run = tmp_path / "runs" / "rel"
-    minutes = np.random.default_rng().uniform(2.0, 5.0) / 60
-    assert train.main(["--config", str(config), "--max-minutes", f"{minutes}"]) == 0
+    rng = np.random.default_rng()
+    jump_at = int(rng.integers(1, 5)) * steps + int(rng.integers(1, steps))  # inside epoch 2-5
+    monkeypatch.setattr(callbacks, "time", JumpingClock(jump_at))  # the Guard checks once a step
+    assert train.main(["--config", str(config), "--max-minutes", "10"]) == 0
     stopped = stopped_step(capsys.readouterr().err)
-    assert 0 < stopped < 6 * steps and not (run / "model.keras").exists()
+    assert stopped == jump_at and not (run / "model.keras").exists()
+    monkeypatch.undo()
     assert train.main(["--config", str(config), "--resume"]) == 0
     assert_same_run(run, reference, 6 * steps, 6)
 
