@@ -29,3 +29,57 @@ def test_preview_data_reports_a_bad_folder_in_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def _fake_run(run, epochs, image_size=8):
+    """A run folder as training leaves it: config.yaml and one 16-cell grid per epoch, every
+    cell of epoch e filled with the value e * 10 + its index."""
+    import numpy as np
+    import yaml
+
+    from tfgen import images
+
+    (run / "samples").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"image_size": image_size}}))
+    for epoch in epochs:
+        cells = np.stack([np.full((image_size, image_size, 3), epoch * 10 + i, np.uint8) for i in range(16)])
+        images.save_png(run / "samples" / f"epoch_{epoch:03d}.png", images.make_grid(cells))
+
+
+def test_epoch_strip_stacks_the_first_grid_rows_of_each_chosen_epoch(tmp_path):
+    import numpy as np
+
+    from tfgen import images
+
+    run = tmp_path / "run"
+    _fake_run(run, [1, 5, 12])
+    out = tmp_path / "strip.png"
+    result = subprocess.run(
+        [sys.executable, "tools/epoch_strip.py", "--run", str(run), "--epochs", "5", "12", "--rows", "2",
+         "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    strip = np.asarray(Image.open(out))
+    grid = np.asarray(Image.open(run / "samples" / "epoch_005.png"))
+    factor = grid.shape[1] // (4 * 10 + 2)  # 4 columns of 8 px cells and 2 px padding, enlarged
+    band = (2 * 10 + 2) * factor  # 2 of the grid's 4 rows
+    assert strip.shape[0] == 2 * band
+    # each band is its epoch's first 8 cells (values e * 10 + 0..7), right of the label
+    for k, epoch in enumerate([5, 12]):
+        cells = images.grid_cells(strip[k * band : (k + 1) * band, -grid.shape[1]:], 8)
+        assert cells.shape[:2] == (2, 4)
+        np.testing.assert_array_equal(cells[..., 0, 0, 0].ravel(), epoch * 10 + np.arange(8))
+    # the label column holds dark text
+    assert strip[:, :80].min() < 100
+
+
+def test_epoch_strip_names_the_epochs_a_run_has(tmp_path):
+    run = tmp_path / "run"
+    _fake_run(run, [1, 10])
+    result = subprocess.run(
+        [sys.executable, "tools/epoch_strip.py", "--run", str(run), "--epochs", "7"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "no grid for epoch 7; it has 1, 10" in result.stderr and "Traceback" not in result.stderr
+    assert not (run / "epoch_strip.png").exists()

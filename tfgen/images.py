@@ -34,6 +34,36 @@ def make_grid(images, columns=None, pad=2, min_width=512):
     return grid.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
+def grid_cells(grid, image_size, pad=2, min_width=512):
+    """The inverse of `make_grid`: uint8 grid -> its cells as [rows, columns, h, w, C].
+
+    Reads back grids already on disk (`samples/epoch_NNN.png`), so pictures of a finished run
+    need no model. The enlargement factor is the one `make_grid` would have chosen for a grid
+    of this many cells of `image_size` px; a grid of other geometry raises ValueError.
+    """
+    grid = np.asarray(grid)
+    if grid.ndim == 2:
+        grid = grid[..., None]
+    height, width = grid.shape[:2]
+    pitch = image_size + pad
+    # Largest first: a grid enlarged by f also fits every divisor of f, and, for some cell
+    # counts, a smaller factor with more cells; the pixels themselves settle it.
+    for factor in range(width, 0, -1):
+        inner_w, inner_h = width // factor, height // factor
+        if (width % factor or height % factor or (inner_w - pad) % pitch or (inner_h - pad) % pitch
+                or max(1, math.ceil(min_width / inner_w)) != factor):
+            continue
+        small = grid[::factor, ::factor]
+        if not (small.repeat(factor, 0).repeat(factor, 1) == grid).all():
+            continue
+        columns, rows = (inner_w - pad) // pitch, (inner_h - pad) // pitch
+        return np.stack([np.stack([small[pad + r * pitch : pad + r * pitch + image_size,
+                                         pad + c * pitch : pad + c * pitch + image_size]
+                                   for c in range(columns)]) for r in range(rows)])
+    raise ValueError(f"a {width}x{height} picture is not a grid of {image_size} px images "
+                     f"(padding {pad}, at least {min_width} px wide)")
+
+
 def to_pil(array):
     """uint8 [H, W, 1|3] -> PIL image (mode L or RGB)."""
     array = np.asarray(array)
