@@ -25,3 +25,11 @@ def test_grid_cells_rejects_a_picture_of_other_geometry():
     grid = images.make_grid(np.zeros((16, 16, 16, 3), np.uint8))
     with pytest.raises(ValueError, match="not a grid of 20 px images"):
         images.grid_cells(grid, 20)
+
+
+
+def test_grid_cells_never_reads_a_factor_that_leaves_no_room_for_a_cell():
+    # 512 = 256 * (0 cells * 10 + 2): the largest factor fits the padding alone; the next one
+    # that fits, 16 = 512 / (3 cells * 10 + 2), is read instead
+    blank = np.full((512, 512, 3), 255, np.uint8)
+    assert images.grid_cells(blank, 8).shape == (3, 3, 8, 8, 3)

@@ -50,7 +50,8 @@ def grid_cells(grid, image_size, pad=2, min_width=512):
     # counts, a smaller factor with more cells; the pixels themselves settle it.
     for factor in range(width, 0, -1):
         inner_w, inner_h = width // factor, height // factor
-        if (width % factor or height % factor or (inner_w - pad) % pitch or (inner_h - pad) % pitch
+        if (width % factor or height % factor or min(inner_w, inner_h) < pad + pitch
+                or (inner_w - pad) % pitch or (inner_h - pad) % pitch
                 or max(1, math.ceil(min_width / inner_w)) != factor):
             continue
         small = grid[::factor, ::factor]
