@@ -39,7 +39,8 @@ def grid_cells(grid, image_size, pad=2, min_width=512):
 
     Reads back grids already on disk (`samples/epoch_NNN.png`), so pictures of a finished run
     need no model. The enlargement factor is the one `make_grid` would have chosen for a grid
-    of this many cells of `image_size` px; a grid of other geometry raises ValueError.
+    of this many cells of `image_size` px; a grid of other geometry raises ValueError. A last
+    row that `make_grid` left part empty comes back with white cells in the gaps.
     """
     grid = np.asarray(grid)
     if grid.ndim == 2:
