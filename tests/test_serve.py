@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi", reason='the studio needs its extra: pip install -e ".[serve]"')
-import httpx  # noqa: E402
+import httpx2  # noqa: E402
 import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
@@ -215,12 +215,12 @@ def live_server(tmp_path):
 
 def test_concurrent_keeps_over_loopback_never_hand_out_look_alikes(live_server):
     url, studio, ledger = live_server
-    with httpx.Client(base_url=url, timeout=60) as http:
+    with httpx2.Client(base_url=url, timeout=60) as http:
         ids = [http.post("/api/candidates", json={"theme": "pets"}).json()["id"] for _ in range(50)]
     requests = ids + ids[:10]  # ten candidates are kept twice at once
 
     def keep(candidate):
-        with httpx.Client(base_url=url, timeout=60) as http:
+        with httpx2.Client(base_url=url, timeout=60) as http:
             return http.post("/api/keep", json={"candidate": candidate})
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(requests)) as pool:
@@ -254,9 +254,9 @@ def start_server(run, port, *extra):
     deadline = time.monotonic() + 120
     while True:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+            if httpx2.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
                 return process
-        except httpx.TransportError:
+        except httpx2.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
@@ -269,18 +269,18 @@ def test_a_killed_server_loses_no_kept_avatar(cond_run):
     server = start_server(cond_run, port)
     url = f"http://127.0.0.1:{port}"
     try:
-        themes = httpx.get(f"{url}/api/themes").json()["themes"]
+        themes = httpx2.get(f"{url}/api/themes").json()["themes"]
         assert [t["id"] for t in themes] == [f"digits-{k}" for k in range(10)]
-        candidate = httpx.post(f"{url}/api/candidates", json={"theme": "digits-7"}).json()
-        before = np.asarray(png_image(httpx.get(url + candidate["image_url"])))
-        kept = httpx.post(f"{url}/api/keep", json={"candidate": candidate["id"]}).json()
+        candidate = httpx2.post(f"{url}/api/candidates", json={"theme": "digits-7"}).json()
+        before = np.asarray(png_image(httpx2.get(url + candidate["image_url"])))
+        kept = httpx2.post(f"{url}/api/keep", json={"candidate": candidate["id"]}).json()
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()
     assert ledger_entries(cond_run / "issued.npz")["labels"].tolist() == [7]
     server = start_server(cond_run, port)
     try:
-        after = np.asarray(png_image(httpx.get(url + kept["image_url"])))
+        after = np.asarray(png_image(httpx2.get(url + kept["image_url"])))
     finally:
         server.terminate()
         server.wait()
@@ -359,7 +359,7 @@ def test_the_page_in_headless_chromium(cond_run, tmp_path):
         picture = Image.open(saved)
         assert picture.size == (512, 512)
         # the download is the candidate the page showed, upscaled
-        shown = png_image(httpx.get(f"http://127.0.0.1:{port}/api/candidates/{candidate}.png"))
+        shown = png_image(httpx2.get(f"http://127.0.0.1:{port}/api/candidates/{candidate}.png"))
         np.testing.assert_array_equal(np.asarray(picture)[::64, ::64], np.asarray(shown))
 
         browser.refresh()  # the gallery lives in this browser
