@@ -358,3 +358,40 @@ def test_train_step_runs_the_generator_forward_once():
     model.run_generator = lambda *args, **kwargs: calls.append(1) or run_generator(*args, **kwargs)
     model.train_step(real_batch(model))
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("name", sorted(n for n, cls in MODELS.items() if "d_depth" in model_params(cls)))
+def test_every_gan_offering_d_depth_trains_its_extra_convolutions_and_round_trips(name, tmp_path):
+    """d_depth 2: each of the two 16 px stages gets a stride-1 3x3 convolution of its width,
+    normalised like the rest of D, and every D kernel learns."""
+    model = toy_model(name, (16, 16, 3), latent_dim=4, g_width=4, d_width=4, d_steps=1, d_depth=2)
+    kernels = [w for w in model.discriminator.trainable_weights if "kernel" in w.path]
+    shapes = [tuple(w.shape) for w in kernels]
+    assert shapes[:4] == [(4, 4, 3, 4), (3, 3, 4, 4), (4, 4, 4, 8), (3, 3, 8, 8)]
+    kinds = [type(l).__name__ for l in model.discriminator.layers]
+    if model.d_norm == "spectral":
+        assert kinds.count("SpectralNormalization") == 5  # the four convolutions and the logit
+    elif model.d_norm == "batch":
+        assert kinds.count("BatchNormalization") == 3  # all but the first convolution, as in DCGAN
+    labels = tf.range(8) % 10 if model.needs_labels else None
+    before = [w.numpy().copy() for w in kernels]
+    model.train_step((real_batch(model), labels) if labels is not None else real_batch(model))
+    assert all(not np.allclose(b, w) for b, w in zip(before, kernels))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.get_config()["d_depth"] == 2
+    images = real_batch(model)
+    if labels is not None:
+        np.testing.assert_allclose(loaded.discriminate(images, labels, training=False),
+                                   model.discriminate(images, labels, training=False), atol=1e-5)
+    else:
+        np.testing.assert_allclose(loaded.discriminator(images, training=False),
+                                   model.discriminator(images, training=False), atol=1e-5)
+
+
+def test_d_depth_below_one_is_refused_and_biggan_does_not_take_it():
+    with pytest.raises(ValueError, match="d_depth must be an integer >= 1, got 0"):
+        toy(d_depth=0)
+    with pytest.raises(ValueError, match="d_depth deepens a DCGAN discriminator"):
+        toy_model("biggan", (16, 16, 3), latent_dim=4, g_width=4, d_width=4, d_depth=2)

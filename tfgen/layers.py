@@ -183,7 +183,7 @@ class MinibatchStdDev(layers.Layer):
         return (*input_shape[:-1], input_shape[-1] + 1)
 
 
-def discriminator_body(image_shape, width, dropout=0.0, norm="batch", minibatch_std=False):
+def discriminator_body(image_shape, width, dropout=0.0, norm="batch", minibatch_std=False, depth=1):
     """The layers of D from the image to its flattened features.
 
     G's stages mirrored: n stride-2 convolutions doubling the channels (and from 7 to 4 px
@@ -191,17 +191,29 @@ def discriminator_body(image_shape, width, dropout=0.0, norm="batch", minibatch_
     "batch" (DCGAN; none on the first layer, as in the paper), "layer" (the WGAN-GP critic,
     where batch statistics would break the per-example gradient penalty), "spectral" (SNGAN:
     every weight layer spectrally normalised, no other normalisation) or "none".
+
+    `depth` > 1 follows each stride-2 convolution with depth - 1 stride-1 3x3 convolutions of
+    the same width and normalisation, as in the SNGAN paper's standard CNN discriminator
+    (Miyato et al. 2018, table 3). Why: spectral normalisation bounds every layer's gain by
+    1, and the 4-layer DCGAN stack under it can fall to chance: on the 64 px Pokemon art the
+    SNGAN's hinge loss was back near 2 by epoch 100. With depth 2 it stayed near 1.6 and G
+    drew smoother shapes, but not better ones by FID and recall, so `anime_sngan` keeps depth
+    1 (README). Placed after the downsampling, the extra convolutions add about 1.4x D's work
+    at 64 px; before it, at full resolution, they would add about 6x.
     """
     base, n = resolution_plan(image_shape[0])
     stages = [("same", 2)] * n + ([("valid", 1)] if base == 7 else [])  # G's stages, mirrored
     body = []
     for i, (padding, stride) in enumerate(stages):
-        body.append(_sn(fastconv.Conv2D(width * 2**i, 4, stride, padding, kernel_initializer=dcgan_init()), norm))
-        if i > 0 and norm == "batch":
-            body.append(batch_norm())
-        elif i > 0 and norm == "layer":
-            body.append(layers.LayerNormalization(axis=[1, 2, 3]))
-        body.append(layers.LeakyReLU(0.2))
+        convs = [(4, stride, padding)] + [(3, 1, "same")] * (depth - 1)
+        for j, (kernel, conv_stride, conv_padding) in enumerate(convs):
+            conv = fastconv.Conv2D(width * 2**i, kernel, conv_stride, conv_padding, kernel_initializer=dcgan_init())
+            body.append(_sn(conv, norm))
+            if (i, j) != (0, 0) and norm == "batch":
+                body.append(batch_norm())
+            elif (i, j) != (0, 0) and norm == "layer":
+                body.append(layers.LayerNormalization(axis=[1, 2, 3]))
+            body.append(layers.LeakyReLU(0.2))
         if dropout > 0:
             body.append(layers.Dropout(dropout))
     return body + ([MinibatchStdDev()] if minibatch_std else []) + [layers.Flatten()]
@@ -212,9 +224,10 @@ def logit_layer(norm="batch"):
     return _sn(layers.Dense(1, kernel_initializer=dcgan_init(), dtype="float32"), norm)
 
 
-def build_discriminator(image_shape, width, dropout=0.0, norm="batch", name="discriminator", minibatch_std=False):
+def build_discriminator(image_shape, width, dropout=0.0, norm="batch", name="discriminator", minibatch_std=False,
+                        depth=1):
     """images [B, H, W, C] -> one real/fake logit [B, 1]; see `discriminator_body`."""
-    body = discriminator_body(image_shape, width, dropout, norm, minibatch_std)
+    body = discriminator_body(image_shape, width, dropout, norm, minibatch_std, depth)
     stack = [keras.Input(image_shape), *body, logit_layer(norm)]
     return keras.Sequential(stack, name=name)
 

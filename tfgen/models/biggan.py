@@ -235,8 +235,9 @@ class BigGAN(DCGAN):
 
     needs_labels = True
     # G and D are BigGAN's own residual stacks (G upsamples by resizing already), so DCGAN's
-    # g_upsample and d_minibatch_std have nothing to choose here.
-    shared_options = tuple(option for option in DCGAN.shared_options if option not in ("g_upsample", "d_minibatch_std"))
+    # g_upsample, d_minibatch_std and d_depth have nothing to choose here.
+    shared_options = tuple(option for option in DCGAN.shared_options
+                           if option not in ("g_upsample", "d_minibatch_std", "d_depth"))
 
     def __init__(
         self,
@@ -266,6 +267,8 @@ class BigGAN(DCGAN):
             raise ValueError("g_upsample chooses a DCGAN generator's upsampling; BigGAN's residual G resizes already")
         if "d_minibatch_std" in kwargs:
             raise ValueError("d_minibatch_std adds a feature to a DCGAN discriminator; BigGAN's residual D has none")
+        if "d_depth" in kwargs:
+            raise ValueError("d_depth deepens a DCGAN discriminator; BigGAN's residual D has its own depth")
         self.embed_dim = embed_dim
         self.attention_resolution = attention_resolution
         self.ortho_reg = ortho_reg
@@ -321,7 +324,7 @@ class BigGAN(DCGAN):
             "attention_resolution": self.attention_resolution,
             "ortho_reg": self.ortho_reg,
         }
-        for fixed in ("d_norm", "d_dropout", "label_smoothing", "g_upsample", "d_minibatch_std"):
+        for fixed in ("d_norm", "d_dropout", "label_smoothing", "g_upsample", "d_minibatch_std", "d_depth"):
             config.pop(fixed)
         return config
 

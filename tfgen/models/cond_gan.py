@@ -64,7 +64,7 @@ class CondGAN(DCGAN):
         label = keras.Input((), dtype="int32", name="label")
         h = images
         for layer in layers.discriminator_body(self.image_shape, self.d_width, self.d_dropout, self.d_norm,
-                                               self.d_minibatch_std):
+                                               self.d_minibatch_std, self.d_depth):
             h = layer(h)
         logit = layers.logit_layer(self.d_norm)(h)
         class_embedding = keras_layers.Embedding(self.num_classes, h.shape[-1])(label)

@@ -52,12 +52,15 @@ class DCGAN(GenerativeModel):
             convolution, free of the checkerboard lattice; see `tfgen.layers.build_generator`).
         d_minibatch_std: give D ProGAN's minibatch standard deviation feature
             (`tfgen.layers.MinibatchStdDev`), so it can see a batch of fakes repeat itself.
+        d_depth: convolutions per D resolution stage: 1 is DCGAN's; more adds stride-1 3x3
+            convolutions after each downsampling, as the SNGAN paper's D has (see
+            `tfgen.layers.discriminator_body`, which says why a spectrally normalised D needs them).
     """
 
     # Options every GAN built on this class accepts through **kwargs (the registry adds them
     # to a subclass's config schema), so they need not be repeated in every constructor.
     shared_options = ("top_k", "top_k_decay", "top_k_min", "g_threshold", "g_threshold_rule", "g_upsample",
-                      "d_minibatch_std")
+                      "d_minibatch_std", "d_depth")
 
     optimizer_names = {"d_optimizer": ("discriminator",), "g_optimizer": ("generator",)}
     metric_names = ("d_loss", "g_loss", "real_score", "fake_score")
@@ -84,6 +87,7 @@ class DCGAN(GenerativeModel):
         g_threshold_rule: Literal["reward_punish", "soft"] = "reward_punish",
         g_upsample: Literal["transposed", "resize"] = "transposed",
         d_minibatch_std: bool = False,
+        d_depth: int = 1,
         **kwargs,
     ):
         super().__init__(image_shape, latent_dim, seed, self.metric_names, num_classes, **kwargs)
@@ -103,9 +107,10 @@ class DCGAN(GenerativeModel):
         layers.check_upsample(g_upsample, "g_upsample")
         self.g_upsample = g_upsample
         self.d_minibatch_std = d_minibatch_std
+        self.d_depth = d_depth
         if top_k:  # the fraction of the batch kept this epoch (set by begin_epoch; checkpointed)
             self.top_k_fraction = keras.Variable(1.0, trainable=False, name="top_k_fraction")
-        for name, value in (("g_width", g_width), ("d_width", d_width), ("d_steps", d_steps)):
+        for name, value in (("g_width", g_width), ("d_width", d_width), ("d_steps", d_steps), ("d_depth", d_depth)):
             if value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value}")
         if not 0 <= d_dropout < 1:
@@ -139,7 +144,7 @@ class DCGAN(GenerativeModel):
 
     def build_discriminator_network(self):
         return layers.build_discriminator(self.image_shape, self.d_width, self.d_dropout, self.d_norm,
-                                          minibatch_std=self.d_minibatch_std)
+                                          minibatch_std=self.d_minibatch_std, depth=self.d_depth)
 
     def run_generator(self, network, z, labels, training):
         return network(z, training=training)
@@ -332,6 +337,7 @@ class DCGAN(GenerativeModel):
             "g_threshold_rule": self.g_threshold_rule,
             "g_upsample": self.g_upsample,
             "d_minibatch_std": self.d_minibatch_std,
+            "d_depth": self.d_depth,
         }
 
 
