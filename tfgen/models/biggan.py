@@ -27,6 +27,13 @@ from tfgen import layers
 from tfgen.models.dcgan import DCGAN
 from tfgen.models.registry import register
 
+# DCGAN options with nothing to choose here, and why: G and D are BigGAN's own residual stacks.
+NOT_TAKEN = {
+    "g_upsample": "chooses a DCGAN generator's upsampling; BigGAN's residual G resizes already",
+    "d_minibatch_std": "adds a feature to a DCGAN discriminator; BigGAN's residual D has none",
+    "d_depth": "deepens a DCGAN discriminator; BigGAN's residual D has its own depth",
+}
+
 
 def _sn(layer):
     # float32 wrapper, as tfgen.layers._sn explains (half-precision kernel writes lose updates)
@@ -234,10 +241,7 @@ class BigGAN(DCGAN):
     """
 
     needs_labels = True
-    # G and D are BigGAN's own residual stacks (G upsamples by resizing already), so DCGAN's
-    # g_upsample, d_minibatch_std and d_depth have nothing to choose here.
-    shared_options = tuple(option for option in DCGAN.shared_options
-                           if option not in ("g_upsample", "d_minibatch_std", "d_depth"))
+    shared_options = tuple(option for option in DCGAN.shared_options if option not in NOT_TAKEN)
 
     def __init__(
         self,
@@ -263,12 +267,9 @@ class BigGAN(DCGAN):
             raise ValueError(f"embed_dim must be an integer >= 1, got {embed_dim}")
         if ortho_reg < 0:
             raise ValueError(f"ortho_reg must be >= 0, got {ortho_reg}")
-        if "g_upsample" in kwargs:
-            raise ValueError("g_upsample chooses a DCGAN generator's upsampling; BigGAN's residual G resizes already")
-        if "d_minibatch_std" in kwargs:
-            raise ValueError("d_minibatch_std adds a feature to a DCGAN discriminator; BigGAN's residual D has none")
-        if "d_depth" in kwargs:
-            raise ValueError("d_depth deepens a DCGAN discriminator; BigGAN's residual D has its own depth")
+        for option, why in NOT_TAKEN.items():
+            if option in kwargs:
+                raise ValueError(f"{option} {why}")
         self.embed_dim = embed_dim
         self.attention_resolution = attention_resolution
         self.ortho_reg = ortho_reg
@@ -324,7 +325,7 @@ class BigGAN(DCGAN):
             "attention_resolution": self.attention_resolution,
             "ortho_reg": self.ortho_reg,
         }
-        for fixed in ("d_norm", "d_dropout", "label_smoothing", "g_upsample", "d_minibatch_std", "d_depth"):
+        for fixed in ("d_norm", "d_dropout", "label_smoothing", *NOT_TAKEN):
             config.pop(fixed)
         return config
 

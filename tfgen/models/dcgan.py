@@ -54,7 +54,7 @@ class DCGAN(GenerativeModel):
             (`tfgen.layers.MinibatchStdDev`), so it can see a batch of fakes repeat itself.
         d_depth: convolutions per D resolution stage: 1 is DCGAN's; more adds stride-1 3x3
             convolutions after each downsampling, as the SNGAN paper's D has (see
-            `tfgen.layers.discriminator_body`, which says why a spectrally normalised D needs them).
+            `tfgen.layers.discriminator_body` for what they did on the Pokemon art).
     """
 
     # Options every GAN built on this class accepts through **kwargs (the registry adds them
