@@ -68,6 +68,19 @@ def test_empty_override_is_the_empty_string(tmp_path):
         load_config(str(path), ["train.epochs="])
 
 
+def test_text_keys_keep_overrides_that_look_like_numbers(tmp_path):
+    path = write(tmp_path, "model: {name: dcgan}\n")
+    cfg = load_config(str(path), ["name=2024", "data.path=1.0", "data.name=true"])
+    assert (cfg.name, cfg.data.path, cfg.data.name) == ("2024", "1.0", "true")
+    with pytest.raises(ConfigError, match="name: invalid value 2024; expected a string"):
+        load_config(str(write(tmp_path, "name: 2024\n", "in_yaml.yaml")))  # in a file, quote it
+
+
+def test_override_fills_a_section_whose_keys_are_all_commented_out(tmp_path):
+    path = write(tmp_path, "model: {name: dcgan}\ntrain:\n#  epochs: 5\n")
+    assert load_config(str(path), ["train.epochs=1"]).train.epochs == 1
+
+
 def test_yaml_exponent_without_dot_is_a_float(tmp_path):
     # YAML 1.1 reads 2e-4 as the string "2e-4"
     cfg = load_config(str(write(tmp_path, "train: {learning_rate: 2e-4}\n")))
@@ -88,6 +101,7 @@ def test_resolved_config_round_trips(tmp_path):
         ("train: {epochs: 3, epohcs: 4}\n", [], ["unknown key train.epohcs", "did you mean train.epochs"]),
         ("model: {name: dcgan, latent: 4}\n", [], ["unknown key model.latent", "model.latent_dim"]),
         ("model: {name: dgan}\n", [], ["model.name", "'dgan'", "dcgan"]),
+        ("", ["model.name=[1]"], ["--set model.name=[1]", "[1]", "dcgan"]),
         ("data: {source: imagenet}\n", [], ["data.source", "'imagenet'", "'digits'", "'folder'"]),
         ("train: {epochs: three}\n", [], ["train.epochs", "'three'", "an integer"]),
         ("train: {epochs: 2.5}\n", [], ["train.epochs", "an integer"]),

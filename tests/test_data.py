@@ -235,6 +235,19 @@ def test_fit_crops_or_pads_a_wide_image_with_white(fit):
         assert red[2:6].all() and white[:2].all() and white[6:].all()
 
 
+@pytest.mark.parametrize("fit", ["crop", "pad"])
+@pytest.mark.parametrize("side", [13, 49, 56, 301])
+def test_a_square_image_keeps_all_four_edges(side, fit):
+    # A black frame on white, about 1 px wide at 28 px; at 49 -> 28 px a scale that rounds
+    # one pixel too big would crop away the last row and column.
+    image = np.full((side, side, 3), 255, np.uint8)
+    w = max(1, side // 28)
+    image[:w], image[-w:], image[:, :w], image[:, -w:] = 0, 0, 0, 0
+    out = standardize(tf.constant(image), 28, 3, fit).numpy().min(axis=-1)
+    for edge in (out[0], out[-1], out[:, 0], out[:, -1]):
+        assert edge.max() < 200, (side, fit, edge)
+
+
 def test_to_signed_unit_range():
     out = to_signed_unit(tf.constant([0, 255], tf.uint8)).numpy()
     np.testing.assert_allclose(out, [-1.0, 1.0])

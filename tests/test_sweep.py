@@ -68,3 +68,19 @@ def test_variants_and_configs_compare_at_equal_wall_time(tmp_path):
         rows = (out_dir / name / "metrics.csv").read_text().splitlines()
         assert len(rows) == 2  # header + the one epoch the budget allowed, of 50
         assert (out_dir / name / "model.keras").is_file() and (out_dir / name / "samples" / "epoch_001.png").is_file()
+
+
+def test_values_holding_commas_are_one_setting():
+    assert sweep.parse_variant("model.diffaugment=color,translation,model.top_k=true") == [
+        ("model.diffaugment", "color,translation"), ("model.top_k", "true")]
+    assert sweep.parse_variant("") == []
+    assert sweep.parse_grid(["model.diffaugment=color|color,translation", "model.latent_dim=8,16"]) == [
+        ("model.diffaugment", ["color", "color,translation"]), ("model.latent_dim", ["8", "16"])]
+
+
+def test_a_bad_grid_key_names_the_sweep_run(tmp_path, capsys):
+    config = tmp_path / "toy_sweep.yaml"
+    config.write_text(TOY + f"run_dir: {tmp_path / 'runs'}\n")
+    assert sweep.main(["--config", str(config), "--grid", "model.bogus=1,2"]) == 2
+    err = capsys.readouterr().err
+    assert "sweep's run of toy_sweep.yaml with model.bogus=1" in err and "unknown key model.bogus" in err

@@ -96,6 +96,25 @@ def test_model_argument_errors_are_config_errors(toy_config, capsys):
     assert "image_size 12" in capsys.readouterr().err
 
 
+def test_a_failed_start_leaves_the_run_folder_as_it_was(toy_config, tmp_path, capsys):
+    run = tmp_path / "runs" / "toy"
+    assert run_cli(toy_config) == 0
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    # --overwrite with a model value the model refuses: the old run is kept, byte for byte
+    assert run_cli(toy_config, "--overwrite", "--set", "model.latent_dim=0") == 2
+    assert "latent_dim" in capsys.readouterr().err
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # --resume with an override that fails: the recorded config is not rewritten
+    assert run_cli(toy_config, "--resume", "--set", "data.source=folder",
+                   "--set", f"data.path={tmp_path / 'nope'}") == 2
+    assert (run / "config.yaml").read_bytes() == before[__import__("pathlib").Path("config.yaml")]
+    # a new name whose data is missing: no folder is left behind to block the corrected run
+    assert run_cli(toy_config, "--set", "name=fresh", "--set", "data.source=folder",
+                   "--set", f"data.path={tmp_path / 'nope'}") == 2
+    assert not (tmp_path / "runs" / "fresh").exists()
+    assert run_cli(toy_config, "--set", "name=fresh") == 0
+
+
 def test_xla_step_on_one_device(toy_config, tmp_path):
     code = train.main(["--config", str(toy_config), "--set", "train.jit_compile=true",
                        "--set", "train.epochs=1"])

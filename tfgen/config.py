@@ -320,7 +320,9 @@ def _set(raw, key, value, origin, origins):
     *parents, leaf = key.split(".")
     node = raw
     for part in parents:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # absent, or a section whose keys are all commented out
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"{origin}: {part!r} is not a section")
     node[leaf] = value
@@ -335,8 +337,8 @@ def _build(raw, path, origins):
         raise ConfigError(f"{where(key)}: {key}: invalid value {value!r}; expected {expectation}")
 
     _reject_unknown(raw, _TOP_KEYS, "", where)
-    name = raw["name"]
-    if not isinstance(name, str) or not _RUN_NAME.match(name) or ".." in name:
+    name = _convert(raw["name"], str, "name", where)
+    if not _RUN_NAME.match(name) or ".." in name:
         fail("name", name, "a run name of letters, digits, '.', '_' or '-' (no path separators)")
     run_dir = _convert(raw.get("run_dir", "runs"), str, "run_dir", where)
 
@@ -357,7 +359,7 @@ def _build(raw, path, origins):
 
     model_raw = dict(_section(raw, "model", where))
     model_name = model_raw.pop("name", "dcgan")
-    if model_name not in registry.MODELS:
+    if not isinstance(model_name, str) or model_name not in registry.MODELS:
         fail("model.name", model_name, "one of " + ", ".join(sorted(registry.MODELS)))
     schema = registry.model_params(registry.get_model_class(model_name))
     _reject_unknown(model_raw, ["name", *schema], "model.", where)
@@ -443,6 +445,9 @@ def _convert(value, tp, key, where):
     elif tp is str:
         if isinstance(value, str):
             return value
+        if where(key).startswith("--set ") and isinstance(value, (bool, int, float)):
+            # `--set name=2024`: YAML read a number, but this key takes text, so keep it as typed
+            return where(key).partition("=")[2]
         expectation = "a string"
     else:
         raise AssertionError(f"config field {key} has unsupported type {tp}")

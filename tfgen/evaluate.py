@@ -34,9 +34,12 @@ MAX_RECONSTRUCTED = 1000  # images behind the reconstruction errors
 
 
 def dataset_key(data_cfg):
-    """A cache key for the real images a DataConfig yields (source, name, size, channels, fit)."""
-    where = data_cfg.name or (hashlib.sha1(data_cfg.path.encode()).hexdigest()[:10] if data_cfg.path else "")
-    parts = [data_cfg.source, where, data_cfg.split, str(data_cfg.limit or "all"),
+    """A cache key for the real images a DataConfig yields (source, name, path, size, channels, fit).
+
+    Both name and path: two sub-folders of one Kaggle dataset are different image sets.
+    """
+    path = hashlib.sha1(data_cfg.path.encode()).hexdigest()[:10] if data_cfg.path else ""
+    parts = [data_cfg.source, data_cfg.name, path, data_cfg.split, str(data_cfg.limit or "all"),
              f"{data_cfg.image_size}px", f"{data_cfg.channels}ch", "" if data_cfg.fit == "crop" else data_cfg.fit]
     return "-".join(p.replace("/", "_") for p in parts if p)
 

@@ -273,6 +273,10 @@ def check_args(args):
             args.out = str(Path(args.run or ".") / "memorisation")
         else:
             args.out = "generated" if args.individual else f"generated.{args.format}"
+    suffix = Path(args.out).suffix.lower()
+    if not args.individual and args.memorisation_report is None and suffix not in ("", f".{args.format}"):
+        raise ConfigError(f"--out: {args.out} ends in {suffix}, but the file written is {args.format.upper()} data; "
+                          f"name it .{args.format}")
     if (args.unique or args.memorisation_report is not None) and not args.run:
         flag = "--unique" if args.unique else "--memorisation-report"
         raise ConfigError(f"{flag} compares with the training images and needs --run, not --export")

@@ -35,21 +35,30 @@ log = cli.log
 
 
 def parse_grid(items):
-    """["model.latent_dim=32,64"] -> [("model.latent_dim", ["32", "64"])]."""
+    """["model.latent_dim=32,64"] -> [("model.latent_dim", ["32", "64"])].
+
+    Values that hold commas themselves (a DiffAugment policy) are separated by "|" instead:
+    "model.diffaugment=color|color,translation".
+    """
     grid = []
     for item in items:
         key, sep, values = item.partition("=")
-        choices = [v.strip() for v in values.split(",") if v.strip()]
+        choices = [v.strip() for v in values.split("|" if "|" in values else ",") if v.strip()]
         if not sep or not key or not choices:
-            raise ConfigError(f"--grid {item!r}: expected section.key=value1,value2,...")
+            raise ConfigError(f"--grid {item!r}: expected section.key=value1,value2,... (or value1|value2|... "
+                              "when the values hold commas)")
         grid.append((key, choices))
     return grid
 
 
 def parse_variant(item):
-    """"model.top_k=true,model.top_k_min=0.25" -> [("model.top_k", "true"), ...]; "" -> []."""
+    """"model.top_k=true,model.top_k_min=0.25" -> [("model.top_k", "true"), ...]; "" -> [].
+
+    A comma starts a new setting only before a `key=`, so a value may hold commas:
+    "model.diffaugment=color,translation" is one setting.
+    """
     settings = []
-    for part in filter(None, (p.strip() for p in item.split(","))):
+    for part in filter(None, (p.strip() for p in re.split(r",(?=\s*[A-Za-z_][\w.]*=)", item))):
         key, sep, value = part.partition("=")
         if not sep or not key:
             raise ConfigError(f"--variant {item!r}: expected section.key=value[,section.key=value ...]")
@@ -109,7 +118,12 @@ def sweep(args):
     jobs = [(config, base, [*variant, *zip([k for k, _ in grid], combo)])
             for config, base in zip(configs, bases) for variant in variants for combo in values]
     for config, _, combination in jobs:  # every combination must be a valid config before any training
-        load_config(str(config), [*args.set, *(f"{k}={v}" for k, v in combination)])
+        overrides = [f"{k}={v}" for k, v in combination]
+        try:
+            load_config(str(config), [*args.set, *overrides])
+        except ConfigError as exc:
+            raise ConfigError(f"the sweep's run of {Path(config).name} with {', '.join(overrides) or 'no changes'} "
+                              f"(--grid / --variant values become --set overrides): {exc}") from None
     title = args.name or "_vs_".join(b.name for b in bases)
     sweep_dir = Path(bases[0].run_dir) / "sweeps" / title
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -61,8 +61,8 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def prepare_run_dir(cfg, resume, overwrite):
-    """runs/<name>, refusing to silently reuse or escape it."""
+def check_run_dir(cfg, resume, overwrite):
+    """runs/<name>, or RunError if the run may not use it; changes nothing on disk."""
     root = Path(cfg.run_dir).expanduser().resolve()
     run_dir = (root / cfg.name).resolve()
     if root not in run_dir.parents:
@@ -70,12 +70,19 @@ def prepare_run_dir(cfg, resume, overwrite):
     if resume:
         if not (run_dir / "checkpoints").is_dir():
             raise RunError(f"--resume: {run_dir} has no checkpoints to resume from")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise RunError(
-                f"run directory {run_dir} already exists; pass --resume to continue it, "
-                "--overwrite to replace it, or --set name=<new name>"
-            )
+    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise RunError(
+            f"run directory {run_dir} already exists; pass --resume to continue it, "
+            "--overwrite to replace it, or --set name=<new name>"
+        )
+    return run_dir
+
+
+def prepare_run_dir(cfg, resume, overwrite):
+    """runs/<name>, created empty (an old run deleted if `overwrite`), refusing to silently
+    reuse or escape it."""
+    run_dir = check_run_dir(cfg, resume, overwrite)
+    if not resume and run_dir.exists():
         shutil.rmtree(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -232,8 +239,11 @@ def prepare(cfg, strategy):
     return model, data, cfg
 
 
-def train(cfg, run_dir, resume=False, deadline=None):
+def train(cfg, run_dir, resume=False, deadline=None, prepared=None):
     """Run `fit` for `cfg` in `run_dir`: (model, ImageData, stop).
+
+    `prepared` is what `prepare(cfg, strategy)` returned, if the caller already ran it
+    (the CLI does, before it touches the run directory).
 
     `stop` is None when training finished, else the `callbacks.Interrupted` (a signal, or
     the `deadline`, a time.monotonic() value) that stopped it after a step; that step is
@@ -242,7 +252,7 @@ def train(cfg, run_dir, resume=False, deadline=None):
     lower learning rates, up to `train.max_rollbacks` times.
     """
     strategy = distribute.make_strategy(cfg.train.distribute)
-    model, data, resolved = prepare(cfg, strategy)
+    model, data, resolved = prepared or prepare(cfg, strategy)
     if resolved != cfg:
         # Record what auto chose, so a resume (or a rerun of config.yaml) trains with the
         # same numerics whatever a later measurement on another machine would say.
@@ -420,25 +430,31 @@ def _train_command(args):
     cfg = load_config(args.config, args.set)
     # Created first: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything,
     # and only then is it known whether this process is the chief (make_strategy is cached).
-    chief = distribute.is_chief(distribute.make_strategy(cfg.train.distribute))
-    run_dir = prepare_run_dir(cfg, args.resume, args.overwrite) if chief else worker_run_dir(cfg, args.resume)
+    strategy = distribute.make_strategy(cfg.train.distribute)
+    chief = distribute.is_chief(strategy)
+    # A worker's files go to scratch (worker_run_dir), so only the chief minds an old run.
+    recorded_dir = check_run_dir(cfg, args.resume, args.overwrite or not chief)
     if args.resume:  # continue the recorded experiment; --set may still extend it
-        recorded = load_config(str(run_dir / "config.yaml"))
-        cfg = load_config(str(run_dir / "config.yaml"), args.set)
+        recorded = load_config(str(recorded_dir / "config.yaml"))
+        cfg = load_config(str(recorded_dir / "config.yaml"), args.set)
         check_resumable(recorded, cfg)
+    # Data and model first: most mistakes (a bad model value, an empty folder) surface here,
+    # and a start that fails leaves an old run (--overwrite) or a fresh name untouched.
+    prepared = prepare(cfg, strategy)
+    run_dir = prepare_run_dir(cfg, args.resume, args.overwrite) if chief else worker_run_dir(cfg, args.resume)
     try:
-        return _train_in(cfg, run_dir, args)
+        return _train_in(cfg, run_dir, args, prepared)
     finally:
         if not chief:
             shutil.rmtree(run_dir.parent, ignore_errors=True)
 
 
-def _train_in(cfg, run_dir, args):
+def _train_in(cfg, run_dir, args, prepared):
     start = time.time()
     deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes else None
     try:
         write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        model, data, stop = train(cfg, run_dir, resume=args.resume, deadline=deadline)
+        model, data, stop = train(cfg, run_dir, resume=args.resume, deadline=deadline, prepared=prepared)
         if stop is None:
             export(cfg, model, run_dir, data.class_names)
     except OSError as exc:  # disk full, permissions: the checkpoints written so far stay valid

