@@ -8,6 +8,7 @@ import pytest
 from tfgen import evaluate, train
 from tfgen.config import DataConfig, load_config
 from tfgen.data import build_dataset
+from tfgen.errors import RunError
 from tfgen.models import get_model_class
 
 TRAINED = """\
@@ -104,3 +105,27 @@ def test_cache_key_tells_apart_every_setting_that_changes_the_real_images():
                        {"channels": 1}, {"fit": "pad"}, {"limit": 100}, {"split": "test"})
     }
     assert len(keys) == 8
+
+
+def test_best_record_of_another_metric_or_not_finite_is_no_best(tmp_path):
+    from tfgen.callbacks import read_best
+
+    path = tmp_path / "best.json"
+    assert read_best(path, "fid") is None
+    path.write_text(json.dumps({"metric": "fid", "value": 96.7, "epoch": 3}))
+    assert read_best(path, "fid") == 96.7
+    assert read_best(path, "precision") is None  # a resume that changed eval.best_metric
+    path.write_text(json.dumps({"metric": "fid", "value": float("nan"), "epoch": 3}))
+    assert read_best(path, "fid") is None
+
+
+def test_a_model_whose_samples_are_nan_is_an_error_not_a_score(trained_run):
+    cfg, model = evaluate.load_run(trained_run)
+    kernel = model.generator.trainable_variables[0]
+    kernel.assign(np.full(kernel.shape, np.nan, kernel.dtype))
+    data = build_dataset(cfg.data)
+    cache = trained_run.parent / ".cache"
+    key = evaluate.dataset_key(cfg.data)
+    extractor = evaluate.make_extractor("classifier", data, cache, key)
+    with pytest.raises(RunError, match="NaN or infinite pixels"):
+        evaluate.evaluate_model(model, data, ("fid",), 100, extractor, cache, key)

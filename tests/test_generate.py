@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from tfgen import generate, sampling, train, uniqueness
+from tfgen.errors import RunError
 
 COND_TOY = {"name: dcgan": "name: cond_gan"}
 
@@ -151,6 +152,18 @@ def test_unique_rejects_a_planted_copy_of_a_training_image(toy_training, tmp_pat
     assert copy["train_distance"] < 1e-6
     assert len(issued) == 4 and 0 not in [r["draw"] for r in issued]
     assert all(r["train_distance"] > 0.2 for r in issued)
+
+
+@pytest.mark.parametrize("damage", [lambda data: data[:300], lambda data: b"not a ledger"])
+def test_a_damaged_ledger_is_named_not_a_traceback(toy_training, tmp_path, damage):
+    data, space, train_features = toy_training
+    path = tmp_path / "issued.npz"
+    with uniqueness.Ledger(path, space.name, train_features.shape[1], 4) as ledger:
+        uniqueness.issue_unique(diverse_sampler(), space, train_features, ledger, 2, 0.3, seed=0)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(RunError, match=f"{path} is damaged.*restore it from a backup"):
+        with uniqueness.Ledger(path, space.name, train_features.shape[1], 4):
+            pass
 
 
 def test_unique_never_reissues_an_image_from_the_ledger(toy_training, tmp_path):

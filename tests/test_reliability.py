@@ -256,6 +256,13 @@ def test_nan_rollback_lowers_the_learning_rate_then_gives_up(tmp_path, capsys):
     assert log.count("rolled back to") == 2
     assert "learning rates now 1e+29" in log and "1e+28" in log
     assert "after 2 rollback(s)" in log
+    # A resume carries the rollbacks on: the next one lowers the rate further, not back to 1e+29.
+    code = train.main(["--config", str(tmp_path / "runs" / "rel" / "config.yaml"), "--resume",
+                       "--set", "train.max_rollbacks=3"])
+    assert code == 2
+    log = capsys.readouterr().err
+    assert log.count("rolled back to") == 1 and "learning rates now 1e+27" in log
+    assert "after 3 rollback(s)" in log
 
 
 def test_metrics_csv_torn_line_and_later_epochs_are_dropped(tmp_path):

@@ -132,6 +132,9 @@ def test_a_look_alike_kept_first_is_refused(client, studio):
     ("post", "/v1/models/pets-cat:predict", {"instances": [[0, 0]]}, 400, "each z needs 4 numbers"),
     ("post", "/v1/models/pets-cat:predict", {"instances": [{"z": [0, 0, 0, 0], "label": 5}]}, 400, "label must be"),
     ("post", "/v1/models/pets-cat:predict", {"instances": []}, 400, "expected 1 to 256"),
+    ("post", "/v1/models/pets-cat:predict", {"instances": [[0, 0, 0, 1e39]]}, 400, "finite number"),
+    ("post", "/v1/models/pets-cat:predict", {"instances": [{"z": [0, 0, 0, 0], "label": True}]}, 400, "label must be"),
+    ("get", "/api/avatars/pets.\u00b2.png", None, 404, "unknown avatar"),
 ])
 def test_bad_requests_get_a_clear_json_error(client, method, path, body, status, message):
     response = getattr(client, method)(path, **({"json": body} if body is not None else {}))

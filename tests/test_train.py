@@ -194,6 +194,25 @@ def test_mixed_precision_trains_with_float32_outputs(config, policy, tmp_path):
         keras.mixed_precision.set_global_policy("float32")
 
 
+def test_resume_refuses_a_change_of_loss_scaling_or_of_the_scored_metrics(toy_config, tmp_path, capsys):
+    assert run_cli(toy_config) == 0
+    run = tmp_path / "runs" / "toy"
+    before = (run / "metrics.csv").read_text()
+    assert run_cli(toy_config, "--resume", "--set", "train.mixed_precision=mixed_float16") == 2
+    assert "train.mixed_precision" in capsys.readouterr().err
+    assert run_cli(toy_config, "--resume", "--set", "eval.every_epochs=1") == 2
+    assert "metrics.csv's columns" in capsys.readouterr().err
+    assert (run / "metrics.csv").read_text() == before
+    # bfloat16 <-> float32 keeps the optimizer's variables: allowed
+    import keras
+
+    try:
+        assert run_cli(toy_config, "--resume", "--set", "train.mixed_precision=mixed_bfloat16",
+                       "--set", "train.epochs=3") == 0
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def test_resume_refuses_a_change_of_model_shape(toy_config, tmp_path, capsys):
     assert run_cli(toy_config) == 0
     assert run_cli(toy_config, "--resume", "--set", "model.latent_dim=8") == 2

@@ -89,8 +89,8 @@ def save_epoch_grid(run_dir, epoch, grid, writer=None):
     (step: the 0-based epoch, beside that epoch's scalars); returns the TensorBoard writer,
     opened at the first grid."""
     images.save_png(run_dir / "samples" / f"epoch_{epoch:03d}.png", grid)
-    frames = sorted((run_dir / "samples").glob("epoch_*.png"))
-    images.save_gif(run_dir / "progress.gif", frames)
+    grids = images.epoch_grids(run_dir / "samples")
+    images.save_gif(run_dir / "progress.gif", [grids[e] for e in sorted(grids)])
     if writer is None:
         writer = tf.summary.create_file_writer(str(run_dir / "logs" / "samples"))
     with writer.as_default():
@@ -548,7 +548,7 @@ class Evaluation(keras.callbacks.Callback):
         self.step = step
         self.steps_per_epoch = steps_per_epoch
         self.best_path = Path(run_dir) / "best.json"
-        self.best = json.loads(self.best_path.read_text())["value"] if self.best_path.exists() else None
+        self.best = read_best(self.best_path, best_metric)
 
     def on_epoch_end(self, epoch, logs=None):
         epoch += 1
@@ -558,11 +558,24 @@ class Evaluation(keras.callbacks.Callback):
         result = self.evaluate(self.model)
         logs.update({name: result.get(name, math.nan) for name in self.names})
         value = result[self.best_metric]
+        if not math.isfinite(value):  # never "best": every later comparison with NaN is false
+            return
         if self.best is None or (value < self.best if self.lower_is_better else value > self.best):
             self.best = value
             self.step.assign(epoch * self.steps_per_epoch)
             self.best_manager.save(checkpoint_number=epoch)
             write_text(self.best_path, json.dumps({"metric": self.best_metric, "value": value, "epoch": epoch}))
+
+
+def read_best(path, metric):
+    """The best value of `metric` recorded in `path` (best.json), or None: no record yet, or
+    one for another metric (a resume that changed eval.best_metric), or not finite."""
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    value = record.get("value")
+    finite = isinstance(value, (int, float)) and math.isfinite(value)
+    return value if record.get("metric") == metric and finite else None
 
 
 class Interrupted(Exception):

@@ -98,6 +98,13 @@ def generated_summary(model, extractor, num, seed, want_probabilities):
         z = rng.standard_normal((count, model.latent_dim)).astype(np.float32)
         labels = np.arange(start, start + count) % model.num_classes if model.needs_labels else None
         images = np.asarray(model.generate(z, labels))
+        if not np.isfinite(images).all():
+            # a classifier maps NaN images to finite features: without this a broken model
+            # would only score badly
+            raise RunError(
+                f"the model's samples hold NaN or infinite pixels ({int((~np.isfinite(images)).sum())} in a batch "
+                f"of {count}): its weights are broken; score an earlier checkpoint or train again"
+            )
         summary.update(extractor.features(images))
         if want_probabilities:
             probabilities.append(extractor.probabilities(images))

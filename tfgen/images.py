@@ -1,6 +1,7 @@
 """Turning model outputs into pictures: uint8 conversion, grids, PNG and GIF files."""
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,13 @@ def save_png(path, array):
     """Write a uint8 [H, W, 1|3] array as PNG (atomically), creating parent folders."""
     with atomic_path(path) as tmp:
         to_pil(array).save(tmp, format="PNG")
+
+
+def epoch_grids(folder):
+    """{epoch: path} of the `epoch_NNN.png` sample grids in `folder`. By number, not name:
+    past epoch 999 the names sort epoch_1000 before epoch_101."""
+    return {int(m.group(1)): p for p in Path(folder).glob("epoch_*.png")
+            if (m := re.fullmatch(r"epoch_(\d+)\.png", p.name))}
 
 
 def save_gif(path, frames, seconds_per_frame=0.4):

@@ -310,7 +310,7 @@ class Studio:
     def avatar(self, avatar_id):
         """(Source, ledger index) of a kept avatar id `<source>.<n>` (n: its row in the ledger)."""
         key, _, index = avatar_id.rpartition(".")
-        if key not in self.sources or not index.isdigit():
+        if key not in self.sources or not (index.isascii() and index.isdigit()):  # "²".isdigit() too
             raise NotFound(f"unknown avatar {avatar_id!r}")
         source = self.sources[key]
         if int(index) >= len(source.kept["z"]):
@@ -432,15 +432,19 @@ def _instances(theme, instances):
         raise BadRequest(f"instances: expected 1 to {MAX_PREDICT}, got {len(instances)}")
     rows = [item if isinstance(item, dict) else {"z": item} for item in instances]
     try:
-        z = np.array([row["z"] for row in rows], np.float32)
+        z = np.array([row["z"] for row in rows], np.float64)  # float32 after the range check below
         labels = [row.get("label", theme.label) for row in rows]
     except (KeyError, TypeError, ValueError):
         raise BadRequest('instances: expected lists of numbers or {"z": [...], "label": n}') from None
     if z.shape != (len(rows), sampler.latent_dim):
         raise BadRequest(f"instances: each z needs {sampler.latent_dim} numbers")
+    if not (np.abs(z) <= np.finfo(np.float32).max).all():  # NaN, inf, 1e39: no picture, no JSON reply
+        raise BadRequest("instances: every z value must be a finite number within float32's range")
+    z = z.astype(np.float32)
     if not sampler.conditional:
         return z, None
-    if any(not isinstance(label, int) or not 0 <= label < len(sampler.class_names) for label in labels):
+    if any(isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(sampler.class_names)
+           for label in labels):
         raise BadRequest(f"instances: label must be an integer 0-{len(sampler.class_names) - 1}")
     return z, np.array(labels, np.int32)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tfgen import cli, evaluate, metrics
+from tfgen import cli, evaluate, images, metrics
 from tfgen.config import load_config, resolve_config_path
 from tfgen.errors import ConfigError
 from tfgen.files import write_text
@@ -91,10 +91,10 @@ def train_run(config, sets, combination, name, sweep_dir):
 
 def thumbnail(run, sweep_dir, name, width=160):
     """A small copy of the run's last sample grid in sweep_dir/thumbs/; its relative path or None."""
-    grids = sorted((run / "samples").glob("epoch_*.png"))
+    grids = images.epoch_grids(run / "samples")
     if not grids:
         return None
-    image = Image.open(grids[-1])
+    image = Image.open(grids[max(grids)])
     image.thumbnail((width, width * image.height // image.width + 1))
     path = sweep_dir / "thumbs" / f"{name}.png"
     path.parent.mkdir(exist_ok=True)

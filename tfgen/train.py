@@ -9,6 +9,7 @@ everything needed to understand and reproduce it to `runs/<name>/`:
     checkpoints/       model, optimizers, RNG states, running metrics and the global step
                        (resume with --resume, mid-epoch included)
     logs/              TensorBoard
+    rollbacks.json     NaN rollbacks so far (train.on_nan: rollback), carried over by --resume
     model.keras        the trained model (keras.saving.load_model after `import tfgen`)
     saved_model/       the generator for plain TensorFlow: generate(z) -> images
 """
@@ -16,6 +17,7 @@ everything needed to understand and reproduce it to `runs/<name>/`:
 import argparse
 import contextlib
 import dataclasses
+import json
 import logging
 import shutil
 import signal
@@ -307,7 +309,11 @@ def train(cfg, run_dir, resume=False, deadline=None, prepared=None):
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
     ]
 
-    rollbacks = 0
+    # NaN rollbacks so far, in the run folder: a resumed run keeps the lowered learning rates
+    # and the count towards train.max_rollbacks, rather than restarting at the rate that diverged
+    rollback_file = run_dir / "rollbacks.json"
+    rollbacks = json.loads(rollback_file.read_text())["rollbacks"] if resume and rollback_file.exists() else 0
+    rates.scale = cfg.train.rollback_lr_factor**rollbacks
     with stop_on_signals(guard):
         while True:
             start = int(step.numpy())
@@ -336,9 +342,10 @@ def train(cfg, run_dir, resume=False, deadline=None, prepared=None):
                         "train.learning_rate, or set train.on_nan: rollback"
                     ) from None
                 rollbacks += 1
+                write_text(rollback_file, json.dumps({"rollbacks": rollbacks}))
                 restored = restore_latest(checkpoint, manager, model.variables)
                 rates.scale = cfg.train.rollback_lr_factor**rollbacks
-                log.warning("%s; rolled back to %s (%s), learning rates now %s", bad, good,
+                log.warning("%s; rolled back to %s (%s), learning rates now %s", bad, restored,
                             describe_step(int(step.numpy()), steps),
                             ", ".join(f"{r * rates.scale:.3g}" for r in rates.rates.values()))
 
@@ -411,15 +418,28 @@ def check_resumable(recorded, cfg):
         values = {f"model.{k}": v for k, v in {"name": c.model.name, **c.model.params}.items()}
         values.update({f"data.{k}": getattr(c.data, k) for k in ("image_size", "channels", "batch_size", "limit")})
         values["train.steps_per_epoch"] = c.train.steps_per_epoch
+        # only float16 changes the optimizer's variables (loss scaling); bfloat16 <-> float32
+        # is fine, e.g. to resume a Zen 4's run on a CPU without native bfloat16
+        precision = c.train.mixed_precision
+        values["train.mixed_precision"] = precision if precision in ("mixed_float16", "auto") else \
+            "none or mixed_bfloat16 (no loss scaling)"
+        values["eval.metrics"] = c.eval.metrics if c.eval.every_epochs else "(scoring off)"
         return values
+
+    def why(key):
+        if key == "train.mixed_precision":
+            return "a loss-scaled (float16) optimizer keeps other variables than a plain one, so the checkpoints would not load"
+        if key == "eval.metrics":
+            return "metrics.csv's columns were fixed when the run began, so new columns would land under old names"
+        if key.startswith(("model.", "data.image", "data.ch")):
+            return "the checkpoints hold a model of the old shape"
+        return "the checkpoint's step would map to another epoch and data position"
 
     now = fixed(cfg)
     for key, value in fixed(recorded).items():
         if now.get(key) != value:
-            why = ("the checkpoints hold a model of the old shape" if key.startswith(("model.", "data.image", "data.ch"))
-                   else "the checkpoint's step would map to another epoch and data position")
             raise ConfigError(
-                f"--resume: {key} was {value!r} in this run and cannot become {now.get(key)!r}: {why}; "
+                f"--resume: {key} was {value!r} in this run and cannot become {now.get(key)!r}: {why(key)}; "
                 "start a new run (--set name=...) instead"
             )
 

@@ -10,6 +10,7 @@ one `FeatureSpace`; one ledger per run covers every class (theme) of that run.
 import fcntl
 import math
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -182,9 +183,15 @@ class Ledger:
         }
         if not self.path.exists():
             return empty
-        with np.load(self.path, allow_pickle=False) as stored:
-            space = str(stored["feature_space"])
-            entries = {name: stored[name] for name in self.COLUMNS}
+        try:
+            with np.load(self.path, allow_pickle=False) as stored:
+                space = str(stored["feature_space"])
+                entries = {name: stored[name] for name in self.COLUMNS}
+        except (zipfile.BadZipFile, EOFError, KeyError, ValueError, OSError) as exc:
+            raise RunError(
+                f"--ledger: {self.path} is damaged ({type(exc).__name__}: {exc}); restore it from a backup. "
+                "Starting a new ledger would let images issued before be issued again"
+            ) from None
         if space != self.feature_space or entries["features"].shape[1] != self.feature_dim:
             raise RunError(
                 f"--ledger: {self.path} holds {space} features ({entries['features'].shape[1]}-d); "

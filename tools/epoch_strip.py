@@ -15,7 +15,6 @@ the 3s); a CycleGAN's grid comes in threes per domain (real A, A->B, A->B->A, th
 """
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -44,8 +43,7 @@ def main(argv=None):
 def saved_grids(run):
     """{epoch: path} of a run's sample grids, found by name, so a run still training (or
     stopped early) offers the epochs it got to; RunError if it has none."""
-    grids = {int(m.group(1)): p for p in (run / "samples").glob("epoch_*.png")
-             if (m := re.fullmatch(r"epoch_(\d+)\.png", p.name))}
+    grids = images.epoch_grids(run / "samples")
     if not grids:
         raise RunError(f"--run: {run} has no sample grids ({run / 'samples'}/epoch_NNN.png)")
     return grids
