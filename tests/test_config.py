@@ -72,6 +72,7 @@ def test_text_keys_keep_overrides_that_look_like_numbers(tmp_path):
     path = write(tmp_path, "model: {name: dcgan}\n")
     cfg = load_config(str(path), ["name=2024", "data.path=1.0", "data.name=true"])
     assert (cfg.name, cfg.data.path, cfg.data.name) == ("2024", "1.0", "true")
+    assert load_config(str(path), ["name=2024-01-01"]).name == "2024-01-01"  # YAML reads a date
     with pytest.raises(ConfigError, match="name: invalid value 2024; expected a string"):
         load_config(str(write(tmp_path, "name: 2024\n", "in_yaml.yaml")))  # in a file, quote it
 

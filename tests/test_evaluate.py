@@ -129,3 +129,19 @@ def test_a_model_whose_samples_are_nan_is_an_error_not_a_score(trained_run):
     extractor = evaluate.make_extractor("classifier", data, cache, key)
     with pytest.raises(RunError, match="NaN or infinite pixels"):
         evaluate.evaluate_model(model, data, ("fid",), 100, extractor, cache, key)
+
+
+def test_nan_samples_during_training_score_nan_and_training_goes_on(trained_run, tmp_path):
+    import dataclasses as dc
+
+    import tensorflow as tf
+
+    cfg, model = evaluate.load_run(trained_run)
+    cfg = dc.replace(cfg, run_dir=str(trained_run.parent), eval=dc.replace(cfg.eval, metrics="fid,pr", num_samples=100))
+    kernel = model.generator.trainable_variables[0]
+    kernel.assign(np.full(kernel.shape, np.nan, kernel.dtype))
+    step = tf.Variable(0, dtype=tf.int64)
+    callback = train.evaluation_callback(cfg, build_dataset(cfg.data), tf.train.Checkpoint(model=model), step, 4,
+                                         tmp_path)
+    scores = callback.evaluate(model)
+    assert set(scores) == {"fid", "precision", "recall"} and all(math.isnan(v) for v in scores.values())

@@ -120,6 +120,7 @@ def test_conditional_models_take_a_label_or_a_class_name(conditional_run, tmp_pa
     (["--export", "{run}/saved_model", "--unique"], "--unique compares with the training images and needs --run"),
     (["--run", "{run}", "--out", "{tmp}"], "is a folder"),
     (["--run", "{run}", "--out", "{tmp}/grid.jpg"], "ends in .jpg, but the file written is PNG data; name it .png"),
+    (["--run", "{run}", "--out", "{tmp}/grid.png", "--format", "npy"], "ends in .png, but the file written is NPY"),
 ])
 def test_bad_inputs_exit_2_with_one_line(trained_run, tmp_path, capsys, args, message):
     fill = {"tmp": str(tmp_path), "run": str(trained_run)}

@@ -263,6 +263,12 @@ def test_nan_rollback_lowers_the_learning_rate_then_gives_up(tmp_path, capsys):
     log = capsys.readouterr().err
     assert log.count("rolled back to") == 1 and "learning rates now 1e+27" in log
     assert "after 3 rollback(s)" in log
+    # New learning rates on a resume start the count again, from them.
+    code = train.main(["--config", str(tmp_path / "runs" / "rel" / "config.yaml"), "--resume",
+                       "--set", "train.learning_rate=1e31", "--set", "train.max_rollbacks=1"])
+    assert code == 2
+    log = capsys.readouterr().err
+    assert log.count("rolled back to") == 1 and "learning rates now 1e+30" in log
 
 
 def test_metrics_csv_torn_line_and_later_epochs_are_dropped(tmp_path):

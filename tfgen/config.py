@@ -13,6 +13,7 @@ change to this file.
 
 import copy
 import dataclasses
+import datetime
 import difflib
 import importlib.resources
 import re
@@ -445,8 +446,9 @@ def _convert(value, tp, key, where):
     elif tp is str:
         if isinstance(value, str):
             return value
-        if where(key).startswith("--set ") and isinstance(value, (bool, int, float)):
-            # `--set name=2024`: YAML read a number, but this key takes text, so keep it as typed
+        if where(key).startswith("--set ") and isinstance(value, (bool, int, float, datetime.date)):
+            # `--set name=2024` (or 2024-01-01): YAML read a number (a date), but this key takes
+            # text, so keep it as typed
             return where(key).partition("=")[2]
         expectation = "a string"
     else:

@@ -40,6 +40,8 @@ from tfgen.files import atomic_path  # noqa: E402
 from tfgen.sampling import Sampler, labels_for, resolve_label  # noqa: E402
 
 log = cli.log
+# names whose suffix promises another format than the one written (a dot in a stem is fine)
+OTHER_FORMATS = {".png", ".npy", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".npz"}
 
 
 
@@ -265,7 +267,7 @@ def check_args(args):
         if args.format == "npy" or args.individual:
             raise ConfigError(f"{what}; drop --format npy / --individual")
     if args.format is None:
-        args.format = "npy" if args.out and args.out.endswith(".npy") else "png"
+        args.format = "npy" if args.out and args.out.lower().endswith(".npy") else "png"
     if args.out is None:
         if args.interpolate:
             args.out = "interpolation.png"
@@ -274,7 +276,7 @@ def check_args(args):
         else:
             args.out = "generated" if args.individual else f"generated.{args.format}"
     suffix = Path(args.out).suffix.lower()
-    if not args.individual and args.memorisation_report is None and suffix not in ("", f".{args.format}"):
+    if not args.individual and args.memorisation_report is None and suffix in OTHER_FORMATS - {f".{args.format}"}:
         raise ConfigError(f"--out: {args.out} ends in {suffix}, but the file written is {args.format.upper()} data; "
                           f"name it .{args.format}")
     if (args.unique or args.memorisation_report is not None) and not args.run:

@@ -166,9 +166,13 @@ def evaluation_callback(cfg, data, checkpoint, step, steps_per_epoch, run_dir):
     extractor = evaluate.make_extractor(cfg.eval.extractor, data, cache_dir, key)
 
     def score(model):
-        return evaluate.evaluate_model(
-            model, data, names, cfg.eval.num_samples, extractor, cache_dir, key, seed=cfg.train.seed
-        )
+        try:
+            return evaluate.evaluate_model(
+                model, data, names, cfg.eval.num_samples, extractor, cache_dir, key, seed=cfg.train.seed
+            )
+        except RunError as exc:  # non-finite samples: a NaN score in the logs, training goes on
+            log.warning("scoring skipped: %s", exc)
+            return {name: float("nan") for name in reported}
 
     best = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints" / "best", max_to_keep=1)
     return callbacks.Evaluation(
@@ -238,6 +242,7 @@ def prepare(cfg, strategy):
     keras.mixed_precision.set_global_policy(autotune.keras_policy(policy))
     with strategy.scope():
         model = build_model(cfg, data.image_shape, len(data.class_names), jit_compile, policy)
+    data.require_steps(model.real_batches_per_step)
     return model, data, cfg
 
 
@@ -264,7 +269,6 @@ def train(cfg, run_dir, resume=False, deadline=None, prepared=None):
     with strategy.scope():
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     batches = model.real_batches_per_step
-    data.require_steps(batches)
     steps = cfg.train.steps_per_epoch or data.steps_per_pass(batches)
     log.info(
         "data: %s, %d images of %s, %d steps per epoch%s; %d replica(s), %s",
@@ -312,7 +316,7 @@ def train(cfg, run_dir, resume=False, deadline=None, prepared=None):
     # NaN rollbacks so far, in the run folder: a resumed run keeps the lowered learning rates
     # and the count towards train.max_rollbacks, rather than restarting at the rate that diverged
     rollback_file = run_dir / "rollbacks.json"
-    rollbacks = json.loads(rollback_file.read_text())["rollbacks"] if resume and rollback_file.exists() else 0
+    rollbacks = read_rollbacks(rollback_file, rates.rates) if resume else 0
     rates.scale = cfg.train.rollback_lr_factor**rollbacks
     with stop_on_signals(guard):
         while True:
@@ -342,12 +346,24 @@ def train(cfg, run_dir, resume=False, deadline=None, prepared=None):
                         "train.learning_rate, or set train.on_nan: rollback"
                     ) from None
                 rollbacks += 1
-                write_text(rollback_file, json.dumps({"rollbacks": rollbacks}))
+                write_text(rollback_file, json.dumps({"rollbacks": rollbacks, "rates": rates.rates}))
                 restored = restore_latest(checkpoint, manager, model.variables)
                 rates.scale = cfg.train.rollback_lr_factor**rollbacks
                 log.warning("%s; rolled back to %s (%s), learning rates now %s", bad, restored,
                             describe_step(int(step.numpy()), steps),
                             ", ".join(f"{r * rates.scale:.3g}" for r in rates.rates.values()))
+
+
+def read_rollbacks(path, rates):
+    """The NaN rollbacks recorded in `path` for the configured `rates`; 0 if none, or if the
+    rates have changed since: a resume with a new train.learning_rate starts afresh from it."""
+    if not path.exists():
+        return 0
+    record = json.loads(path.read_text())
+    if record.get("rates") != rates:
+        log.info("learning rates changed since the last NaN rollback: the rollback count starts again")
+        return 0
+    return record["rollbacks"]
 
 
 def describe_step(step, steps_per_epoch):
@@ -423,7 +439,8 @@ def check_resumable(recorded, cfg):
         precision = c.train.mixed_precision
         values["train.mixed_precision"] = precision if precision in ("mixed_float16", "auto") else \
             "none or mixed_bfloat16 (no loss scaling)"
-        values["eval.metrics"] = c.eval.metrics if c.eval.every_epochs else "(scoring off)"
+        names = ",".join(sorted(m.strip() for m in c.eval.metrics.split(",")))  # the CSV's columns are sorted
+        values["eval.metrics"] = names if c.eval.every_epochs else "(scoring off)"
         return values
 
     def why(key):
@@ -460,9 +477,13 @@ def _train_command(args):
         check_resumable(recorded, cfg)
     # Data and model first: most mistakes (a bad model value, an empty folder) surface here,
     # and a start that fails leaves an old run (--overwrite) or a fresh name untouched.
-    prepared = prepare(cfg, strategy)
-    run_dir = prepare_run_dir(cfg, args.resume, args.overwrite) if chief else worker_run_dir(cfg, args.resume)
+    # A worker copies the chief's run folder before building anything: building waits for
+    # every worker, so the copy is done before the chief writes to the folder again.
+    run_dir = None if chief else worker_run_dir(cfg, args.resume)
     try:
+        prepared = prepare(cfg, strategy)
+        if chief:
+            run_dir = prepare_run_dir(cfg, args.resume, args.overwrite)
         return _train_in(cfg, run_dir, args, prepared)
     finally:
         if not chief:

@@ -187,7 +187,7 @@ class Ledger:
             with np.load(self.path, allow_pickle=False) as stored:
                 space = str(stored["feature_space"])
                 entries = {name: stored[name] for name in self.COLUMNS}
-        except (zipfile.BadZipFile, EOFError, KeyError, ValueError, OSError) as exc:
+        except (zipfile.BadZipFile, EOFError, KeyError, ValueError) as exc:
             raise RunError(
                 f"--ledger: {self.path} is damaged ({type(exc).__name__}: {exc}); restore it from a backup. "
                 "Starting a new ledger would let images issued before be issued again"
