@@ -194,11 +194,11 @@ def discriminator_body(image_shape, width, dropout=0.0, norm="batch", minibatch_
 
     `depth` > 1 follows each stride-2 convolution with depth - 1 stride-1 3x3 convolutions of
     the same width and normalisation, as in the SNGAN paper's standard CNN discriminator
-    (Miyato et al. 2018, table 3). Why: spectral normalisation bounds every layer's gain by
-    1, and the 4-layer DCGAN stack under it can fall to chance: on the 64 px Pokemon art the
-    SNGAN's hinge loss was back near 2 by epoch 100. With depth 2 it stayed near 1.6 and G
-    drew smoother shapes, but not better ones by FID and recall, so `anime_sngan` keeps depth
-    1 (README). Placed after the downsampling, the extra convolutions add about 1.4x D's work
+    (Miyato et al. 2018, table 3). Why: on the 64 px Pokemon art the SNGAN's hinge loss at
+    depth 1 was back near 2 (chance) by epoch 100. That is the training dynamics, not D's size:
+    the same D trained alone against the frozen G separates real from fake 80% of the time.
+    With depth 2 the loss stayed near 1.6 and G drew smoother shapes, but not better ones by
+    FID and recall, so `anime_sngan` keeps depth 1 (README). Placed after the downsampling, the extra convolutions add about 1.4x D's work
     at 64 px; before it, at full resolution, they would add about 6x.
     """
     base, n = resolution_plan(image_shape[0])
