@@ -40,8 +40,9 @@ from tfgen.files import atomic_path  # noqa: E402
 from tfgen.sampling import Sampler, labels_for, resolve_label  # noqa: E402
 
 log = cli.log
-# names whose suffix promises another format than the one written (a dot in a stem is fine)
-OTHER_FORMATS = {".png", ".npy", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".npz"}
+# suffixes that name a file format: --out may not promise another than the one written
+# (any other dot, as in a stem like samples_v1.5, is fine)
+FORMAT_SUFFIXES = {".png", ".npy", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".npz"}
 
 
 
@@ -276,7 +277,7 @@ def check_args(args):
         else:
             args.out = "generated" if args.individual else f"generated.{args.format}"
     suffix = Path(args.out).suffix.lower()
-    if not args.individual and args.memorisation_report is None and suffix in OTHER_FORMATS - {f".{args.format}"}:
+    if not args.individual and args.memorisation_report is None and suffix in FORMAT_SUFFIXES - {f".{args.format}"}:
         raise ConfigError(f"--out: {args.out} ends in {suffix}, but the file written is {args.format.upper()} data; "
                           f"name it .{args.format}")
     if (args.unique or args.memorisation_report is not None) and not args.run:

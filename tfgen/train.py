@@ -408,18 +408,16 @@ def main(argv=None):
     return cli.run(_train_command, parse_args(argv))
 
 
-def worker_run_dir(cfg, resume):
-    """A non-chief worker's scratch copy of the run directory.
+def worker_run_dir(chief_dir, resume):
+    """A non-chief worker's scratch copy of the run directory `chief_dir` (as `check_run_dir`
+    returned it).
 
     Every worker runs the same code, saves included (a save may need collective ops that
     all workers join), but only the chief's files are kept: the others write here, and a
     resuming worker starts from a copy of the chief's run directory (shared storage).
     """
-    scratch = Path(tempfile.mkdtemp(prefix="tfgen-worker-")) / cfg.name
-    chief_dir = Path(cfg.run_dir).expanduser().resolve() / cfg.name
+    scratch = Path(tempfile.mkdtemp(prefix="tfgen-worker-")) / chief_dir.name
     if resume:
-        if not (chief_dir / "checkpoints").is_dir():
-            raise RunError(f"--resume: {chief_dir} has no checkpoints to resume from")
         shutil.copytree(chief_dir, scratch)
     else:
         scratch.mkdir(parents=True)
@@ -439,7 +437,7 @@ def check_resumable(recorded, cfg):
         precision = c.train.mixed_precision
         values["train.mixed_precision"] = precision if precision in ("mixed_float16", "auto") else \
             "none or mixed_bfloat16 (no loss scaling)"
-        names = ",".join(sorted(m.strip() for m in c.eval.metrics.split(",")))  # the CSV's columns are sorted
+        names = ",".join(sorted(metrics.parse_metric_names(c.eval.metrics)))  # the CSV's columns are sorted
         values["eval.metrics"] = names if c.eval.every_epochs else "(scoring off)"
         return values
 
@@ -479,7 +477,7 @@ def _train_command(args):
     # and a start that fails leaves an old run (--overwrite) or a fresh name untouched.
     # A worker copies the chief's run folder before building anything: building waits for
     # every worker, so the copy is done before the chief writes to the folder again.
-    run_dir = None if chief else worker_run_dir(cfg, args.resume)
+    run_dir = None if chief else worker_run_dir(recorded_dir, args.resume)
     try:
         prepared = prepare(cfg, strategy)
         if chief:
