@@ -372,3 +372,13 @@ def test_jpeg_decodes_at_reduced_scale_but_never_below_image_size(tmp_path):
     Image.new("RGB", (64, 48), RED).save(tmp_path / "big.jpg")
     assert load_image(tmp_path / "big.jpg", 8).shape == (12, 16, 3)  # 1/4: the next halving would be 6 high
     assert load_image(tmp_path / "big.jpg", 48).shape == (48, 64, 3)
+
+
+def test_a_missing_folder_names_the_key_and_the_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=rf"^data\.path: 'nope' does not exist \(read from the working directory {tmp_path}\)$"):
+        build_dataset(folder_cfg("nope"))
+    # a two-domain config names the domain's own key
+    pair = DataConfig(image_size=8, domain_a=folder_cfg(tmp_path / "art"), domain_b=folder_cfg(tmp_path / "sprites"))
+    with pytest.raises(DataError, match=rf"^data\.domain_a\.path: '{tmp_path / 'art'}' does not exist$"):
+        build_dataset(pair, domains=2)

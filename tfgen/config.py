@@ -65,7 +65,10 @@ class DataConfig:
         if self.source in ("tfds", "kaggle") and not self.name:
             yield "name", f"a dataset name (required when source is {self.source!r})"
         if self.source == "folder" and not self.path:
-            yield "path", "a folder of images (required when source is 'folder')"
+            yield "path", (
+                "this config reads a folder of images that tfgen does not ship (the comment at the top "
+                "of the config says which images and where such data comes from, e.g. a Kaggle dataset)"
+            )
         if self.image_size < 8:
             yield "image_size", "an integer >= 8"
         if self.batch_size < 1:
@@ -380,6 +383,9 @@ def _dataclass(cls, values, prefix, where, preset=None):
     converted = {k: _convert(v, hints[k], f"{prefix}.{k}", where) for k, v in values.items() if k not in nested}
     obj = cls(**{**(preset or {}), **converted})
     for key, expectation in obj.problems():
+        if key == "path" and not obj.path:  # nothing to call invalid: say what to pass instead
+            raise ConfigError(f"{where(f'{prefix}.path')}: {prefix}.path is not set: {expectation}; "
+                              f"pass --set {prefix}.path=/path/to/images")
         raise ConfigError(f"{where(f'{prefix}.{key}')}: {prefix}.{key}: invalid value "
                           f"{getattr(obj, key)!r}; expected {expectation}")
     return obj

@@ -17,7 +17,7 @@ from tfgen.data.kaggle import kaggle_source
 from tfgen.data.mnist5k import mnist5k_source
 from tfgen.data.pipeline import PREFETCH, epoch_batches, prepare, training_stream, untuned
 from tfgen.data.tfds import tfds_source
-from tfgen.errors import ConfigError, DataError
+from tfgen.errors import ConfigError, DataError, TfgenError
 
 log = logging.getLogger("tfgen")
 
@@ -104,6 +104,17 @@ def skip_report(source):
     return f"skipped {skipped} of {skipped + source.num_examples} files in {source.description}: {'; '.join(parts)}"
 
 
+def _domain_data(cfg, domain, seed):
+    """`build_dataset` of one domain; its errors name the domain's keys (data.domain_a.path)."""
+    try:
+        return build_dataset(getattr(cfg, domain), seed)
+    except TfgenError as exc:
+        message = str(exc)
+        if not message.startswith("data."):
+            raise
+        raise type(exc)(f"data.{domain}.{message.removeprefix('data.')}") from None
+
+
 def build_dataset(cfg, seed=0, require_labels=False, domains=1):
     """`cfg` (a DataConfig) -> ImageData, or for `domains` 2 a TwoDomainData of
     `cfg.domain_a` and `cfg.domain_b`; DataError or ConfigError for what the user must fix."""
@@ -114,7 +125,7 @@ def build_dataset(cfg, seed=0, require_labels=False, domains=1):
                 "this model translates between two image domains: set data.domain_a and data.domain_b, "
                 "each with its own source (e.g. domain_a: {source: folder, path: photos})"
             )
-        return TwoDomainData(build_dataset(cfg.domain_a, seed), build_dataset(cfg.domain_b, seed + 1))
+        return TwoDomainData(_domain_data(cfg, "domain_a", seed), _domain_data(cfg, "domain_b", seed + 1))
     if given:
         raise ConfigError(f"data.{given[0]}: only two-domain models (cyclegan) read data.domain_a / "
                           "data.domain_b; this model reads data.source")

@@ -146,7 +146,9 @@ def folder_source(cfg, root=None):
     root = Path(root if root is not None else cfg.path).expanduser()
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
-        raise DataError(f"data.path: '{root}' {what}")
+        # a relative path is read from the working directory, which is where it usually went wrong
+        where = "" if root.is_absolute() else f" (read from the working directory {Path.cwd()})"
+        raise DataError(f"data.path: '{root}' {what}{where}")
     candidates, others = find_images(root)
     files = decodable(candidates, cfg.image_size)
     good = set(files)
