@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= mnist5k_dcgan.yaml
 ARGS ?= --overwrite
 
-.PHONY: train test clean
+.PHONY: train test lint clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,6 +17,10 @@ train: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

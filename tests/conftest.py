@@ -4,6 +4,7 @@ This must run before TensorFlow initialises its devices, which is why it lives h
 """
 
 import atexit
+import functools
 import os
 import shutil
 import tempfile
@@ -48,3 +49,19 @@ def toy_config(tmp_path):
     path = tmp_path / "toy.yaml"
     path.write_text(TOY_CONFIG + f"run_dir: {tmp_path / 'runs'}\n")
     return path
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the model contract (tests/test_contract.py) on models registered after that file
+    was collected too, e.g. by a later test module: a registered model needs no test code."""
+    contract = [item for item in items if item.originalname == "test_model_contract"]
+    if not contract:
+        return
+    from tfgen.models.registry import MODELS
+
+    covered = {item.callspec.params["name"] for item in contract}
+    module = contract[0].parent
+    for name in sorted(set(MODELS) - covered):
+        items.append(pytest.Function.from_parent(
+            module, name=f"test_model_contract[{name}]", originalname="test_model_contract",
+            callobj=functools.partial(module.obj.check_model_contract, name)))

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import real_images, toy_model
+
 from tfgen import augment
 
 SEED = tf.constant([1, 2], tf.int64)
@@ -47,7 +47,7 @@ def test_bad_policy_names_the_entry():
         augment.parse_policy("color,blur")
 
 
-def test_gan_augments_real_and_fake_in_the_d_step(monkeypatch):
+def test_gan_augments_every_image_d_sees(monkeypatch):
     model = toy_model("dcgan", latent_dim=4, g_width=4, d_width=4, diffaugment="cutout")
     seen = []
     original = augment.diff_augment
@@ -58,10 +58,8 @@ def test_gan_augments_real_and_fake_in_the_d_step(monkeypatch):
 
     monkeypatch.setattr(augment, "diff_augment", spy)
     real = real_images(model, 8)
-    model.discriminator_step(real)
-    assert len(seen) == 2
-    np.testing.assert_array_equal(seen[0], real)  # the real batch ...
-    assert not np.allclose(seen[1], real)  # ... and the fakes
-    seen.clear()
-    model.generator_step(8)
-    assert len(seen) == 1  # G is trained through the augmented fakes
+    model.train_step(real)
+    assert len(seen) == 3
+    np.testing.assert_array_equal(seen[0], real)  # D's update: the real batch ...
+    assert not np.allclose(seen[1], real)  # ... and the fakes;
+    np.testing.assert_array_equal(seen[2], seen[1])  # G is trained through those fakes, augmented again

@@ -4,10 +4,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_keras_round_trip, toy_model
 
 from tfgen.models.biggan import ConditionalBatchNorm, SelfAttention, SpectralEmbedding
-
-from helpers import assert_keras_round_trip, toy_model
 
 SIZE = dict(latent_dim=8, g_width=4, d_width=4, embed_dim=4)
 

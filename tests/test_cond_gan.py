@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import assert_keras_round_trip, digits, real_images, toy_model
+
 from tfgen.export import export_saved_model
 
 SIZE = dict(latent_dim=4, g_width=4, d_width=4, embed_dim=4)

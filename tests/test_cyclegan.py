@@ -9,14 +9,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import toy_model
 from PIL import Image
 
-from tfgen import callbacks, train, translate
+from tfgen import callbacks, train, training, translate
 from tfgen.config import DataConfig, load_config
 from tfgen.data import build_dataset
 from tfgen.errors import ConfigError
-
-from helpers import toy_model
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = dict(width=4, d_width=4, residual_blocks=1)
@@ -60,7 +59,8 @@ def test_cycle_loss_falls_and_every_network_trains():
         logs = step(data)
     assert cycle() < 0.7 * start
     for name, weights in before.items():
-        assert any(not np.allclose(w0, w.numpy()) for w0, w in zip(weights, getattr(model, name).trainable_weights)), name
+        after = getattr(model, name).trainable_weights
+        assert any(not np.allclose(w0, w.numpy()) for w0, w in zip(weights, after)), name
     assert set(logs) == {"d_a_loss", "d_b_loss", "g_ab_loss", "g_ba_loss", "cycle_loss", "identity_loss"}
 
 
@@ -175,7 +175,7 @@ def test_two_domain_configs_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="data.domain_a: only two-domain models"):
         build_dataset(load_config(str(path)).data)  # read as one domain, as a DCGAN would
     with pytest.raises(ConfigError, match="eval.every_epochs"):
-        train.train(load_config(str(path), ["eval.every_epochs=1"]), tmp_path)
+        training.train(load_config(str(path), ["eval.every_epochs=1"]), tmp_path)
 
 
 def test_linear_decay_holds_then_falls_to_zero_over_the_second_half():

@@ -1,11 +1,13 @@
+import typing
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import toy_model
 
 import tfgen  # noqa: F401  (registers the models for load_model)
 from tfgen import layers
-from helpers import toy_model
 from tfgen.models import get_model_class
 from tfgen.models.registry import MODELS, model_params
 
@@ -184,6 +186,44 @@ def test_bad_arguments_raise(kwargs, message):
         toy(**kwargs)
 
 
+# A value for every option of the GANs built on DCGAN, none equal to another or to its
+# default, so an option handed on to DCGAN in the wrong place shows under the wrong name.
+DISTINCT = {
+    "latent_dim": 5, "g_width": 3, "d_width": 6, "embed_dim": 7, "attention_resolution": 0, "ortho_reg": 0.002,
+    "d_dropout": 0.1, "label_smoothing": 0.2, "d_steps": 3, "gp_weight": 4.0, "ema_decay": 0.9,
+    "diffaugment": "color", "top_k": True, "top_k_decay": 0.7, "top_k_min": 0.3, "g_threshold_rule": "soft",
+    "g_upsample": "resize", "d_minibatch_std": True, "d_depth": 2,
+}
+REFUSED = {"wgan_gp": ("label_smoothing",)}  # a Wasserstein critic takes no label smoothing
+GANS = sorted(name for name, cls in MODELS.items() if issubclass(cls, DCGAN) and cls.__module__.startswith("tfgen."))
+
+
+@pytest.mark.parametrize("variant", ["top_k", "g_threshold"])
+@pytest.mark.parametrize("name", GANS)
+def test_every_option_reaches_dcgan_under_its_own_name(name, variant):
+    """Each subclass hands DCGAN its options by keyword: set every one to a distinct value,
+    and get_config reports each under its own name (top_k and g_threshold exclude each other)."""
+    cls = MODELS[name]
+    kwargs = {"image_shape": (8, 8, 1), "seed": 11, "num_classes": 4}
+    for option, (annotation, default) in model_params(cls).items():
+        choices = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else ()
+        if choices:
+            kwargs[option] = next((c for c in choices if c != default), default)
+        elif option in REFUSED.get(name, ()) or option == "g_threshold":
+            continue
+        else:
+            assert option in DISTINCT, f"give {name}'s option {option} a distinct value in DISTINCT"
+            kwargs[option] = DISTINCT[option]
+    if variant == "g_threshold":
+        if "non_saturating" not in typing.get_args(model_params(cls)["loss"][0]):
+            pytest.skip(f"{name} has no non_saturating loss, which g_threshold needs")
+        kwargs.update(top_k=False, g_threshold=0.25, loss="non_saturating")
+    config = cls(**kwargs).get_config()
+    if not cls.needs_labels:
+        kwargs.pop("num_classes")
+    assert {option: config[option] for option in kwargs} == {**kwargs, "image_shape": [8, 8, 1]}
+
+
 def snapshot(variables):
     return [v.numpy().copy() for v in variables]
 
@@ -192,23 +232,55 @@ def changed(before, variables):
     return [not np.allclose(b, v.numpy()) for b, v in zip(before, variables)]
 
 
-def test_discriminator_step_moves_only_d_weights():
+@pytest.mark.parametrize("frozen", ["d_optimizer", "g_optimizer"])
+def test_each_optimizer_moves_only_its_own_network(frozen):
+    """One train_step with one optimizer's learning rate at 0: every trainable weight of the
+    other optimizer's network moves, and none of the frozen one's."""
     model = toy()
+    getattr(model, frozen).learning_rate = 0.0
     d_before = snapshot(model.discriminator.trainable_variables)
     g_before = snapshot(model.generator.trainable_variables)
-    logs = model.discriminator_step(real_batch(model))
-    assert all(changed(d_before, model.discriminator.trainable_variables))
-    assert not any(changed(g_before, model.generator.trainable_variables))
+    logs = model.train_step(real_batch(model))
+    d_moved = changed(d_before, model.discriminator.trainable_variables)
+    g_moved = changed(g_before, model.generator.trainable_variables)
+    if frozen == "g_optimizer":
+        assert all(d_moved) and not any(g_moved)
+    else:
+        assert all(g_moved) and not any(d_moved)
     assert 0 < float(logs["real_score"]) < 1 and 0 < float(logs["fake_score"]) < 1
 
 
-def test_generator_step_moves_only_g_weights():
-    model = toy()
-    d_before = snapshot(model.discriminator.trainable_variables)
-    g_before = snapshot(model.generator.trainable_variables)
-    model.generator_step(8)
-    assert all(changed(g_before, model.generator.trainable_variables))
-    assert not any(changed(d_before, model.discriminator.trainable_variables))
+def test_d_learns_from_the_old_g_and_g_through_the_updated_d(monkeypatch):
+    """The alternating algorithm: each of the d_steps D updates is on fakes from G as it was
+    before this step, and G's loss is taken through D after all of them, on the fakes of
+    the last D update."""
+    model = toy(d_steps=2)
+    events, fakes = [], []
+    run_generator, discriminate = model.run_generator, model.discriminate
+
+    def iterations():
+        return int(model.d_optimizer.iterations), int(model.g_optimizer.iterations)
+
+    def spy_generator(*args, **kwargs):
+        events.append(("G forward", *iterations()))
+        return run_generator(*args, **kwargs)
+
+    def spy_discriminator(images, labels, training=True):
+        events.append(("D on real + fake" if images.shape[0] == 16 else "D on fake", *iterations()))
+        fakes.append(np.asarray(images)[-8:])
+        return discriminate(images, labels, training)
+
+    monkeypatch.setattr(model, "run_generator", spy_generator)
+    monkeypatch.setattr(model, "discriminate", spy_discriminator)
+    model.train_step(real_batch(model, 2 * 8))
+    assert events == [
+        ("G forward", 0, 0), ("D on real + fake", 0, 0),  # D update 1
+        ("G forward", 1, 0), ("D on real + fake", 1, 0),  # D update 2, on fresh fakes
+        ("D on fake", 2, 0),  # G's loss, through the twice-updated D
+    ]
+    assert iterations() == (2, 1)
+    assert not np.array_equal(fakes[0], fakes[1])
+    np.testing.assert_array_equal(fakes[2], fakes[1])  # G learns from the last D update's fakes
 
 
 def test_d_steps_updates_d_that_many_times_per_g_update():
@@ -223,13 +295,13 @@ def test_every_critic_step_sees_its_own_real_batch(monkeypatch):
     """d_steps batches arrive concatenated; D update i is given batch i (Gulrajani et al.)."""
     model = toy(d_steps=3)
     seen = []
-    step = model.discriminator_step
+    discriminate_pair = model.discriminate_pair
 
-    def recording_step(real, labels=None, fake=None):
+    def recording_pair(real, fake, labels):
         seen.append(np.asarray(real))
-        return step(real, labels, fake)
+        return discriminate_pair(real, fake, labels)
 
-    monkeypatch.setattr(model, "discriminator_step", recording_step)
+    monkeypatch.setattr(model, "discriminate_pair", recording_pair)
     batch = real_batch(model, 3 * 4)
     model.train_step(batch)
     assert len(seen) == 3
@@ -248,14 +320,18 @@ def test_fit_reports_losses_and_scores_as_probabilities():
 
 
 def test_discriminator_learns_to_separate_real_from_fake():
-    """Only D trains: on bright 'real' images it must come to score reals above fakes."""
+    """Only D trains (G's learning rate is 0): on bright 'real' images it must come to score
+    reals above fakes."""
     model = toy()
+    model.g_optimizer.learning_rate = 0.0
     real = tf.random.stateless_uniform((8, 8, 8, 1), seed=(3, 0), minval=0.5, maxval=1.0)
-    step = tf.function(model.discriminator_step)
-    first = step(real)
+    step = tf.function(model.train_step)
+    first = {name: float(value) for name, value in step(real).items()}
     for _ in range(150):
-        logs = step(real)
-    assert float(logs["d_loss"]) < float(first["d_loss"])
+        step(real)
+    model.reset_metrics()  # the logs are running means: read the last step's alone
+    logs = step(real)
+    assert float(logs["d_loss"]) < first["d_loss"]
     assert float(logs["real_score"]) > 0.6 > 0.4 > float(logs["fake_score"])
 
 
@@ -285,7 +361,7 @@ def test_ema_weights_follow_the_formula_and_drive_samples():
     model = toy(ema_decay=0.9)
     np.testing.assert_array_equal(model.ema_generator.get_weights()[0], model.generator.get_weights()[0])
     ema_before = [w.copy() for w in model.ema_generator.get_weights()]
-    model.generator_step(8)
+    model.train_step(real_batch(model))
     decay = 2 / 11  # the warm-up's (1 + n) / (10 + n) after n = 1 update, below ema_decay
     for ema_old, ema_new, weight in zip(ema_before, model.ema_generator.get_weights(), model.generator.get_weights()):
         np.testing.assert_allclose(ema_new, decay * ema_old + (1 - decay) * weight, rtol=1e-5, atol=1e-7)
@@ -336,8 +412,8 @@ def test_d_runs_once_per_update_on_real_and_fake_together():
     first_conv = model.discriminator.layers[0]
     original = first_conv.call
     first_conv.call = lambda x, *a, **k: seen.append(x.shape[0]) or original(x, *a, **k)
-    model.discriminator_step(real_batch(model))
-    assert seen == [16]  # 8 real + 8 fake in one pass
+    model.train_step(real_batch(model))
+    assert seen == [16, 8]  # D's update: 8 real + 8 fake in one pass; then G's loss on the 8 fakes
 
 
 def test_train_step_moves_both_networks_and_the_ema():

@@ -137,7 +137,9 @@ def test_gpu_machines_keep_cudnn(monkeypatch):
 
 
 def test_saved_and_loaded_in_safe_mode(tmp_path):
-    model = keras.Sequential([keras.Input((8, 8, 1)), fastconv.Conv2D(2, 4, 2, "same"), fastconv.Conv2DTranspose(1, 4, 2, "same")])
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), fastconv.Conv2D(2, 4, 2, "same"), fastconv.Conv2DTranspose(1, 4, 2, "same")]
+    )
     x = tf.random.stateless_normal((2, 8, 8, 1), seed=(7, 8))
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)

@@ -193,7 +193,7 @@ def test_pokemon_config_builds_when_the_shared_art_is_there():
 
     if not Path("../shared/data/pokemon/art").is_dir():
         pytest.skip("no ../shared/data/pokemon/art beside the project")
-    cfg = load_config("pokemon_sdpc.yaml")
+    cfg = load_config("pokemon_sdpc.yaml", ["data.path=../shared/data/pokemon/art"])
     model = toy_model("sdpc", (cfg.data.image_size,) * 2 + (cfg.data.channels,), **cfg.model.params)
     assert model.decode(model.encode(np.zeros((1, 64, 64, 3), np.float32))[-1]).shape == (1, 64, 64, 3)
 
@@ -201,13 +201,14 @@ def test_pokemon_config_builds_when_the_shared_art_is_there():
 def test_evaluation_scores_its_reconstructions_and_no_samples(tmp_path):
     """SDPC does not sample: `rec` gives the three reconstruction errors, FID is left out,
     and the error of a noisy input is measured against the clean image."""
-    from tfgen import evaluate, images as image_utils
+    from tfgen import images as image_utils
+    from tfgen import scoring
     from tfgen.config import DataConfig
     from tfgen.data import build_dataset
 
     data = build_dataset(DataConfig(source="digits", image_size=16, batch_size=16, limit=64))
     model = sdpc()
-    result = evaluate.evaluate_model(model, data, ("fid", "rec"), 32, None, tmp_path, "digits")
+    result = scoring.evaluate_model(model, data, ("fid", "rec"), 32, None, tmp_path, "digits")
     assert set(result) == {"rec_mse", "rec_noise_mse", "rec_blur_mse"}
     batch, _ = next(iter(data.dataset))
     clean = float(np.mean(np.square(model.reconstruct(batch.numpy()) - batch.numpy())))

@@ -1,7 +1,6 @@
 import keras
 import numpy as np
 import tensorflow as tf
-
 from helpers import assert_keras_round_trip, real_images, toy_model
 
 

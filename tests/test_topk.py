@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import toy_model
 
 from tfgen.config import load_config
 from tfgen.models import get_model_class, model_params
-
-from helpers import toy_model
 
 SIZE = dict(latent_dim=4, g_width=4, d_width=4)
 

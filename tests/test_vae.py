@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import assert_keras_round_trip, digits, real_images, toy_model
+
 from tfgen import losses, perceptual
 from tfgen.export import export_saved_model
 

@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import assert_keras_round_trip, real_images, toy_model
+
 from tfgen import losses
 
 SIZE = dict(latent_dim=4, g_width=4, d_width=4)

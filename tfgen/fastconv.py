@@ -25,7 +25,6 @@ import contextvars
 
 import keras
 import tensorflow as tf
-from keras import layers
 
 _ENABLED = contextvars.ContextVar("tfgen_matmul_grad", default=False)
 
@@ -157,7 +156,7 @@ def conv2d_transpose(x, kernel, stride, padding, out_hw):
 
 
 @keras.saving.register_keras_serializable(package="tfgen")
-class Conv2D(layers.Conv2D):
+class Conv2D(keras.layers.Conv2D):
     """Keras' Conv2D with the matmul kernel gradient where `takes_matmul_grad` (module doc)."""
 
     def build(self, input_shape):
@@ -172,7 +171,7 @@ class Conv2D(layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="tfgen")
-class Conv2DTranspose(layers.Conv2DTranspose):
+class Conv2DTranspose(keras.layers.Conv2DTranspose):
     """Keras' Conv2DTranspose with the matmul kernel gradient where `takes_matmul_grad`."""
 
     def build(self, input_shape):

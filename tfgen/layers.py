@@ -13,7 +13,6 @@ import contextlib
 import contextvars
 
 import keras
-from keras import layers
 
 from tfgen import fastconv
 
@@ -38,7 +37,7 @@ def batch_parts(parts):
 
 
 @keras.saving.register_keras_serializable(package="tfgen")
-class BatchNormalization(layers.BatchNormalization):
+class BatchNormalization(keras.layers.BatchNormalization):
     """Keras' BatchNormalization, except that in training inside `batch_parts(n)` it
     normalises each of n equal slices of the batch as n separate calls would: with that
     slice's statistics, updating the moving statistics once per slice, in order.
@@ -120,10 +119,10 @@ def build_generator(latent_dim, image_shape, width, name="generator", upsample="
     filters = width * 2 ** (len(stages) - 1)
     stack = [
         keras.Input((latent_dim,)),
-        layers.Dense(4 * 4 * filters, use_bias=False, kernel_initializer=dcgan_init()),
+        keras.layers.Dense(4 * 4 * filters, use_bias=False, kernel_initializer=dcgan_init()),
         batch_norm(),
-        layers.ReLU(),
-        layers.Reshape((4, 4, filters)),
+        keras.layers.ReLU(),
+        keras.layers.Reshape((4, 4, filters)),
     ]
 
     def stage(filters, padding, stride, use_bias):
@@ -132,17 +131,17 @@ def build_generator(latent_dim, image_shape, width, name="generator", upsample="
                 filters, 4, stride, padding, use_bias=use_bias, kernel_initializer=dcgan_init()
             )]
         return [
-            layers.UpSampling2D(stride, interpolation="nearest"),
+            keras.layers.UpSampling2D(stride, interpolation="nearest"),
             fastconv.Conv2D(filters, 3, 1, "same", use_bias=use_bias, kernel_initializer=dcgan_init()),
         ]
 
     for padding, stride in stages[:-1]:
         filters //= 2
-        stack += [*stage(filters, padding, stride, use_bias=False), batch_norm(), layers.ReLU()]
+        stack += [*stage(filters, padding, stride, use_bias=False), batch_norm(), keras.layers.ReLU()]
     stack += [
         *stage(channels, "same", 2, use_bias=True),
         # float32 output keeps tanh and the losses exact under mixed precision.
-        layers.Activation("tanh", dtype="float32"),
+        keras.layers.Activation("tanh", dtype="float32"),
     ]
     return keras.Sequential(stack, name=name)
 
@@ -156,11 +155,11 @@ def _sn(layer, norm):
     optimizer's small updates (SNGAN then never learned under mixed precision). The wrapped
     convolution itself still computes in the policy's half precision.
     """
-    return layers.SpectralNormalization(layer, dtype="float32") if norm == "spectral" else layer
+    return keras.layers.SpectralNormalization(layer, dtype="float32") if norm == "spectral" else layer
 
 
 @keras.saving.register_keras_serializable(package="tfgen")
-class MinibatchStdDev(layers.Layer):
+class MinibatchStdDev(keras.layers.Layer):
     """Appends one feature map: the standard deviation of each feature across the batch,
     averaged into one number (Karras et al. 2018, ProGAN's minibatch standard deviation).
 
@@ -198,8 +197,9 @@ def discriminator_body(image_shape, width, dropout=0.0, norm="batch", minibatch_
     depth 1 was back near 2 (chance) by epoch 100. That is the training dynamics, not D's size:
     the same D trained alone against the frozen G separates real from fake 80% of the time.
     With depth 2 the loss stayed near 1.6 and G drew smoother shapes, but not better ones by
-    FID and recall, so `anime_sngan` keeps depth 1 (README). Placed after the downsampling, the extra convolutions add about 1.4x D's work
-    at 64 px; before it, at full resolution, they would add about 6x.
+    FID and recall, so `anime_sngan` keeps depth 1 (README). Placed after the downsampling, the
+    extra convolutions add about 1.4x D's work at 64 px; before it, at full resolution, they
+    would add about 6x.
     """
     base, n = resolution_plan(image_shape[0])
     stages = [("same", 2)] * n + ([("valid", 1)] if base == 7 else [])  # G's stages, mirrored
@@ -212,16 +212,16 @@ def discriminator_body(image_shape, width, dropout=0.0, norm="batch", minibatch_
             if (i, j) != (0, 0) and norm == "batch":
                 body.append(batch_norm())
             elif (i, j) != (0, 0) and norm == "layer":
-                body.append(layers.LayerNormalization(axis=[1, 2, 3]))
-            body.append(layers.LeakyReLU(0.2))
+                body.append(keras.layers.LayerNormalization(axis=[1, 2, 3]))
+            body.append(keras.layers.LeakyReLU(0.2))
         if dropout > 0:
-            body.append(layers.Dropout(dropout))
-    return body + ([MinibatchStdDev()] if minibatch_std else []) + [layers.Flatten()]
+            body.append(keras.layers.Dropout(dropout))
+    return body + ([MinibatchStdDev()] if minibatch_std else []) + [keras.layers.Flatten()]
 
 
 def logit_layer(norm="batch"):
     """D's final dense real/fake logit (float32 under mixed precision)."""
-    return _sn(layers.Dense(1, kernel_initializer=dcgan_init(), dtype="float32"), norm)
+    return _sn(keras.layers.Dense(1, kernel_initializer=dcgan_init(), dtype="float32"), norm)
 
 
 def build_discriminator(image_shape, width, dropout=0.0, norm="batch", name="discriminator", minibatch_std=False,
@@ -233,7 +233,7 @@ def build_discriminator(image_shape, width, dropout=0.0, norm="batch", name="dis
 
 
 @keras.saving.register_keras_serializable(package="tfgen")
-class ReflectionPadding2D(layers.Layer):
+class ReflectionPadding2D(keras.layers.Layer):
     """Pads height and width by mirroring the border (CycleGAN's generators, Zhu et al. 2017).
 
     Zero padding makes a bright frame the generator must learn to hide; mirroring does
@@ -259,4 +259,4 @@ class ReflectionPadding2D(layers.Layer):
 
 def instance_norm():
     """Instance normalisation: Keras' GroupNormalization with one group per channel."""
-    return layers.GroupNormalization(groups=-1, epsilon=1e-5)
+    return keras.layers.GroupNormalization(groups=-1, epsilon=1e-5)

@@ -15,7 +15,6 @@ import math
 
 import keras
 import tensorflow as tf
-from keras import layers
 
 WIDTH = 32
 STAGES = 4
@@ -34,8 +33,8 @@ def feature_network(image_shape, seed=0):
     x, outputs = inputs, []
     for stage in range(STAGES):
         if stage:
-            x = layers.AveragePooling2D(2, padding="same", dtype="float32")(x)
-        x = layers.Conv2D(
+            x = keras.layers.AveragePooling2D(2, padding="same", dtype="float32")(x)
+        x = keras.layers.Conv2D(
             WIDTH * 2**stage, 3, padding="same", activation="relu", dtype="float32",
             kernel_initializer=keras.initializers.HeNormal(seed + stage),
         )(x)

@@ -1,47 +1,101 @@
-"""What every tfgen model shares: seeded latents, optimizers, replica-correct losses and metrics.
+"""The model contract: what every tfgen model declares and what the rest of tfgen may call.
 
 A model subclasses `GenerativeModel`, builds its networks in `__init__`, writes
-`train_step`, and declares:
+`train_step`, and declares what it can do. Every other module (the training script, the
+picture callbacks, `Sampler`, `tfgen evaluate`, export, the studio, the uniqueness ledger)
+asks these declarations instead of checking model types or guessing with `hasattr`.
 
-- `optimizer_names`: {compile() argument: the sub-networks that optimizer trains};
-  the training script builds one Adam per entry.
-- `needs_labels`: whether batches must carry class labels (conditional models).
-- `pictures`: the picture callbacks its runs draw, by name in `tfgen.callbacks.PICTURES`
-  ("samples" grids from fixed latents; VAEs add "reconstructions"; a translator draws
-  "translations"); the training script asks for these instead of checking model types.
-- `domains`: 1, or 2 for a translator between two image domains (CycleGAN), whose batches
-  are (domain A batch, domain B batch) pairs.
-- `samples_from_latent`: whether `generate(z)` draws images from latents (every model but
-  a translator); sample grids, scoring and `tfgen.generate` need it.
-- `real_batches_per_step`: how many batches of real images one `train_step` consumes
-  (a GAN with `d_steps` critic updates takes a fresh batch for each); the training
-  script feeds that many at once, concatenated.
-- `generate(z, labels=None)`: images in [-1, 1]; `model(z)` calls it.
-- `export_endpoints()`: the SavedModel signatures (see `tfgen.export`).
+Capabilities (class attributes; `check_contract` enforces that each declared one has its
+method):
+
+- `samples_from_noise`: `generate(noise)` draws new images from random noise of shape
+  `[N, *noise_shape]` (every model but a translator and SDPC). Sample grids, FID/KID/PR,
+  `tfgen generate`, the studio and the `generate` export signature need it.
+- `needs_labels`: conditional; batches carry class labels and `generate` takes `labels`.
+- `reconstructs`: `reconstruct(images, labels=None)` rebuilds images (VAEs, SDPC); the
+  reconstruction pictures and the `rec` metric need it.
+- `encodes`: `encode(images, ...)` gives the model's code of an image (VAEs: the posterior's
+  mean and log-variance; SDPC: its sparse codes); the latent-space pictures need it.
+- `translates`: `translate(images, direction)` maps one image domain to the other
+  ("a2b"/"b2a"); such a model trains on `domains = 2` (pairs of batches, one per domain).
+- `has_atoms`: `atoms(layer)` gives a dictionary's atoms as images (SDPC's pictures).
+
+Training hooks:
+
+- `optimizer_names`: {compile() argument: the sub-networks that optimizer trains}; the
+  training script builds one Adam per entry.
+- `real_batches_per_step`: how many batches of real images one `train_step` consumes (a GAN
+  with `d_steps` critic updates takes a fresh batch for each); they are fed concatenated.
+- `begin_epoch(epoch)`: per-epoch schedules (top-k's k).
+
+Outputs:
+
+- `pictures`: the picture callbacks its runs draw, by name in `tfgen.callbacks.PICTURES`.
+- `export_networks`: the sub-networks a SavedModel stores (a GAN's discriminator stays behind).
+- `export_endpoints()`: the SavedModel signatures {name: (fn, input_signature)}; the first is
+  also `serving_default`, and for a sampling model it is `generate_endpoint()`.
+
+Sampling, not tied to a flat latent:
+
+- `noise_shape`: the per-example shape of the noise `generate` takes: `(latent_dim,)` for
+  the GANs and VAEs, an image shape for a diffusion model. Callers draw standard normal
+  noise of shape `[N, *noise_shape]` (`sample_noise`) and store it flattened.
+- `sampling_options`: {name: default} of the keyword options `generate` accepts beyond
+  noise and labels (e.g. a diffusion sampler's `steps`); empty for one-pass generators.
+  `Sampler`, `tfgen generate --option`, the studio and export pass them through after
+  `check_sampling_options` has named any unknown one.
+- `generate(noise, labels=None, training=False, **options)`: images in [-1, 1]; `model(noise)`
+  calls it.
 """
 
+import math
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfgen.distribute import is_multi_worker
 
+# Each capability flag and the method a model declaring it must override.
+CAPABILITY_METHODS = {
+    "samples_from_noise": "generate",
+    "reconstructs": "reconstruct",
+    "encodes": "encode",
+    "translates": "translate",
+    "has_atoms": "atoms",
+}
+
 
 class GenerativeModel(keras.Model):
-    """Base class; see the module docstring for what subclasses provide."""
+    """Base class of every tfgen model; the module docstring is the contract it declares."""
 
-    optimizer_names: dict = {}
+    # === Capabilities ===
+    samples_from_noise = True
     needs_labels = False
-    # Pictures a run draws, by name in tfgen.callbacks.PICTURES.
-    pictures: tuple = ("samples",)
-    # Real batches one train_step consumes, fed concatenated (see the module docstring).
+    reconstructs = False
+    encodes = False
+    translates = False
+    has_atoms = False
+
+    # === Training hooks ===
+    optimizer_names: dict = {}
     real_batches_per_step = 1
     domains = 1
-    samples_from_latent = True
-    reconstructs = False
+
+    # === Outputs ===
+    pictures: tuple = ("samples",)
+    export_networks: tuple = ()
+
+    # === Sampling ===
+    sampling_options: dict = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        check_contract(cls)
 
     def __init__(self, image_shape, latent_dim, seed, metric_names, num_classes=0, **kwargs):
         super().__init__(**kwargs)
-        if self.samples_from_latent and latent_dim < 1:
+        if self.samples_from_noise and latent_dim < 1:
             raise ValueError(f"latent_dim must be an integer >= 1, got {latent_dim}")
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
@@ -50,13 +104,71 @@ class GenerativeModel(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in metric_names}
 
+    # === The contract's methods ===
+
+    @property
+    def noise_shape(self):
+        """Per-example shape of the noise `generate` takes; `(latent_dim,)` unless overridden."""
+        return (self.latent_dim,)
+
+    @property
+    def noise_size(self):
+        """Numbers in one example's noise (its flattened length, as ledgers store it)."""
+        return math.prod(self.noise_shape)
+
+    def sample_noise(self, count, rng=None, truncation=None):
+        """Standard normal noise [count, *noise_shape] as float32 numpy, from `rng`
+        (a `np.random.Generator`; a fresh unseeded one if None). With `truncation`, values
+        beyond +-truncation are redrawn (the truncation trick)."""
+        rng = rng if rng is not None else np.random.default_rng()
+        noise = rng.standard_normal((count, *self.noise_shape)).astype(np.float32)
+        if truncation is not None:
+            outside = np.abs(noise) > truncation
+            while outside.any():
+                noise[outside] = rng.standard_normal(int(outside.sum())).astype(np.float32)
+                outside = np.abs(noise) > truncation
+        return noise
+
+    def check_sampling_options(self, options):
+        """`options` completed with `sampling_options`' defaults; ValueError naming an unknown one."""
+        unknown = sorted(set(options) - set(self.sampling_options))
+        if unknown:
+            valid = ", ".join(sorted(self.sampling_options)) or "none"
+            raise ValueError(f"{self.registry_name} takes no sampling option {', '.join(unknown)}; "
+                             f"its options: {valid}")
+        return {**self.sampling_options, **options}
+
+    def generate(self, noise, labels=None, training=False, **options):
+        """Images in [-1, 1] for noise [N, *noise_shape] (and labels [N] when conditional)."""
+        raise NotImplementedError(f"{type(self).__name__} does not sample from noise")
+
+    def reconstruct(self, images, labels=None):
+        """Images in [-1, 1] rebuilt from `images` (declared by `reconstructs`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not reconstruct")
+
+    def encode(self, images, labels=None, training=False):
+        """The model's code of `images` (declared by `encodes`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not encode")
+
+    def translate(self, images, direction="a2b", training=False):
+        """Images of one domain -> the other's, "a2b" or "b2a" (declared by `translates`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not translate")
+
+    def atoms(self, layer):
+        """One dictionary layer's atoms as images (declared by `has_atoms`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no dictionary atoms")
+
+    def export_endpoints(self):
+        """{signature name: (fn, input_signature)} for the SavedModel; `generate` by default."""
+        return {"generate": self.generate_endpoint()}
+
     def begin_epoch(self, epoch):
         """Called as each 0-based `epoch` begins (tfgen.callbacks.EpochStart): for what a
         model schedules per epoch, e.g. top-k's k. Nothing by default."""
 
-    def call(self, z, training=False):
-        """Images in [-1, 1] for latent vectors z [B, latent_dim] (unconditional models)."""
-        return self.generate(z, training=training)
+    def call(self, noise, training=False):
+        """Images in [-1, 1] for noise (unconditional models)."""
+        return self.generate(noise, training=training)
 
     def compile(self, jit_compile="auto", **optimizers):
         """Attach the optimizers named in `optimizer_names` and build their slots now.
@@ -90,9 +202,10 @@ class GenerativeModel(keras.Model):
         optimizer.apply_gradients(zip(gradients, variables))
 
     def generate_endpoint(self):
-        """(fn, input_signature) of generate(z [B, latent_dim] [, label [B]]) -> images in [-1, 1],
-        the export signature every model offers (see `export_endpoints`)."""
-        z_spec = tf.TensorSpec([None, self.latent_dim], tf.float32, name="z")
+        """(fn, input_signature) of generate(z [B, *noise_shape] [, label [B]]) -> images in [-1, 1],
+        with the default `sampling_options`: the export signature every sampling model offers.
+        The noise input keeps the name `z` that exports have always used."""
+        z_spec = tf.TensorSpec([None, *self.noise_shape], tf.float32, name="z")
         if self.needs_labels:
             return (
                 lambda z, label: self.generate(z, label, training=False),
@@ -123,7 +236,7 @@ class GenerativeModel(keras.Model):
         return seed
 
     def sample_latent(self, batch_size):
-        """N(0, I) latents [batch_size, latent_dim] from `next_seed`."""
+        """N(0, I) latents [batch_size, latent_dim] from `next_seed`, inside a training step."""
         return tf.random.stateless_normal((batch_size, self.latent_dim), seed=self.next_seed())
 
     @staticmethod
@@ -165,3 +278,14 @@ class GenerativeModel(keras.Model):
         if self.needs_labels:
             config["num_classes"] = self.num_classes
         return config
+
+
+def check_contract(cls):
+    """TypeError unless each capability `cls` declares has its method overridden, and a
+    translator trains on two domains. Run on every subclass as it is defined."""
+    for flag, method in CAPABILITY_METHODS.items():
+        if getattr(cls, flag) and getattr(cls, method) is getattr(GenerativeModel, method):
+            raise TypeError(f"{cls.__name__} declares {flag} = True but does not define {method}()")
+    if cls.translates != (cls.domains == 2):
+        raise TypeError(f"{cls.__name__}: a translator trains on two domains (translates = {cls.translates}, "
+                        f"domains = {cls.domains})")

@@ -17,11 +17,10 @@ without labels (its exports and grids take no label).
 """
 
 import itertools
-from typing import Literal, Optional
+from typing import Literal
 
 import keras
 import tensorflow as tf
-from keras import layers as kl
 
 from tfgen import layers
 from tfgen.models.dcgan import DCGAN
@@ -37,7 +36,7 @@ NOT_TAKEN = {
 
 def _sn(layer):
     # float32 wrapper, as tfgen.layers._sn explains (half-precision kernel writes lose updates)
-    return kl.SpectralNormalization(layer, dtype="float32")
+    return keras.layers.SpectralNormalization(layer, dtype="float32")
 
 
 def _ortho_init():
@@ -45,7 +44,7 @@ def _ortho_init():
 
 
 @keras.saving.register_keras_serializable(package="tfgen")
-class ConditionalBatchNorm(kl.Layer):
+class ConditionalBatchNorm(keras.layers.Layer):
     """BatchNorm whose gain and bias come from a conditioning vector: x_hat * (1 + W_g c) + W_b c.
 
     The gain is centred on 1 so a freshly initialised block starts as plain BatchNorm.
@@ -55,9 +54,10 @@ class ConditionalBatchNorm(kl.Layer):
     def __init__(self, channels, **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
-        self.norm = kl.BatchNormalization(center=False, scale=False, momentum=0.9, epsilon=1e-5, synchronized=True)
-        self.gain = _sn(kl.Dense(channels, use_bias=False, kernel_initializer="zeros"))
-        self.bias = _sn(kl.Dense(channels, use_bias=False, kernel_initializer="zeros"))
+        self.norm = keras.layers.BatchNormalization(center=False, scale=False, momentum=0.9, epsilon=1e-5,
+                                                    synchronized=True)
+        self.gain = _sn(keras.layers.Dense(channels, use_bias=False, kernel_initializer="zeros"))
+        self.bias = _sn(keras.layers.Dense(channels, use_bias=False, kernel_initializer="zeros"))
 
     def build(self, input_shape):
         x_shape, c_shape = input_shape
@@ -80,18 +80,22 @@ class ConditionalBatchNorm(kl.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfgen")
-class SelfAttention(kl.Layer):
+class SelfAttention(keras.layers.Layer):
     """SAGAN's self-attention: every position attends to all others (keys and values pooled
     2x2 as in BigGAN), added back through a learned gate `gamma` that starts at 0."""
 
     def __init__(self, channels, **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
-        self.theta = _sn(kl.Conv2D(max(1, channels // 8), 1, use_bias=False, kernel_initializer=_ortho_init()))
-        self.phi = _sn(kl.Conv2D(max(1, channels // 8), 1, use_bias=False, kernel_initializer=_ortho_init()))
-        self.g = _sn(kl.Conv2D(max(1, channels // 2), 1, use_bias=False, kernel_initializer=_ortho_init()))
-        self.out = _sn(kl.Conv2D(channels, 1, use_bias=False, kernel_initializer=_ortho_init()))
-        self.pool = kl.MaxPooling2D(2)
+
+        def conv(filters):  # a spectrally normalised 1x1 convolution
+            return _sn(keras.layers.Conv2D(max(1, filters), 1, use_bias=False, kernel_initializer=_ortho_init()))
+
+        self.theta = conv(channels // 8)
+        self.phi = conv(channels // 8)
+        self.g = conv(channels // 2)
+        self.out = conv(channels)
+        self.pool = keras.layers.MaxPooling2D(2)
 
     def build(self, input_shape):
         self.theta.build(input_shape)
@@ -107,7 +111,8 @@ class SelfAttention(kl.Layer):
         theta = keras.ops.reshape(self.theta(x, training=training), (batch, height * width, -1))
         phi = keras.ops.reshape(self.pool(self.phi(x, training=training)), (batch, (height // 2) * (width // 2), -1))
         g = keras.ops.reshape(self.pool(self.g(x, training=training)), (batch, (height // 2) * (width // 2), -1))
-        logits = keras.ops.matmul(keras.ops.cast(theta, "float32"), keras.ops.transpose(keras.ops.cast(phi, "float32"), (0, 2, 1)))
+        keys = keras.ops.transpose(keras.ops.cast(phi, "float32"), (0, 2, 1))
+        logits = keras.ops.matmul(keras.ops.cast(theta, "float32"), keys)
         attended = keras.ops.matmul(keras.ops.softmax(logits, axis=-1), keras.ops.cast(g, "float32"))
         attended = keras.ops.cast(keras.ops.reshape(attended, (batch, height, width, -1)), x.dtype)
         out = keras.ops.cast(self.out(attended, training=training), x.dtype)
@@ -118,7 +123,7 @@ class SelfAttention(kl.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfgen")
-class SpectralEmbedding(kl.Layer):
+class SpectralEmbedding(keras.layers.Layer):
     """An embedding table divided by its largest singular value (one power-iteration step per
     training call), for the projection discriminator. Keras' SpectralNormalization wrapper
     cuts the gradient to an Embedding's table, so the table is normalised here, in the graph."""
@@ -175,28 +180,28 @@ def build_generator(latent_dim, image_shape, width, num_classes, embed_dim, atte
     chunk = latent_dim // (blocks + 1)
     sizes = [latent_dim - chunk * blocks] + [chunk] * blocks
     chunks = keras.ops.split(z, list(itertools.accumulate(sizes[:-1])), axis=1)
-    shared = kl.Embedding(max(num_classes, 1), embed_dim, name="shared_embedding")(label)
+    shared = keras.layers.Embedding(max(num_classes, 1), embed_dim, name="shared_embedding")(label)
     widths = _widths(width, blocks)
-    h = _sn(kl.Dense(4 * 4 * widths[0] * 2, kernel_initializer=_ortho_init()))(chunks[0])
-    h = kl.Reshape((4, 4, widths[0] * 2))(h)
+    h = _sn(keras.layers.Dense(4 * 4 * widths[0] * 2, kernel_initializer=_ortho_init()))(chunks[0])
+    h = keras.layers.Reshape((4, 4, widths[0] * 2))(h)
     resolution = 4
     for i in range(blocks):
-        condition = kl.Concatenate()([shared, chunks[i + 1]])
+        condition = keras.layers.Concatenate()([shared, chunks[i + 1]])
         out_ch = widths[i]
-        skip = kl.UpSampling2D(2)(h)
-        skip = _sn(kl.Conv2D(out_ch, 1, kernel_initializer=_ortho_init()))(skip)
-        y = kl.ReLU()(ConditionalBatchNorm(h.shape[-1])([h, condition]))
-        y = kl.UpSampling2D(2)(y)
-        y = _sn(kl.Conv2D(out_ch, 3, padding="same", kernel_initializer=_ortho_init()))(y)
-        y = kl.ReLU()(ConditionalBatchNorm(out_ch)([y, condition]))
-        y = _sn(kl.Conv2D(out_ch, 3, padding="same", kernel_initializer=_ortho_init()))(y)
-        h = kl.Add()([skip, y])
+        skip = keras.layers.UpSampling2D(2)(h)
+        skip = _sn(keras.layers.Conv2D(out_ch, 1, kernel_initializer=_ortho_init()))(skip)
+        y = keras.layers.ReLU()(ConditionalBatchNorm(h.shape[-1])([h, condition]))
+        y = keras.layers.UpSampling2D(2)(y)
+        y = _sn(keras.layers.Conv2D(out_ch, 3, padding="same", kernel_initializer=_ortho_init()))(y)
+        y = keras.layers.ReLU()(ConditionalBatchNorm(out_ch)([y, condition]))
+        y = _sn(keras.layers.Conv2D(out_ch, 3, padding="same", kernel_initializer=_ortho_init()))(y)
+        h = keras.layers.Add()([skip, y])
         resolution *= 2
         if resolution == attention_resolution:
             h = SelfAttention(out_ch)(h)
-    h = kl.ReLU()(layers.batch_norm()(h))
-    h = _sn(kl.Conv2D(channels, 3, padding="same", kernel_initializer=_ortho_init()))(h)
-    images = kl.Activation("tanh", dtype="float32")(h)
+    h = keras.layers.ReLU()(layers.batch_norm()(h))
+    h = _sn(keras.layers.Conv2D(channels, 3, padding="same", kernel_initializer=_ortho_init()))(h)
+    images = keras.layers.Activation("tanh", dtype="float32")(h)
     return keras.Model([z, label], images, name=name)
 
 
@@ -210,24 +215,25 @@ def build_discriminator(image_shape, width, num_classes, attention_resolution, n
     h = images
     resolution = size
     for i, out_ch in enumerate(widths):
-        skip = kl.AveragePooling2D(2)(_sn(kl.Conv2D(out_ch, 1, kernel_initializer=_ortho_init()))(h))
-        y = h if i == 0 else kl.ReLU()(h)  # the first block sees the image, not an activation
-        y = _sn(kl.Conv2D(out_ch, 3, padding="same", kernel_initializer=_ortho_init()))(y)
-        y = kl.ReLU()(y)
-        y = _sn(kl.Conv2D(out_ch, 3, padding="same", kernel_initializer=_ortho_init()))(y)
-        y = kl.AveragePooling2D(2)(y)
-        h = kl.Add()([skip, y])
+        skip = _sn(keras.layers.Conv2D(out_ch, 1, kernel_initializer=_ortho_init()))(h)
+        skip = keras.layers.AveragePooling2D(2)(skip)
+        y = h if i == 0 else keras.layers.ReLU()(h)  # the first block sees the image, not an activation
+        y = _sn(keras.layers.Conv2D(out_ch, 3, padding="same", kernel_initializer=_ortho_init()))(y)
+        y = keras.layers.ReLU()(y)
+        y = _sn(keras.layers.Conv2D(out_ch, 3, padding="same", kernel_initializer=_ortho_init()))(y)
+        y = keras.layers.AveragePooling2D(2)(y)
+        h = keras.layers.Add()([skip, y])
         resolution //= 2
         if resolution == attention_resolution:
             h = SelfAttention(out_ch)(h)
-    h = kl.ReLU()(h)
+    h = keras.layers.ReLU()(h)
     # BigGAN sums over positions: with spectrally normalised heads the scale matters (a mean
     # would shrink the logits by the number of positions and the hinge margins never be met)
-    features = kl.Rescaling(float(resolution * resolution))(kl.GlobalAveragePooling2D()(h))
-    logit = _sn(kl.Dense(1, kernel_initializer=_ortho_init(), dtype="float32"))(features)
+    features = keras.layers.Rescaling(float(resolution * resolution))(keras.layers.GlobalAveragePooling2D()(h))
+    logit = _sn(keras.layers.Dense(1, kernel_initializer=_ortho_init(), dtype="float32"))(features)
     embedding = SpectralEmbedding(max(num_classes, 1), features.shape[-1], dtype="float32")(label)
-    projection = kl.Dot(axes=1)([embedding, kl.Activation("linear", dtype="float32")(features)])
-    return keras.Model([images, label], kl.Add()([logit, projection]), name=name)
+    projection = keras.layers.Dot(axes=1)([embedding, keras.layers.Activation("linear", dtype="float32")(features)])
+    return keras.Model([images, label], keras.layers.Add()([logit, projection]), name=name)
 
 
 @register("biggan")
@@ -256,7 +262,7 @@ class BigGAN(DCGAN):
         d_steps: int = 2,
         ema_decay: float = 0.999,
         diffaugment: str = "",
-        seed: Optional[int] = None,
+        seed: int | None = None,
         num_classes=10,
         **kwargs,
     ):
@@ -273,8 +279,11 @@ class BigGAN(DCGAN):
         self.embed_dim = embed_dim
         self.attention_resolution = attention_resolution
         self.ortho_reg = ortho_reg
-        super().__init__(image_shape, latent_dim, g_width, d_width, loss, "spectral", 0.0, 0.0,
-                         d_steps, ema_decay, diffaugment, seed, num_classes if self.needs_labels else 0, **kwargs)
+        super().__init__(
+            image_shape=image_shape, latent_dim=latent_dim, g_width=g_width, d_width=d_width, loss=loss,
+            d_norm="spectral", d_dropout=0.0, label_smoothing=0.0, d_steps=d_steps, ema_decay=ema_decay,
+            diffaugment=diffaugment, seed=seed, num_classes=num_classes if self.needs_labels else 0, **kwargs,
+        )
 
     @property
     def classes(self):
@@ -339,6 +348,9 @@ class UnconditionalBigGAN(BigGAN):
     def __init__(self, image_shape=(64, 64, 3), latent_dim: int = 128, g_width: int = 64, d_width: int = 64,
                  embed_dim: int = 128, attention_resolution: int = 32, ortho_reg: float = 1e-4,
                  loss: Literal["hinge", "non_saturating"] = "hinge", d_steps: int = 2, ema_decay: float = 0.999,
-                 diffaugment: str = "", seed: Optional[int] = None, num_classes=0, **kwargs):
-        super().__init__(image_shape, latent_dim, g_width, d_width, embed_dim, attention_resolution, ortho_reg,
-                         loss, d_steps, ema_decay, diffaugment, seed, num_classes, **kwargs)
+                 diffaugment: str = "", seed: int | None = None, num_classes=0, **kwargs):
+        super().__init__(
+            image_shape=image_shape, latent_dim=latent_dim, g_width=g_width, d_width=d_width, embed_dim=embed_dim,
+            attention_resolution=attention_resolution, ortho_reg=ortho_reg, loss=loss, d_steps=d_steps,
+            ema_decay=ema_decay, diffaugment=diffaugment, seed=seed, num_classes=num_classes, **kwargs,
+        )

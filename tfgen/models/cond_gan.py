@@ -6,10 +6,9 @@ its own. Sample grids show one row per class; the class names come from the data
 label names or the sub-folder names of an image folder: the "themes" an app offers).
 """
 
-from typing import Literal, Optional
+from typing import Literal
 
 import keras
-from keras import layers as keras_layers
 
 from tfgen import layers
 from tfgen.models.dcgan import DCGAN
@@ -36,7 +35,7 @@ class CondGAN(DCGAN):
         d_steps: int = 1,
         ema_decay: float = 0.0,
         diffaugment: str = "",
-        seed: Optional[int] = None,
+        seed: int | None = None,
         num_classes=10,
         **kwargs,
     ):
@@ -46,17 +45,18 @@ class CondGAN(DCGAN):
             raise ValueError(f"embed_dim must be an integer >= 1, got {embed_dim}")
         self.embed_dim = embed_dim
         super().__init__(
-            image_shape, latent_dim, g_width, d_width, loss, d_norm, d_dropout, label_smoothing,
-            d_steps, ema_decay, diffaugment, seed, num_classes, **kwargs,
+            image_shape=image_shape, latent_dim=latent_dim, g_width=g_width, d_width=d_width, loss=loss,
+            d_norm=d_norm, d_dropout=d_dropout, label_smoothing=label_smoothing, d_steps=d_steps,
+            ema_decay=ema_decay, diffaugment=diffaugment, seed=seed, num_classes=num_classes, **kwargs,
         )
 
     def build_generator_network(self, name):
         z = keras.Input((self.latent_dim,), name="z")
         label = keras.Input((), dtype="int32", name="label")
-        embedding = keras_layers.Embedding(self.num_classes, self.embed_dim)(label)
+        embedding = keras.layers.Embedding(self.num_classes, self.embed_dim)(label)
         stack = layers.build_generator(self.latent_dim + self.embed_dim, self.image_shape, self.g_width,
                                        f"{name}_stack", self.g_upsample)
-        images = stack(keras_layers.Concatenate()([z, embedding]))
+        images = stack(keras.layers.Concatenate()([z, embedding]))
         return keras.Model([z, label], images, name=name)
 
     def build_discriminator_network(self):
@@ -67,9 +67,9 @@ class CondGAN(DCGAN):
                                                self.d_minibatch_std, self.d_depth):
             h = layer(h)
         logit = layers.logit_layer(self.d_norm)(h)
-        class_embedding = keras_layers.Embedding(self.num_classes, h.shape[-1])(label)
-        projection = keras_layers.Dot(axes=1)([class_embedding, h])
-        return keras.Model([images, label], keras_layers.Add()([logit, projection]), name="discriminator")
+        class_embedding = keras.layers.Embedding(self.num_classes, h.shape[-1])(label)
+        projection = keras.layers.Dot(axes=1)([class_embedding, h])
+        return keras.Model([images, label], keras.layers.Add()([logit, projection]), name="discriminator")
 
     def run_generator(self, network, z, labels, training):
         return network([keras.ops.convert_to_tensor(z, "float32"), keras.ops.cast(labels, "int32")], training=training)

@@ -4,7 +4,7 @@ Ask the decoder for "a 7" or "a sneaker" by passing the label with z. The label 
 one-hot vector beside the encoder's flat features and beside z.
 """
 
-from typing import Literal, Optional
+from typing import Literal
 
 from tfgen.models.conv_vae import ConvVAE
 from tfgen.models.registry import register
@@ -23,7 +23,7 @@ class CondVAE(ConvVAE):
         width: int = 32,
         beta: float = 1.0,
         likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
-        seed: Optional[int] = None,
+        seed: int | None = None,
         num_classes=10,
         upsample: Literal["transposed", "resize"] = "transposed",
         edge_weight: float = 0.0,

@@ -9,11 +9,11 @@ two, so prior samples of the 64 px Pokemon VAE came out speckled (see
 `tfgen.layers.build_generator`).
 """
 
-from typing import Literal, Optional
+from typing import Literal
 
-from keras import layers
+import keras
 
-from tfgen.layers import check_upsample, resolution_plan
+from tfgen import layers
 from tfgen.models.base import GenerativeModel
 from tfgen.models.registry import register
 from tfgen.models.vae import VAE
@@ -34,7 +34,7 @@ class ConvVAE(VAE):
         width: int = 32,
         beta: float = 1.0,
         likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
-        seed: Optional[int] = None,
+        seed: int | None = None,
         num_classes=0,
         upsample: Literal["transposed", "resize"] = "transposed",
         edge_weight: float = 0.0,
@@ -44,30 +44,30 @@ class ConvVAE(VAE):
         GenerativeModel.__init__(self, image_shape, latent_dim, seed, self.metric_names, num_classes, **kwargs)
         if width < 1:
             raise ValueError(f"width must be an integer >= 1, got {width}")
-        check_upsample(upsample)
+        layers.check_upsample(upsample)
         self.width = width
         self.upsample = upsample
-        self.base, self.steps = resolution_plan(self.image_shape[0])
+        self.base, self.steps = layers.resolution_plan(self.image_shape[0])
         self.build_vae(beta, likelihood, edge_weight, perceptual_weight)
 
     def encoder_body(self, images):
         h = images
         for i in range(self.steps):
-            h = layers.Conv2D(self.width * 2**i, 3, 2, "same", activation="relu")(h)
-        return layers.Flatten()(h)
+            h = keras.layers.Conv2D(self.width * 2**i, 3, 2, "same", activation="relu")(h)
+        return keras.layers.Flatten()(h)
 
     def decoder_body(self, h):
         filters = self.width * 2 ** (self.steps - 1)
-        h = layers.Dense(self.base * self.base * filters, activation="relu")(h)
-        h = layers.Reshape((self.base, self.base, filters))(h)
+        h = keras.layers.Dense(self.base * self.base * filters, activation="relu")(h)
+        h = keras.layers.Reshape((self.base, self.base, filters))(h)
         for i in range(self.steps):
             channels = max(filters // 2**i, 1)
             if self.upsample == "resize":
-                h = layers.UpSampling2D(2, interpolation="nearest")(h)
-                h = layers.Conv2D(channels, 3, 1, "same", activation="relu")(h)
+                h = keras.layers.UpSampling2D(2, interpolation="nearest")(h)
+                h = keras.layers.Conv2D(channels, 3, 1, "same", activation="relu")(h)
             else:
-                h = layers.Conv2DTranspose(channels, 3, 2, "same", activation="relu")(h)
-        return layers.Conv2DTranspose(self.image_shape[-1], 3, 1, "same", dtype="float32")(h)
+                h = keras.layers.Conv2DTranspose(channels, 3, 2, "same", activation="relu")(h)
+        return keras.layers.Conv2DTranspose(self.image_shape[-1], 3, 1, "same", dtype="float32")(h)
 
     def get_config(self):
         return {**GenerativeModel.get_config(self), "width": self.width, "upsample": self.upsample,

@@ -12,11 +12,8 @@ unpaired batches (`domains = 2`), and it draws translation grids instead of samp
 a latent (`pictures = ("translations",)`).
 """
 
-from typing import Optional
-
 import keras
 import tensorflow as tf
-from keras import layers as kl
 
 from tfgen import layers, losses
 from tfgen.models.base import GenerativeModel
@@ -36,24 +33,24 @@ def build_resnet_generator(image_shape, width, residual_blocks, name):
     channels = image_shape[-1]
     inputs = keras.Input(image_shape)
     x = layers.ReflectionPadding2D(3)(inputs)
-    x = kl.Conv2D(width, 7, use_bias=False, kernel_initializer=_init())(x)
-    x = kl.ReLU()(layers.instance_norm()(x))
+    x = keras.layers.Conv2D(width, 7, use_bias=False, kernel_initializer=_init())(x)
+    x = keras.layers.ReLU()(layers.instance_norm()(x))
     for factor in (2, 4):
-        x = kl.Conv2D(width * factor, 3, 2, "same", use_bias=False, kernel_initializer=_init())(x)
-        x = kl.ReLU()(layers.instance_norm()(x))
+        x = keras.layers.Conv2D(width * factor, 3, 2, "same", use_bias=False, kernel_initializer=_init())(x)
+        x = keras.layers.ReLU()(layers.instance_norm()(x))
     for _ in range(residual_blocks):
         y = layers.ReflectionPadding2D(1)(x)
-        y = kl.Conv2D(width * 4, 3, use_bias=False, kernel_initializer=_init())(y)
-        y = kl.ReLU()(layers.instance_norm()(y))
+        y = keras.layers.Conv2D(width * 4, 3, use_bias=False, kernel_initializer=_init())(y)
+        y = keras.layers.ReLU()(layers.instance_norm()(y))
         y = layers.ReflectionPadding2D(1)(y)
-        y = layers.instance_norm()(kl.Conv2D(width * 4, 3, use_bias=False, kernel_initializer=_init())(y))
-        x = kl.Add()([x, y])
+        y = layers.instance_norm()(keras.layers.Conv2D(width * 4, 3, use_bias=False, kernel_initializer=_init())(y))
+        x = keras.layers.Add()([x, y])
     for factor in (2, 1):
-        x = kl.Conv2DTranspose(width * factor, 3, 2, "same", use_bias=False, kernel_initializer=_init())(x)
-        x = kl.ReLU()(layers.instance_norm()(x))
+        x = keras.layers.Conv2DTranspose(width * factor, 3, 2, "same", use_bias=False, kernel_initializer=_init())(x)
+        x = keras.layers.ReLU()(layers.instance_norm()(x))
     x = layers.ReflectionPadding2D(3)(x)
-    x = kl.Conv2D(channels, 7, kernel_initializer=_init())(x)
-    outputs = kl.Activation("tanh", dtype="float32")(x)  # float32 output under mixed precision
+    x = keras.layers.Conv2D(channels, 7, kernel_initializer=_init())(x)
+    outputs = keras.layers.Activation("tanh", dtype="float32")(x)  # float32 output under mixed precision
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -63,11 +60,11 @@ def build_patch_discriminator(image_shape, width, name, stride_layers=3):
     stack = [keras.Input(image_shape)]
     for i in range(stride_layers + 1):
         stride = 2 if i < stride_layers else 1
-        stack.append(kl.Conv2D(width * 2 ** min(i, 3), 4, stride, "same", kernel_initializer=_init()))
+        stack.append(keras.layers.Conv2D(width * 2 ** min(i, 3), 4, stride, "same", kernel_initializer=_init()))
         if i > 0:
             stack.append(layers.instance_norm())
-        stack.append(kl.LeakyReLU(0.2))
-    stack.append(kl.Conv2D(1, 4, 1, "same", kernel_initializer=_init(), dtype="float32"))
+        stack.append(keras.layers.LeakyReLU(0.2))
+    stack.append(keras.layers.Conv2D(1, 4, 1, "same", kernel_initializer=_init(), dtype="float32"))
     return keras.Sequential(stack, name=name)
 
 
@@ -145,7 +142,8 @@ class CycleGAN(GenerativeModel):
     }
     metric_names = ("d_a_loss", "d_b_loss", "g_ab_loss", "g_ba_loss", "cycle_loss", "identity_loss")
     domains = 2
-    samples_from_latent = False
+    samples_from_noise = False
+    translates = True
     pictures = ("translations",)
     export_networks = ("generator_ab", "generator_ba")
 
@@ -158,7 +156,7 @@ class CycleGAN(GenerativeModel):
         cycle_weight: float = 10.0,
         identity_weight: float = 0.5,
         pool_size: int = 50,
-        seed: Optional[int] = None,
+        seed: int | None = None,
         **kwargs,
     ):
         super().__init__(image_shape, 0, seed, self.metric_names, **kwargs)

@@ -1,14 +1,17 @@
 """DCGAN (Radford et al. 2016), the convolutional GAN every other GAN here extends.
 
-`train_step` follows the papers' algorithm box: `d_steps` discriminator updates, each on its
-own real batch and fresh fakes, then one generator update (on the last D update's fakes).
-The two halves are public methods (`discriminator_step`, `generator_step`) so tests and
-subclasses can run them one at a time.
+`train_step` is the papers' algorithm box, numbered: `d_steps` discriminator updates, each on
+its own real batch and fresh fakes; one generator update on the last fakes, through the
+updated discriminator; the EMA of G; the metrics. A GAN built on this class changes the step
+through hooks, not by copying it: its networks (`build_generator_network`,
+`build_discriminator_network`, `run_generator`, `discriminate`: the conditional GANs'
+labels), `discriminator_penalty` (WGAN-GP's gradient penalty), `generator_loss` (top-k, the
+threshold rule, BigGAN's orthogonal regularisation) and `augment` (DiffAugment).
 The classic stabilisers are options: the loss, D's normalisation, dropout, one-sided label
 smoothing, an exponential moving average of G (used for samples and export) and DiffAugment.
 """
 
-from typing import Literal, Optional
+from typing import Literal
 
 import keras
 import tensorflow as tf
@@ -78,7 +81,7 @@ class DCGAN(GenerativeModel):
         d_steps: int = 1,
         ema_decay: float = 0.0,
         diffaugment: str = "",
-        seed: Optional[int] = None,
+        seed: int | None = None,
         num_classes=0,
         top_k: bool = False,
         top_k_decay: float = 0.99,
@@ -90,7 +93,8 @@ class DCGAN(GenerativeModel):
         d_depth: int = 1,
         **kwargs,
     ):
-        super().__init__(image_shape, latent_dim, seed, self.metric_names, num_classes, **kwargs)
+        super().__init__(image_shape=image_shape, latent_dim=latent_dim, seed=seed, metric_names=self.metric_names,
+                         num_classes=num_classes, **kwargs)
         if not 0 < top_k_decay <= 1 or not 0 < top_k_min <= 1:
             raise ValueError(f"top_k_decay and top_k_min must be in (0, 1], got {top_k_decay}, {top_k_min}")
         if not 0 <= g_threshold <= 0.5:
@@ -152,28 +156,69 @@ class DCGAN(GenerativeModel):
     def discriminate(self, images, labels, training=True):
         return self.discriminator(images, training=training)
 
-    # -- the algorithm ---------------------------------------------------------------------
+    # -- the training step -----------------------------------------------------------------
 
     @property
     def real_batches_per_step(self):
         return self.d_steps
 
-    @property
-    def export_networks(self):
-        return ("ema_generator",) if self.ema_decay else ("generator",)
+    def train_step(self, data):
+        """One step of the alternating algorithm (Goodfellow et al. 2014, Algorithm 1).
 
-    def generate(self, z, labels=None, training=False):
-        """Images in [-1, 1] for latents z (from the EMA generator when enabled)."""
-        network = self.ema_generator if self.ema_decay else self.generator
-        return self.run_generator(network, z, labels, training)
+        `data` holds `d_steps` real batches concatenated (see `real_batches_per_step`), so each
+        discriminator update has real images of its own (Gulrajani et al. 2017). G learns from
+        the fakes of the last D update, as in the PyTorch DCGAN example: G runs forward once per
+        D update and not again for its own, and its gradient still goes through the freshly
+        updated D, as in the paper.
+        """
+        reals, labels = self.split_real_batches(data)
+        batch_size = tf.shape(reals[0])[0]
+
+        # 1. Train the discriminator d_steps times, each time on a real batch of its own and
+        #    fresh fakes. G's forward pass is taped: step 2 differentiates the last one.
+        for real, label in zip(reals, labels):
+            with tf.GradientTape() as g_tape:
+                fake = self.run_generator(self.generator, self.sample_latent(batch_size), label, training=True)
+            seen_real, seen_fake = self.augment(real), self.augment(tf.stop_gradient(fake))
+            with tf.GradientTape() as d_tape:
+                real_logits, fake_logits = self.discriminate_pair(seen_real, seen_fake, label)
+                penalty, penalty_logs = self.discriminator_penalty(seen_real, seen_fake, label)
+                d_loss = self.global_mean(self._d_loss(real_logits, fake_logits, self.label_smoothing) + penalty)
+            self.apply_update("d_optimizer", d_tape, d_loss)
+
+        # 2. Train the generator on those last fakes, through the updated discriminator.
+        with g_tape:  # resumes recording after G's forward pass in step 1
+            g_loss = self.generator_loss(fake, label)
+        self.apply_update("g_optimizer", g_tape, g_loss)
+
+        # 3. Move the EMA generator (what samples and exports use) toward G.
+        self.update_ema()
+
+        # 4. Update and return the metrics' running means (D's from its last update).
+        return self.update_trackers({
+            "d_loss": d_loss,
+            "g_loss": g_loss,
+            "real_score": self.global_mean(tf.sigmoid(real_logits)),
+            "fake_score": self.global_mean(tf.sigmoid(fake_logits)),
+            **penalty_logs,
+        })
+
+    def split_real_batches(self, data):
+        """The `d_steps` real batches of one step and their labels (None each when unconditional)."""
+        real, labels = data if isinstance(data, (tuple, list)) else (data, None)
+        if real.shape[0] is not None and real.shape[0] % self.d_steps:
+            raise ValueError(
+                f"train_step takes d_steps = {self.d_steps} real batches concatenated (one per critic "
+                f"update), so a multiple of {self.d_steps} images; got {real.shape[0]}"
+            )
+        label_batches = tf.split(labels, self.d_steps) if self.needs_labels else [None] * self.d_steps
+        return tf.split(real, self.d_steps), label_batches
+
+    # -- the step's hooks: what a GAN built on this class overrides ------------------------
 
     def augment(self, images):
         """DiffAugment with a fresh seed (identity when no policy is set)."""
         return augment.diff_augment(images, self._policy, self.next_seed()) if self._policy else images
-
-    def discriminator_penalty(self, real, fake, labels):
-        """Extra per-example D loss terms and their metrics; WGAN-GP adds its gradient penalty."""
-        return 0.0, {}
 
     def discriminate_pair(self, real, fake, labels):
         """D's logits on the real and the fake batch, from one D pass over both concatenated.
@@ -186,32 +231,11 @@ class DCGAN(GenerativeModel):
         with layers.batch_parts(2):
             return tf.split(self.discriminate(tf.concat([real, fake], 0), both_labels), 2)
 
-    def discriminator_step(self, real, labels=None, fake=None):
-        """One D update on a real batch and as many fakes (fresh from G unless `fake` is given).
+    def discriminator_penalty(self, real, fake, labels):
+        """Extra per-example D loss terms and their metrics; WGAN-GP adds its gradient penalty.
 
-        Returns replica-local shares of the metrics.
-        """
-        if fake is None:
-            z = self.sample_latent(tf.shape(real)[0])
-            fake = self.run_generator(self.generator, z, labels, training=True)
-        real, fake = self.augment(real), self.augment(fake)
-        with tf.GradientTape() as tape:
-            real_logits, fake_logits = self.discriminate_pair(real, fake, labels)
-            per_example = self._d_loss(real_logits, fake_logits, self.label_smoothing)
-            penalty, extra = self.discriminator_penalty(real, fake, labels)
-            loss = self.global_mean(per_example + penalty)
-        self.apply_update("d_optimizer", tape, loss)
-        return {
-            "d_loss": loss,
-            "real_score": self.global_mean(tf.sigmoid(real_logits)),
-            "fake_score": self.global_mean(tf.sigmoid(fake_logits)),
-            **extra,
-        }
-
-    def begin_epoch(self, epoch):
-        """Top-k's k for the 0-based `epoch`: top_k_decay ** epoch of the batch, at least top_k_min."""
-        if self.top_k:
-            self.top_k_fraction.assign(max(self.top_k_min, self.top_k_decay**epoch))
+        Called on D's tape with the (augmented) images D's update sees."""
+        return 0.0, {}
 
     def generator_loss(self, fake, labels=None):
         """G's loss share on fakes that are still connected to G (D is not updated), over
@@ -244,33 +268,14 @@ class DCGAN(GenerativeModel):
         targets = tf.broadcast_to(targets[:, None], tf.shape(flat))
         return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=flat), axis=1)
 
-    def generator_step(self, batch_size, labels=None):
-        """One G update on fresh fakes through a (not updated) D, then the EMA update."""
-        with tf.GradientTape() as tape:
-            fake = self.run_generator(self.generator, self.sample_latent(batch_size), labels, training=True)
-            loss = self.generator_loss(fake, labels)
-        self.update_generator(tape, loss)
-        return {"g_loss": loss}
-
-    def update_generator(self, tape, loss):
-        """G's optimizer step on `loss` (recorded on `tape`), then the EMA update."""
-        self.apply_update("g_optimizer", tape, loss)
-        self.update_ema()
-
-    def ema_decay_at(self, updates):
-        """The decay after `updates` G updates: min(ema_decay, (1 + n) / (10 + n)).
-
-        The warm-up of `tf.train.ExponentialMovingAverage(num_updates=...)`: with a fixed
-        0.999 the EMA would still be 79% initial weights after 230 steps, so early sample
-        grids (the epochs users look at) would show a flat grey square instead of what G
-        has learned.
-        """
-        n = tf.cast(updates, tf.float32)
-        return tf.minimum(tf.constant(self.ema_decay, tf.float32), (1.0 + n) / (10.0 + n))
+    def begin_epoch(self, epoch):
+        """Top-k's k for the 0-based `epoch`: top_k_decay ** epoch of the batch, at least top_k_min."""
+        if self.top_k:
+            self.top_k_fraction.assign(max(self.top_k_min, self.top_k_decay**epoch))
 
     def update_ema(self):
         """ema <- decay * ema + (1 - decay) * weights, for every generator weight (BN statistics too),
-        with the warm-up of `ema_decay_at`.
+        with the warm-up of `ema_decay_at`; nothing when `ema_decay` is 0.
 
         Done in cross-replica context (`merge_call`) so it is one update of each mirrored
         variable, not one per replica.
@@ -287,36 +292,27 @@ class DCGAN(GenerativeModel):
 
         tf.distribute.get_replica_context().merge_call(update)
 
-    def train_step(self, data):
-        """`d_steps` D updates, then one G update on the fakes of the last D update.
+    def ema_decay_at(self, updates):
+        """The decay after `updates` G updates: min(ema_decay, (1 + n) / (10 + n)).
 
-        `data` holds `d_steps` real batches concatenated (see `real_batches_per_step`); D
-        update i sees batch i, so every critic step has real images of its own. Sharing the
-        last D update's fakes with G (as the PyTorch DCGAN example does) runs G forward once
-        per step instead of twice; G's update still goes through the freshly updated D, as
-        in the paper's alternating algorithm.
+        The warm-up of `tf.train.ExponentialMovingAverage(num_updates=...)`: with a fixed
+        0.999 the EMA would still be 79% initial weights after 230 steps, so early sample
+        grids (the epochs users look at) would show a flat grey square instead of what G
+        has learned.
         """
-        real, labels = data if isinstance(data, (tuple, list)) else (data, None)
-        if real.shape[0] is not None and real.shape[0] % self.d_steps:
-            raise ValueError(
-                f"train_step takes d_steps = {self.d_steps} real batches concatenated (one per critic "
-                f"update), so a multiple of {self.d_steps} images; got {real.shape[0]}"
-            )
-        reals = tf.split(real, self.d_steps)
-        label_batches = tf.split(labels, self.d_steps) if self.needs_labels else [None] * self.d_steps
-        for real_batch, label_batch in zip(reals[:-1], label_batches[:-1]):
-            self.discriminator_step(real_batch, label_batch)
-        real, labels = reals[-1], label_batches[-1]
-        with tf.GradientTape() as tape:
-            fake = self.run_generator(self.generator, self.sample_latent(tf.shape(real)[0]), labels, training=True)
-            with tape.stop_recording():
-                logs = self.discriminator_step(real, labels, fake=tf.stop_gradient(fake))
-            logs["g_loss"] = self.generator_loss(fake, labels)
-        self.update_generator(tape, logs["g_loss"])
-        return self.update_trackers(logs)
+        n = tf.cast(updates, tf.float32)
+        return tf.minimum(tf.constant(self.ema_decay, tf.float32), (1.0 + n) / (10.0 + n))
 
-    def export_endpoints(self):
-        return {"generate": self.generate_endpoint()}
+    # -- sampling and export ---------------------------------------------------------------
+
+    @property
+    def export_networks(self):
+        return ("ema_generator",) if self.ema_decay else ("generator",)
+
+    def generate(self, z, labels=None, training=False):
+        """Images in [-1, 1] for latents z (from the EMA generator when enabled)."""
+        network = self.ema_generator if self.ema_decay else self.generator
+        return self.run_generator(network, z, labels, training)
 
     def get_config(self):
         return {

@@ -25,8 +25,6 @@ would spend most of their L1 budget painting a flat background (black on MNIST, 
 the Pokemon art), so the offset takes the background and the atoms take the structure.
 """
 
-from typing import Optional
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -133,13 +131,15 @@ class SDPC(GenerativeModel):
         power_iterations: power-iteration steps per train_step that track ||D_i||^2.
         seed: unused by the algorithm (inference is deterministic); kept for the registry.
 
-    Not a sampler (`samples_from_latent = False`): it encodes and reconstructs. The GAN that
+    Not a sampler (`samples_from_noise = False`): it encodes and reconstructs. The GAN that
     samples from its dictionaries is `sdpc_gan`.
     """
 
     optimizer_names = {"optimizer": ("dictionaries",)}
-    samples_from_latent = False
+    samples_from_noise = False
     reconstructs = True
+    encodes = True
+    has_atoms = True
     pictures = ("atoms", "corrupted_reconstructions")
     export_networks = ("dictionaries",)
 
@@ -154,7 +154,7 @@ class SDPC(GenerativeModel):
         iterations: int = 30,
         fista: bool = True,
         power_iterations: int = 2,
-        seed: Optional[int] = None,
+        seed: int | None = None,
         **kwargs,
     ):
         GenerativeModel.__init__(self, image_shape, 0, seed, self.sdpc_metric_names(len(channels)), **kwargs)

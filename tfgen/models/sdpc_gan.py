@@ -26,11 +26,10 @@ dictionaries learn only from real images), a discriminator update on real images
 fakes, and a generator update whose gradient flows through the (not updated) dictionaries.
 """
 
-from typing import Literal, Optional
+from typing import Literal
 
 import keras
 import tensorflow as tf
-from keras import layers as kl
 
 from tfgen import layers, losses
 from tfgen.models.base import GenerativeModel
@@ -47,12 +46,12 @@ def build_code_generator(latent_dim, code_shape, width, name="generator"):
     """
     h, w, c = code_shape
     z = keras.Input((latent_dim,))
-    x = kl.Dense(h * w * width * 2, use_bias=False)(z)
-    x = kl.ReLU()(kl.BatchNormalization()(kl.Reshape((h, w, width * 2))(x)))
+    x = keras.layers.Dense(h * w * width * 2, use_bias=False)(z)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(keras.layers.Reshape((h, w, width * 2))(x)))
     for filters in (width * 2, width):
-        x = kl.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = kl.ReLU()(kl.BatchNormalization()(x))
-    code = kl.Conv2D(c, 1, activation="relu", dtype="float32")(x)
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    code = keras.layers.Conv2D(c, 1, activation="relu", dtype="float32")(x)
     return keras.Model(z, code, name=name)
 
 
@@ -74,7 +73,7 @@ class SDPCGAN(SDPC):
         "d_optimizer": ("discriminator",),
         "g_optimizer": ("generator",),
     }
-    samples_from_latent = True
+    samples_from_noise = True
     pictures = ("samples", "atoms", "corrupted_reconstructions")
     export_networks = ("dictionaries", "generator")
 
@@ -93,7 +92,7 @@ class SDPCGAN(SDPC):
         iterations: int = 30,
         fista: bool = True,
         power_iterations: int = 2,
-        seed: Optional[int] = None,
+        seed: int | None = None,
         **kwargs,
     ):
         names = (*self.sdpc_metric_names(len(channels)), "d_loss", "g_loss", "real_score", "fake_score",

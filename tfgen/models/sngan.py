@@ -4,7 +4,7 @@ Spectral normalisation divides each weight by its largest singular value (one po
 iteration per step), bounding D's Lipschitz constant without a gradient penalty.
 """
 
-from typing import Literal, Optional
+from typing import Literal
 
 from tfgen.models.dcgan import DCGAN
 from tfgen.models.registry import register
@@ -27,11 +27,12 @@ class SNGAN(DCGAN):
         d_steps: int = 1,
         ema_decay: float = 0.0,
         diffaugment: str = "",
-        seed: Optional[int] = None,
+        seed: int | None = None,
         num_classes=0,
         **kwargs,
     ):
         super().__init__(
-            image_shape, latent_dim, g_width, d_width, loss, d_norm, d_dropout, label_smoothing,
-            d_steps, ema_decay, diffaugment, seed, num_classes, **kwargs,
+            image_shape=image_shape, latent_dim=latent_dim, g_width=g_width, d_width=d_width, loss=loss,
+            d_norm=d_norm, d_dropout=d_dropout, label_smoothing=label_smoothing, d_steps=d_steps,
+            ema_decay=ema_decay, diffaugment=diffaugment, seed=seed, num_classes=num_classes, **kwargs,
         )

@@ -7,11 +7,10 @@ VAE-GAN, the step), so encoding, sampling, pictures and export work the same for
 """
 
 import math
-from typing import Literal, Optional
+from typing import Literal
 
 import keras
 import tensorflow as tf
-from keras import layers
 
 from tfgen import losses, perceptual
 from tfgen.models.base import GenerativeModel
@@ -39,6 +38,7 @@ class VAE(GenerativeModel):
     pictures = ("samples", "reconstructions")  # + reconstructions, interpolation, latent plane
     export_networks = ("encoder", "decoder")
     reconstructs = True
+    encodes = True
     metric_names = ("loss", "reconstruction", "kl")
 
     def __init__(
@@ -48,7 +48,7 @@ class VAE(GenerativeModel):
         hidden_dim: int = 512,
         beta: float = 1.0,
         likelihood: Literal["bernoulli", "gaussian"] = "bernoulli",
-        seed: Optional[int] = None,
+        seed: int | None = None,
         num_classes=0,
         edge_weight: float = 0.0,
         perceptual_weight: float = 0.0,
@@ -84,16 +84,16 @@ class VAE(GenerativeModel):
 
     def encoder_body(self, images):
         """Image tensor -> flat features (before the mean / log-variance layer)."""
-        h = layers.Flatten()(images)
-        h = layers.Dense(self.hidden_dim, activation="relu")(h)
-        return layers.Dense(self.hidden_dim // 2 or 1, activation="relu")(h)
+        h = keras.layers.Flatten()(images)
+        h = keras.layers.Dense(self.hidden_dim, activation="relu")(h)
+        return keras.layers.Dense(self.hidden_dim // 2 or 1, activation="relu")(h)
 
     def decoder_body(self, h):
         """Flat latent (+ label) tensor -> decoder outputs shaped like the images."""
-        h = layers.Dense(self.hidden_dim // 2 or 1, activation="relu")(h)
-        h = layers.Dense(self.hidden_dim, activation="relu")(h)
-        h = layers.Dense(math.prod(self.image_shape), dtype="float32")(h)
-        return layers.Reshape(self.image_shape, dtype="float32")(h)
+        h = keras.layers.Dense(self.hidden_dim // 2 or 1, activation="relu")(h)
+        h = keras.layers.Dense(self.hidden_dim, activation="relu")(h)
+        h = keras.layers.Dense(math.prod(self.image_shape), dtype="float32")(h)
+        return keras.layers.Reshape(self.image_shape, dtype="float32")(h)
 
     def _label_input(self):
         return keras.Input((self.num_classes,), name="label") if self.needs_labels else None
@@ -103,15 +103,15 @@ class VAE(GenerativeModel):
         label = self._label_input()
         h = self.encoder_body(images)
         if label is not None:
-            h = layers.Concatenate()([h, label])
-        stats = layers.Dense(2 * self.latent_dim, dtype="float32", name="mean_log_var")(h)
+            h = keras.layers.Concatenate()([h, label])
+        stats = keras.layers.Dense(2 * self.latent_dim, dtype="float32", name="mean_log_var")(h)
         inputs = [images, label] if label is not None else images
         return keras.Model(inputs, stats, name="encoder")
 
     def _build_decoder(self):
         z = keras.Input((self.latent_dim,), name="z")
         label = self._label_input()
-        h = layers.Concatenate()([z, label]) if label is not None else z
+        h = keras.layers.Concatenate()([z, label]) if label is not None else z
         inputs = [z, label] if label is not None else z
         return keras.Model(inputs, self.decoder_body(h), name="decoder")
 

@@ -10,11 +10,10 @@ optimizer each:
     discriminator: L_GAN(D) on real vs. reconstructed and prior samples
 """
 
-from typing import Literal, Optional
+from typing import Literal
 
 import keras
 import tensorflow as tf
-from keras import layers as keras_layers
 
 from tfgen import augment, layers, losses
 from tfgen.models.base import GenerativeModel
@@ -54,7 +53,7 @@ class VAEGAN(ConvVAE):
         d_width: int = 64,
         beta: float = 1.0,
         gamma: float = 0.01,
-        seed: Optional[int] = None,
+        seed: int | None = None,
         upsample: Literal["transposed", "resize"] = "transposed",
         diffaugment: str = "",
         **kwargs,
@@ -74,7 +73,7 @@ class VAEGAN(ConvVAE):
         self.gamma = gamma
         self.base, self.steps = layers.resolution_plan(self.image_shape[0])
         plain = layers.build_discriminator(self.image_shape, d_width, name="discriminator_stack")
-        flatten = next(layer for layer in plain.layers if isinstance(layer, keras_layers.Flatten))
+        flatten = next(layer for layer in plain.layers if isinstance(layer, keras.layers.Flatten))
         self.discriminator = keras.Model(
             plain.inputs, [flatten.input, plain.outputs[0]], name="discriminator"
         )

@@ -5,7 +5,7 @@ the examples); layer normalisation takes its place, as the paper suggests. Train
 Adam(1e-4, beta_1 0, beta_2 0.9) and `d_steps: 5`, the paper's settings.
 """
 
-from typing import Literal, Optional
+from typing import Literal
 
 import tensorflow as tf
 
@@ -34,7 +34,7 @@ class WGANGP(DCGAN):
         gp_weight: float = 10.0,
         ema_decay: float = 0.0,
         diffaugment: str = "",
-        seed: Optional[int] = None,
+        seed: int | None = None,
         num_classes=0,
         **kwargs,
     ):
@@ -43,8 +43,9 @@ class WGANGP(DCGAN):
         if gp_weight < 0:
             raise ValueError(f"gp_weight must be >= 0, got {gp_weight}")
         super().__init__(
-            image_shape, latent_dim, g_width, d_width, loss, d_norm, d_dropout, label_smoothing,
-            d_steps, ema_decay, diffaugment, seed, num_classes, **kwargs,
+            image_shape=image_shape, latent_dim=latent_dim, g_width=g_width, d_width=d_width, loss=loss,
+            d_norm=d_norm, d_dropout=d_dropout, label_smoothing=label_smoothing, d_steps=d_steps,
+            ema_decay=ema_decay, diffaugment=diffaugment, seed=seed, num_classes=num_classes, **kwargs,
         )
         self.gp_weight = gp_weight
 
