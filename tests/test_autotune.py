@@ -8,7 +8,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-from tfgen import autotune, distribute, fastconv, train
+from tfgen import autotune, distribute, experiment, fastconv, train
 from tfgen.config import load_config
 from tfgen.data import build_dataset
 
@@ -126,7 +126,7 @@ def test_real_timing_builds_and_steps_the_model(monkeypatch, cache_file, toy_con
     monkeypatch.setattr(autotune, "half_precision_candidate", lambda: (None, "CPU Test"))
     cfg = load_config(str(toy_config), ["train.jit_compile=auto"])
     data = build_dataset(cfg.data)
-    jit, policy, grad = train.speed_settings(cfg, data, distribute.make_strategy("none"))
+    jit, policy, grad = experiment.speed_settings(cfg, data, distribute.make_strategy("none"))
     assert policy == "none" and jit in (False, True)
     assert grad == "native"  # the toy's layers are too thin for the matmul kernel gradient: not timed
     (cached,) = json.loads(cache_file.read_text()).values()
@@ -168,14 +168,14 @@ def test_matmul_kernel_gradients_are_timed_where_layers_can_take_them_and_record
     monkeypatch.setattr(fastconv, "MIN_CHANNELS", 1)  # the toy's thin layers qualify
     monkeypatch.setattr(fastconv, "available", lambda: True)  # as on a CPU-only machine
     built = []
-    real_build = train.build_model
+    real_build = experiment.build_model
 
     def build_model(cfg, *args, **kwargs):
         model = real_build(cfg, *args, **kwargs)
         built.append((cfg.train.conv_kernel_grad, len(fastconv.layers_taking_it(model))))
         return model
 
-    monkeypatch.setattr(train, "build_model", build_model)
+    monkeypatch.setattr(experiment, "build_model", build_model)
     monkeypatch.setattr(autotune, "warm_up", lambda fn, it: 1.0)
     rates = iter([1.0, 2.0] * 3)  # interleaved rounds: native, then the products, twice as fast
     monkeypatch.setattr(autotune, "steps_per_second", lambda fn, it: next(rates))

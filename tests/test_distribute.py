@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfgen import distribute, train
+from tfgen import distribute, training
 from tfgen.config import load_config
 from tfgen.errors import ConfigError
+from tfgen.runs import prepare_run_dir
 
 
 def test_mirrored_uses_both_logical_cpus_and_xla_auto_turns_off():
@@ -21,8 +22,8 @@ def test_mirrored_uses_both_logical_cpus_and_xla_auto_turns_off():
 
 def test_training_under_mirrored_strategy_on_two_cpus(toy_config, tmp_path):
     cfg = load_config(str(toy_config), ["train.distribute=mirrored", "train.epochs=1"])
-    run_dir = train.prepare_run_dir(cfg, resume=False, overwrite=False)
-    model, _, _ = train.train(cfg, run_dir)
+    run_dir = prepare_run_dir(cfg, resume=False, overwrite=False)
+    model, _, _ = training.train(cfg, run_dir)
     assert int(model.d_optimizer.iterations.numpy()) == 2 == int(model.g_optimizer.iterations.numpy())
     # mirrored variables stay identical on both replicas after the updates
     for variable in model.generator.trainable_variables + model.discriminator.trainable_variables:
@@ -36,7 +37,7 @@ def test_training_under_mirrored_strategy_on_two_cpus(toy_config, tmp_path):
 
 def test_ema_generator_under_mirrored_strategy(toy_config, tmp_path):
     cfg = load_config(str(toy_config), ["train.distribute=mirrored", "train.epochs=1", "model.ema_decay=0.5"])
-    model, _, _ = train.train(cfg, train.prepare_run_dir(cfg, resume=False, overwrite=False))
+    model, _, _ = training.train(cfg, prepare_run_dir(cfg, resume=False, overwrite=False))
     for ema, weight in zip(model.ema_generator.weights, model.generator.weights):
         replicas = [v.numpy() for v in ema.value.values]
         np.testing.assert_array_equal(replicas[0], replicas[1])
@@ -88,7 +89,7 @@ def test_biggan_under_mirrored_strategy_keeps_replicas_identical(tmp_path):
         f"run_dir={tmp_path}", "data.image_size=16", "data.limit=64", "data.batch_size=8", "train.epochs=1",
         "train.steps_per_epoch=2", "train.jit_compile=false", "train.mixed_precision=none",
         "train.distribute=mirrored", "model.attention_resolution=8", "model.g_width=4", "model.d_width=4"])
-    model, _, stop = train.train(cfg, train.prepare_run_dir(cfg, resume=False, overwrite=False))
+    model, _, stop = training.train(cfg, prepare_run_dir(cfg, resume=False, overwrite=False))
     assert stop is None and int(model.g_optimizer.iterations.numpy()) == 2
     checked = 0
     for variable in model.generator.variables + model.discriminator.variables:

@@ -5,21 +5,25 @@ import math
 import numpy as np
 import pytest
 
-from tfgen import evaluate, train
+from tfgen import evaluate, scoring, train, training
 from tfgen.config import DataConfig, load_config
 from tfgen.data import build_dataset
 from tfgen.errors import RunError
 from tfgen.models import get_model_class
+from tfgen.runs import load_run
 
 TRAINED = """\
 model: {name: dcgan, latent_dim: 8, g_width: 8, d_width: 8}
 data: {source: digits, image_size: 8, batch_size: 32}
 train: {epochs: 4, sample_every: 2, jit_compile: false, distribute: none}
+eval: {every_epochs: 2, metrics: 'fid,pr', num_samples: 200, best_metric: fid}
 """
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
+    """A digits DCGAN trained well enough to beat an untrained one, scored every 2 epochs while
+    it trained (scoring reads the weights and changes none; it caches the trained classifier)."""
     tmp = tmp_path_factory.mktemp("evaluate")
     config = tmp / "eval_toy.yaml"
     config.write_text(TRAINED + f"run_dir: {tmp / 'runs'}\n")
@@ -28,15 +32,15 @@ def trained_run(tmp_path_factory):
 
 
 def test_trained_generator_beats_untrained_on_fid_and_kid(trained_run):
-    cfg, trained = evaluate.load_run(trained_run)
+    cfg, trained = load_run(trained_run)
     untrained = get_model_class("dcgan")(image_shape=(8, 8, 1), latent_dim=8, g_width=8, d_width=8, seed=0)
     data = build_dataset(cfg.data)
     cache = trained_run.parent / ".cache"
-    key = evaluate.dataset_key(cfg.data)
-    extractor = evaluate.make_extractor("classifier", data, cache, key)
+    key = scoring.dataset_key(cfg.data)
+    extractor = scoring.make_extractor("classifier", data, cache, key)
     names = ("fid", "kid", "pr")
-    good = evaluate.evaluate_model(trained, data, names, 500, extractor, cache, key)
-    bad = evaluate.evaluate_model(untrained, data, names, 500, extractor, cache, key)
+    good = scoring.evaluate_model(trained, data, names, 500, extractor, cache, key)
+    bad = scoring.evaluate_model(untrained, data, names, 500, extractor, cache, key)
     assert good["fid"] < 0.7 * bad["fid"]
     assert good["kid"] < bad["kid"]
     assert good["recall"] >= bad["recall"]
@@ -68,12 +72,8 @@ def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "not a run directory" in capsys.readouterr().err
 
 
-def test_evaluation_during_training_logs_metrics_and_keeps_the_best(tmp_path):
-    config = tmp_path / "eval_live.yaml"
-    config.write_text(TRAINED + f"run_dir: {tmp_path / 'runs'}\n"
-                      "eval: {every_epochs: 2, metrics: 'fid,pr', num_samples: 200, best_metric: fid}\n")
-    assert train.main(["--config", str(config)]) == 0
-    run = tmp_path / "runs" / "eval_live"
+def test_evaluation_during_training_logs_metrics_and_keeps_the_best(trained_run):
+    run = trained_run
     import csv
 
     rows = list(csv.DictReader(open(run / "metrics.csv")))
@@ -99,8 +99,8 @@ def test_eval_config_is_validated(tmp_path):
 
 def test_cache_key_tells_apart_every_setting_that_changes_the_real_images():
     base = DataConfig(source="kaggle", name="kvpratama/pokemon-images-dataset", path="pokemon", image_size=64, channels=3)
-    keys = {evaluate.dataset_key(base)} | {
-        evaluate.dataset_key(dataclasses.replace(base, **change))
+    keys = {scoring.dataset_key(base)} | {
+        scoring.dataset_key(dataclasses.replace(base, **change))
         for change in ({"path": "pokemon_jpg"}, {"name": "other/set"}, {"image_size": 32},
                        {"channels": 1}, {"fit": "pad"}, {"limit": 100}, {"split": "test"})
     }
@@ -120,15 +120,15 @@ def test_best_record_of_another_metric_or_not_finite_is_no_best(tmp_path):
 
 
 def test_a_model_whose_samples_are_nan_is_an_error_not_a_score(trained_run):
-    cfg, model = evaluate.load_run(trained_run)
+    cfg, model = load_run(trained_run)
     kernel = model.generator.trainable_variables[0]
     kernel.assign(np.full(kernel.shape, np.nan, kernel.dtype))
     data = build_dataset(cfg.data)
     cache = trained_run.parent / ".cache"
-    key = evaluate.dataset_key(cfg.data)
-    extractor = evaluate.make_extractor("classifier", data, cache, key)
+    key = scoring.dataset_key(cfg.data)
+    extractor = scoring.make_extractor("classifier", data, cache, key)
     with pytest.raises(RunError, match="NaN or infinite pixels"):
-        evaluate.evaluate_model(model, data, ("fid",), 100, extractor, cache, key)
+        scoring.evaluate_model(model, data, ("fid",), 100, extractor, cache, key)
 
 
 def test_nan_samples_during_training_score_nan_and_training_goes_on(trained_run, tmp_path):
@@ -136,12 +136,12 @@ def test_nan_samples_during_training_score_nan_and_training_goes_on(trained_run,
 
     import tensorflow as tf
 
-    cfg, model = evaluate.load_run(trained_run)
+    cfg, model = load_run(trained_run)
     cfg = dc.replace(cfg, run_dir=str(trained_run.parent), eval=dc.replace(cfg.eval, metrics="fid,pr", num_samples=100))
     kernel = model.generator.trainable_variables[0]
     kernel.assign(np.full(kernel.shape, np.nan, kernel.dtype))
     step = tf.Variable(0, dtype=tf.int64)
-    callback = train.evaluation_callback(cfg, build_dataset(cfg.data), tf.train.Checkpoint(model=model), step, 4,
-                                         tmp_path)
+    callback = training.evaluation_callback(cfg, build_dataset(cfg.data), tf.train.Checkpoint(model=model), step, 4,
+                                            tmp_path)
     scores = callback.evaluate(model)
     assert set(scores) == {"fid", "precision", "recall"} and all(math.isnan(v) for v in scores.values())

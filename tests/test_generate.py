@@ -244,3 +244,32 @@ def test_memorisation_report_writes_histogram_pairs_and_summary(trained_run, tmp
     assert summary["closest"][0]["distance"] == summary["sample_to_training"]["q00"]
     assert Image.open(out / "distances.png").size[0] > 300 and Image.open(out / "closest_pairs.png").size[0] > 300
     assert "closer to a training image than any two training images" in capsys.readouterr().out
+
+
+def test_a_model_that_only_reconstructs_is_sent_to_the_command_that_takes_it(tmp_path, capsys):
+    """An SDPC run neither samples nor translates: `tfgen generate` and `tfgen translate` both
+    refuse it naming `tfgen evaluate --metric rec`, which does take it (no loop of refusals)."""
+    from helpers import toy_model
+
+    from tfgen import evaluate, translate
+
+    run = tmp_path / "sdpc"
+    run.mkdir()
+    (run / "config.yaml").write_text(
+        "model: {name: sdpc, channels: [4], kernel_sizes: [3], strides: [2], lambdas: [0.1], iterations: 3}\n"
+        "data: {source: digits, image_size: 8, batch_size: 8, limit: 64}\n"
+    )
+    toy_model("sdpc", channels=(4,), kernel_sizes=(3,), strides=(2,), lambdas=(0.1,), iterations=3).save(
+        run / "model.keras")
+    with pytest.raises(RunError, match="reconstructs images instead of sampling them; score its "
+                                       "reconstructions with tfgen evaluate --metric rec"):
+        sampling.Sampler.from_run(run)
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    refusals = [generate.main(["--run", str(run), "--num", "2", "--out", str(tmp_path / "x.png")]),
+                translate.main(["--run", str(run), "--input", str(tmp_path / "in.png"), "--out", str(tmp_path / "t")])]
+    assert refusals == [2, 2]
+    err = capsys.readouterr().err
+    assert err.count("tfgen evaluate --metric rec") == 2
+    assert "use tfgen translate" not in err and "use tfgen generate" not in err
+    assert evaluate.main(["--run", str(run), "--metric", "rec", "--num", "16"]) == 0
+    assert "rec_mse" in json.loads((run / "eval.json").read_text())

@@ -404,3 +404,18 @@ def test_an_export_and_a_run_serve_side_by_side(cond_run, tmp_path):
     same = serve.parse_args(["--theme", f"a={cond_run}", "--theme", f"b={cond_run}"])
     with pytest.raises(serve.ConfigError, match=f"--theme b={cond_run}: the folder is already the theme a"):
         serve.build_studio(same)
+
+
+def test_a_folder_is_one_theme_however_it_is_spelled(tmp_path, monkeypatch):
+    """A folder given twice is refused before any model loads, naming the theme that has it,
+    also when the second spelling differs (`runs/x/../x`); distinct folders each load once."""
+    loaded = []
+    monkeypatch.setattr(serve.Source, "load", classmethod(lambda cls, key, path, features: loaded.append(key)))
+    monkeypatch.setattr(serve, "Studio", lambda sources, *args: sources)
+    (tmp_path / "x").mkdir()
+    twice = serve.parse_args(["--theme", f"a={tmp_path / 'x'}", "--theme", f"b={tmp_path / 'x' / '..' / 'x'}"])
+    with pytest.raises(serve.ConfigError, match=r"--theme b=.*: the folder is already the theme a"):
+        serve.build_studio(twice)
+    assert loaded == []
+    serve.build_studio(serve.parse_args(["--theme", f"a={tmp_path / 'x'}", "--theme", f"b={tmp_path / 'y'}"]))
+    assert loaded == ["a", "b"]

@@ -8,8 +8,9 @@ import tensorflow as tf
 import yaml
 from PIL import Image
 
-from tfgen import train
+from tfgen import experiment, train, training
 from tfgen.config import load_config, shipped_configs
+from tfgen.runs import prepare_run_dir
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -84,7 +85,7 @@ def test_missing_folder_fails_before_any_model_is_built(toy_config, tmp_path, ca
     def no_model(*args, **kwargs):
         raise AssertionError("the model must not be built")
 
-    monkeypatch.setattr(train, "build_model", no_model)
+    monkeypatch.setattr(experiment, "build_model", no_model)
     code = run_cli(toy_config, "--set", "data.source=folder", "--set", f"data.path={tmp_path / 'nope'}")
     assert code == 2
     err = capsys.readouterr().err
@@ -180,7 +181,7 @@ def test_mixed_precision_trains_with_float32_outputs(config, policy, tmp_path):
         cfg = load_config(config, [f"run_dir={tmp_path}", f"train.mixed_precision={policy}", "data.image_size=8",
                                    "data.limit=64", "data.batch_size=8", "train.epochs=1", "train.steps_per_epoch=2",
                                    "train.jit_compile=false"])
-        model, _, stop = train.train(cfg, train.prepare_run_dir(cfg, resume=False, overwrite=False))
+        model, _, stop = training.train(cfg, prepare_run_dir(cfg, resume=False, overwrite=False))
         assert stop is None
         assert keras.mixed_precision.global_policy().name == policy
         if policy == "mixed_float16":

@@ -5,7 +5,7 @@
     experiment = tfgen.build("digits_dcgan.yaml", train={"learning_rate": 1e-4})
     experiment.model.fit(experiment.dataset, steps_per_epoch=experiment.steps_per_epoch, epochs=3)
 
-Both go through what the commands use (`tfgen.sampling.Sampler`, `tfgen.train.prepare`), so a
+Both go through what the commands use (`tfgen.sampling.Sampler`, `tfgen.experiment.prepare`), so a
 notebook gets the same models, data and numerics as `tfgen train` and `tfgen generate`.
 """
 
@@ -78,7 +78,7 @@ def build(config, **overrides):
     resolved as `tfgen train` resolves them, and Keras' global seed and mixed-precision policy
     are set from the config.
     """
-    from tfgen.train import prepare  # noqa: PLC0415  (keeps `import tfgen` light)
+    from tfgen import experiment  # noqa: PLC0415  (keeps `import tfgen` light)
 
     values = {}
     for key, value in overrides.items():
@@ -93,7 +93,6 @@ def build(config, **overrides):
         cfg = config_from_dict(config.to_dict(), f"config {config.name}", values=values)
     else:
         cfg = load_config(str(config), values=values)
-    model, data, cfg = prepare(cfg, distribute.make_strategy(cfg.train.distribute))
-    batches = model.real_batches_per_step
-    steps = cfg.train.steps_per_epoch or data.steps_per_pass(batches)
-    return Experiment(model, data.stream(0, batches), steps, data, cfg)
+    model, data, cfg = experiment.prepare(cfg, distribute.make_strategy(cfg.train.distribute))
+    steps = experiment.steps_per_epoch(cfg, model, data)
+    return Experiment(model, data.stream(0, model.real_batches_per_step), steps, data, cfg)

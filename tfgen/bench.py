@@ -36,8 +36,8 @@ from PIL import Image
 from tfgen import autotune, cli, distribute, fastconv
 from tfgen.config import load_config
 from tfgen.data import build_dataset
+from tfgen.experiment import build_model, speed_settings
 from tfgen.export import export_saved_model
-from tfgen.train import build_model, speed_settings
 
 log = cli.log
 

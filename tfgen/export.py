@@ -195,8 +195,7 @@ def run_class_names(run, cfg, model):
 
 def export_run(run, fmt="saved_model", out=None, uint8=False):
     """Re-export the finished run directory `run`; the path written."""
-    # Imported here: tfgen.evaluate imports the models, and the models import this module.
-    from tfgen.evaluate import load_run  # noqa: PLC0415
+    from tfgen.runs import load_run  # noqa: PLC0415  (the model classes are only needed here)
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format: unknown format {fmt!r}; valid: {', '.join(FORMATS)}")

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfgen import cli, evaluate, images
+from tfgen import cli, images
 from tfgen.errors import ConfigError, RunError
 from tfgen.export import recorded_class_names, run_class_names
+from tfgen.runs import command_for, load_keras, load_run
 
 BATCH = 256
 
@@ -46,10 +47,11 @@ class Sampler:
     def from_run(cls, run):
         """The generator of a finished run directory (its model.keras)."""
         run = Path(run)
-        cfg, model = evaluate.load_run(run)
-        if not model.samples_from_latent:
-            raise RunError(f"--run: {run} holds a {cfg.model.name} model, which translates images instead of "
-                           "sampling them; use tfgen translate")
+        cfg, model = load_run(run)
+        if not model.samples_from_noise:
+            does, advice = command_for(model)
+            raise RunError(f"--run: {run} holds a {cfg.model.name} model, which {does} instead of sampling them; "
+                           f"{advice}")
         return cls.from_model(model, run_class_names(run, cfg, model), str(run), run, cfg)
 
     @classmethod
@@ -60,10 +62,11 @@ class Sampler:
         failing both, the label numbers stand in for them.
         """
         path = Path(path)
-        model = evaluate.load_keras(path)
-        if not model.samples_from_latent:
-            raise RunError(f"{path} holds a {model.registry_name} model, which translates images instead of "
-                           "sampling them; load it with keras.saving.load_model, or use tfgen translate")
+        model = load_keras(path)
+        if not model.samples_from_noise:
+            does, advice = command_for(model)
+            raise RunError(f"{path} holds a {model.registry_name} model, which {does} instead of sampling them; "
+                           f"load it with keras.saving.load_model, or {advice}")
         class_names = ()
         if model.needs_labels:
             class_names = recorded_class_names(model, path.parent / "tfgen.json",
@@ -97,8 +100,13 @@ class Sampler:
         loaded = tf.saved_model.load(str(path))
         name = next((n for n in ("generate", "decode") if n in loaded.signatures), None)
         if name is None:
-            hint = "; use tfgen translate --run on its run" if "a_to_b" in loaded.signatures else ""
-            raise RunError(f"--export: {path} has no generate or decode signature ({', '.join(loaded.signatures)}){hint}")
+            hint = ""
+            if "a_to_b" in loaded.signatures:
+                hint = "; use tfgen translate --run on its run"
+            elif "reconstruct" in loaded.signatures:  # SDPC's
+                hint = "; score its run's reconstructions with tfgen evaluate --metric rec"
+            raise RunError(f"--export: {path} has no generate or decode signature "
+                           f"({', '.join(loaded.signatures)}){hint}")
         signature = loaded.signatures[name]
         conditional = "label" in signature.structured_input_signature[1]
         class_names = meta.get("class_names", []) if conditional else []

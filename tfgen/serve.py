@@ -106,7 +106,9 @@ class Source:
     """One generator (a run or an export) with its uniqueness state: the feature space, the
     training images' features, its ledger and an in-memory copy of what the ledger holds.
 
-    All themes of one run share a Source, so an avatar kept in one class counts for all.
+    All themes of one run (a conditional run gives one per class) share its Source, so an
+    avatar kept in one class counts for all. A folder is one Source: `build_studio` refuses a
+    folder given twice.
     """
 
     def __init__(self, key, sampler, space, train_features, ledger_path):
@@ -487,7 +489,11 @@ def parse_themes(values):
 
 
 def build_studio(args):
-    """Load every theme's model once (runs sharing a folder share one Source and ledger)."""
+    """Load every theme's model once: one Source (model and ledger) per folder.
+
+    A folder given twice, under two names or spelled two ways, is refused, naming the theme
+    that has it: two names for one model would show each of its cards twice.
+    """
     if not args.min_distance >= 0:
         raise ConfigError(f"--min-distance: expected a number >= 0, got {args.min_distance}")
     if args.max_draws < DRAWS_PER_ROUND:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tfgen import cli, evaluate, images, metrics
+from tfgen import cli, images, metrics, scoring
 from tfgen.config import load_config, resolve_config_path
 from tfgen.errors import ConfigError
 from tfgen.files import write_text
@@ -144,7 +144,7 @@ def sweep(args):
                       "train_seconds": seconds, "error": error}
             if error is None:
                 try:
-                    record["metrics"] = evaluate.evaluate_run(run, names, args.num, args.extractor)
+                    record["metrics"] = scoring.evaluate_run(run, names, args.num, args.extractor)
                 except Exception as exc:  # a row with its error, not the end of the sweep
                     record["error"] = f"evaluation failed: {type(exc).__name__}: {exc}"
             run.mkdir(parents=True, exist_ok=True)

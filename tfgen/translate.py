@@ -19,7 +19,7 @@ import numpy as np
 from tfgen import cli, images
 from tfgen.data import folder, pipeline
 from tfgen.errors import ConfigError, DataError, RunError
-from tfgen.evaluate import load_run
+from tfgen.runs import command_for, load_run
 
 log = logging.getLogger("tfgen")
 
@@ -102,9 +102,9 @@ def _translate_command(args):
         raise ConfigError(f"--direction: unknown direction {args.direction!r}; valid: {', '.join(DIRECTIONS)}")
     files = input_files(args.input, args.out)
     cfg, model = load_run(args.run)
-    if model.domains != 2:
+    if not model.translates:
         raise ConfigError(f"--run: {args.run} holds a {cfg.model.name} model, which does not translate images; "
-                          "use tfgen generate")
+                          f"{command_for(model)[1]}")
     domain = cfg.data.domain_a if args.direction == "a2b" else cfg.data.domain_b
     try:
         written, skipped = translate_files(model, args.direction, files, args.out, domain.fit, args.side_by_side)

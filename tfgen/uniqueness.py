@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfgen import cli, evaluate
+from tfgen import cli, scoring
 from tfgen.data import build_dataset
 from tfgen.data.pipeline import to_signed_unit
 from tfgen.errors import ConfigError, RunError
@@ -72,7 +72,7 @@ def feature_space(name, sampler, data):
     if not labelled:
         raise ConfigError(f"--features classifier: {data.description} has no class labels; use --features pixels")
     cache = sampler.run.parent / ".cache"
-    extractor = evaluate.make_extractor("classifier", data, cache, evaluate.dataset_key(sampler.cfg.data))
+    extractor = scoring.make_extractor("classifier", data, cache, scoring.dataset_key(sampler.cfg.data))
     return FeatureSpace("classifier", extractor)
 
 

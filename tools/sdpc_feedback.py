@@ -5,7 +5,7 @@ of clean, noisy and blurred images with the feedback it was trained with and wit
 
 Same dictionaries, same images, only the inference's `k_fb` changes, so a difference is the
 feedback's doing at inference (Boutin et al. 2020 report better-conditioned codes with it). The
-errors are `tfgen.evaluate.reconstruction_errors` (mean squared pixel error in [-1, 1]).
+errors are `tfgen.scoring.reconstruction_errors` (mean squared pixel error in [-1, 1]).
 """
 
 import argparse
@@ -14,7 +14,8 @@ import sys
 
 from tfgen import cli
 from tfgen.data import build_dataset
-from tfgen.evaluate import MAX_RECONSTRUCTED, load_run, reconstruction_errors
+from tfgen.runs import load_run
+from tfgen.scoring import MAX_RECONSTRUCTED, reconstruction_errors
 
 
 def main(argv=None):

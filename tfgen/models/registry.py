@@ -13,7 +13,7 @@ import keras
 
 MODELS: dict = {}
 
-# Filled in by tfgen.train from the data and train sections, never from `model:`.
+# Filled in by tfgen.experiment.build_model from the data and train sections, never from `model:`.
 INJECTED_ARGS = ("image_shape", "num_classes", "seed")
 
 
