@@ -43,7 +43,7 @@ def test_sample_is_seeded_takes_labels_by_index_or_name_and_gives_uint8(conditio
     np.testing.assert_array_equal(sampler.sample(4, seed=1, label=2, uint8=True), images.to_uint8(again))
     assert sampler.sample(4, seed=1, label=2, uint8=True).dtype == np.uint8
     # without a label, image i is of class i mod 10: the 11th is a 0 like the first
-    z = sampler.latents(np.random.default_rng(5), 11)
+    z = sampler.noise(np.random.default_rng(5), 11)
     np.testing.assert_array_equal(sampler.sample(11, seed=5), sampler.images(z, np.arange(11) % 10))
     with pytest.raises(ConfigError, match="out of range"):
         sampler.sample(2, label=10)

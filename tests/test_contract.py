@@ -17,9 +17,11 @@ import tensorflow as tf
 
 import tfgen  # noqa: F401  (registers the models)
 from tfgen import callbacks
+from tfgen.errors import ConfigError
 from tfgen.export import export_saved_model
 from tfgen.models import base
 from tfgen.models.registry import MODELS, model_params
+from tfgen.sampling import Sampler
 
 TOY_SHAPE = (16, 16, 3)
 BATCH = 4
@@ -204,10 +206,10 @@ def test_a_translator_trains_on_two_domains():
 
 
 def test_unknown_sampling_options_are_named():
-    model = toy_model("dcgan")
-    with pytest.raises(ValueError, match="dcgan takes no sampling option steps; its options: none"):
-        model.check_sampling_options({"steps": 10})
-    assert model.check_sampling_options({}) == {}
+    sampler = Sampler.from_model(toy_model("dcgan"), description="toy dcgan")
+    with pytest.raises(ConfigError, match="toy dcgan: no sampling option steps; its options: none"):
+        sampler.sample(2, seed=0, steps=10)
+    assert sampler.sample(2, seed=0).shape == (2, *TOY_SHAPE)
 
 
 def test_sample_noise_has_the_declared_shape_and_truncation():

@@ -42,7 +42,7 @@ def stand_in_source(folder, key="pets", class_names=("cat", "dog"), train_count=
     """A Source over the stand-in generator; its 'training images' are a few of its own samples."""
     sampler = stand_in_sampler(class_names)
     space = uniqueness.FeatureSpace("pixels")
-    z = sampler.latents(np.random.default_rng(1), train_count)
+    z = sampler.noise(np.random.default_rng(1), train_count)
     labels = sampling.labels_for(sampler, train_count, None)
     train_features = space.features(sampler.images(z, labels))
     return serve.Source(key, sampler, space, train_features, folder / uniqueness.LEDGER_NAME)

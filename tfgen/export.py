@@ -68,7 +68,8 @@ def model_metadata(model, class_names):
     """What every export's tfgen.json says about the model behind it."""
     return {
         "model": model.registry_name,
-        "latent_dim": model.latent_dim,
+        "latent_dim": model.noise_size,  # the flattened noise length, as before noise_shape
+        "noise_shape": list(model.noise_shape),
         "image_shape": list(model.image_shape),
         "num_classes": model.num_classes if model.needs_labels else 0,
         "class_names": list(class_names),

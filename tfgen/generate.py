@@ -30,6 +30,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -94,25 +95,34 @@ def grid_labels(sampler, num, label):
     return (np.arange(num) // columns).astype(np.int32)
 
 
+def sampling_option(text):
+    """argparse type of --option: 'steps=50' -> ('steps', 50), the value read as YAML (safe_load)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), yaml.safe_load(value)
+
+
 # -- interpolation ---------------------------------------------------------------------------
 
 
 def slerp(a, b, t):
-    """Spherical interpolation between latents (White 2016): stays at the typical |z| of N(0, I)."""
-    cos = np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))
+    """Spherical interpolation between two noise samples of any shape (White 2016): stays at
+    the typical norm of N(0, I)."""
+    cos = np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b))
     omega = np.arccos(np.clip(cos, -1.0, 1.0))
     if omega < 1e-6:
         return (1 - t) * a + t * b
     return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
 
 
-def interpolate(sampler, seed_a, seed_b, steps, label=None, truncation=None):
-    """Float images [steps, H, W, C] along the path from seed A's latent to seed B's."""
-    z_a = sampler.latents(np.random.default_rng(seed_a), 1, truncation)[0]
-    z_b = sampler.latents(np.random.default_rng(seed_b), 1, truncation)[0]
+def interpolate(sampler, seed_a, seed_b, steps, label=None, truncation=None, **options):
+    """Float images [steps, H, W, C] along the path from seed A's noise to seed B's."""
+    z_a = sampler.noise(np.random.default_rng(seed_a), 1, truncation)[0]
+    z_b = sampler.noise(np.random.default_rng(seed_b), 1, truncation)[0]
     z = np.stack([slerp(z_a, z_b, t) for t in np.linspace(0.0, 1.0, steps)]).astype(np.float32)
     labels = np.full(steps, 0 if label is None else label, np.int32) if sampler.conditional else None
-    return sampler.images(z, labels)
+    return sampler.images(z, labels, **options)
 
 
 def save_interpolation(pictures, out):
@@ -130,7 +140,7 @@ def save_interpolation(pictures, out):
 
 
 def memorisation_report(sampler, space, data, train_features, num, seed, out, label=None,
-                        truncation=None, min_distance=None, pairs=16):
+                        truncation=None, min_distance=None, pairs=16, options=None):
     """How close `num` samples come to the training set; writes into the folder `out`:
 
     - `distances.png`: histogram of each sample's distance to its nearest training image,
@@ -143,8 +153,8 @@ def memorisation_report(sampler, space, data, train_features, num, seed, out, la
     """
     out = Path(out)
     rng = np.random.default_rng(seed)
-    z = sampler.latents(rng, num, truncation)
-    pictures = sampler.images(z, labels_for(sampler, num, label))
+    z = sampler.noise(rng, num, truncation)
+    pictures = sampler.images(z, labels_for(sampler, num, label), **(options or {}))
     distance, index = uniqueness.nearest(space.features(pictures), train_features)
     queries = np.sort(rng.choice(len(train_features), min(2000, len(train_features)), replace=False))
     real_distance, _ = uniqueness.nearest(train_features[queries], train_features, exclude=queries)
@@ -222,7 +232,9 @@ def parse_args(argv=None):
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--label", type=int, help="class index, for conditional models")
     which.add_argument("--class", dest="class_name", metavar="NAME", help="class name (from tfgen.json)")
-    parser.add_argument("--truncation", type=float, metavar="T", help="redraw latent entries with |z| > T (T > 0)")
+    parser.add_argument("--truncation", type=float, metavar="T", help="redraw noise entries with |z| > T (T > 0)")
+    parser.add_argument("--option", action="append", default=[], type=sampling_option, metavar="NAME=VALUE",
+                        help="a sampling option the model declares (e.g. steps=50 for a diffusion model); repeatable")
     parser.add_argument("--format", choices=("png", "npy"), help="png (default) or npy (float32 in [-1, 1])")
     parser.add_argument("--individual", action="store_true", help="one file per image in the folder --out")
     mode = parser.add_mutually_exclusive_group()
@@ -293,14 +305,15 @@ def _generate_command(args):
         args.seed = secrets.randbelow(2**31)
         log.info("seed %d (pass --seed %d for the same images again)", args.seed, args.seed)
 
+    options = sampler.check_options(dict(args.option))
     if args.interpolate:
-        pictures = interpolate(sampler, *args.interpolate, args.steps, label, args.truncation)
+        pictures = interpolate(sampler, *args.interpolate, args.steps, label, args.truncation, **options)
         written = save_interpolation(pictures, args.out)
     elif args.unique or args.memorisation_report is not None:
-        written = _compare_with_training(args, sampler, label)
+        written = _compare_with_training(args, sampler, label, options)
     else:
-        z = sampler.latents(np.random.default_rng(args.seed), args.num, args.truncation)
-        pictures = sampler.images(z, grid_labels(sampler, args.num, label))
+        z = sampler.noise(np.random.default_rng(args.seed), args.num, args.truncation)
+        pictures = sampler.images(z, grid_labels(sampler, args.num, label), **options)
         written = save_images(pictures, args.out, args.format, args.individual,
                               columns=grid_columns(sampler, args.num, label))
     if len(written) > 3:
@@ -310,13 +323,13 @@ def _generate_command(args):
     return 0
 
 
-def _compare_with_training(args, sampler, label):
+def _compare_with_training(args, sampler, label, options):
     data = uniqueness.training_data(sampler)
     space = uniqueness.feature_space(args.features, sampler, data)
     train_features = uniqueness.training_features(data, space)
     if args.memorisation_report is not None:
         summary = memorisation_report(sampler, space, data, train_features, args.memorisation_report, args.seed,
-                                      args.out, label, args.truncation, args.min_distance)
+                                      args.out, label, args.truncation, args.min_distance, options=options)
         s, r = summary["sample_to_training"], summary["training_to_training"]
         print(f"nearest-training-image distance ({space.name} features): samples median {s['q50']:.3f}, "
               f"min {s['q00']:.3f}; training images among themselves median {r['q50']:.3f}, min {r['q00']:.3f}")
@@ -324,9 +337,9 @@ def _compare_with_training(args, sampler, label):
               "to a training image than any two training images are to each other")
         return [Path(args.out) / n for n in ("distances.png", "closest_pairs.png", "memorisation.json")]
     ledger_path = Path(args.ledger) if args.ledger else Path(args.run) / uniqueness.LEDGER_NAME
-    with uniqueness.Ledger(ledger_path, space.name, train_features.shape[1], sampler.latent_dim) as ledger:
+    with uniqueness.Ledger(ledger_path, space.name, train_features.shape[1], sampler.noise_size) as ledger:
         issued, rejected = uniqueness.issue_unique(sampler, space, train_features, ledger, args.num, args.min_distance,
-                                        args.seed, label, args.truncation, args.max_draws)
+                                                   args.seed, label, args.truncation, args.max_draws, options)
         # The ledger is written before the pictures: a crash in between leaves an image
         # recorded but never handed out, which is harmless; the reverse could hand it out twice.
         written = save_images(np.stack([r["image"] for r in issued]), args.out, args.format, args.individual,

@@ -2,11 +2,12 @@
 
 `Sampler` is what every consumer of a trained generator goes through (`tfgen.generate`, the
 uniqueness checks, the avatar studio, `tfgen.load` for other Python code), so a run folder,
-a `.keras` file and an export folder behave alike: latents from a seeded numpy generator,
+a `.keras` file and an export folder behave alike: noise from a seeded numpy generator,
 float32 images in [-1, 1], class names for conditional models.
 """
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import tensorflow as tf
 from tfgen import cli, images
 from tfgen.errors import ConfigError, RunError
 from tfgen.export import recorded_class_names, run_class_names
+from tfgen.models.base import draw_noise
 from tfgen.runs import command_for, load_keras, load_run
 
 BATCH = 256
@@ -23,16 +25,21 @@ BATCH = 256
 class Sampler:
     """A generator behind one interface, whether a run's Keras model or an exported SavedModel.
 
-    `latent_dim`, `image_shape`, `class_names` (empty for unconditional models), `run` and
-    `cfg` (None but for runs), `model` (the `keras.Model`, or the loaded SavedModel, to reuse
-    its networks), `sample(n, seed, label)`, and underneath it `latents(rng, count,
-    truncation)` and `images(z, labels)`.
+    `noise_shape` (per example: `(latent_dim,)` for the GANs and VAEs), `noise_size` (its
+    flattened length, which ledgers store), `image_shape`, `class_names` (empty for
+    unconditional models), `sampling_options` ({name: default} that `images` and `sample`
+    take as keywords, e.g. a diffusion sampler's `steps`), `run` and `cfg` (None but for
+    runs), `model` (the `keras.Model`, or the loaded SavedModel, to reuse its networks),
+    `sample(n, seed, label, **options)`, and underneath it `noise(rng, count, truncation)`
+    and `images(z, labels, **options)`.
     """
 
-    def __init__(self, fn, latent_dim, image_shape, class_names, description, run=None, cfg=None, model=None):
+    def __init__(self, fn, noise_shape, image_shape, class_names, description, run=None, cfg=None, model=None,
+                 sampling_options=None):
         self._fn = fn
         self.model = model  # also keeps a SavedModel's variables alive as long as the sampler
-        self.latent_dim = int(latent_dim)
+        self.noise_shape = (int(noise_shape),) if np.ndim(noise_shape) == 0 else tuple(int(d) for d in noise_shape)
+        self.sampling_options = dict(sampling_options or {})
         self.image_shape = tuple(image_shape)
         self.class_names = list(class_names)
         self.description = description
@@ -42,6 +49,16 @@ class Sampler:
     @property
     def conditional(self):
         return bool(self.class_names)
+
+    @property
+    def noise_size(self):
+        """Numbers in one example's noise: the length of a flattened z (a ledger row, a studio z)."""
+        return math.prod(self.noise_shape)
+
+    @property
+    def latent_dim(self):
+        """The flattened noise length (`noise_size`), the name flat-latent callers know."""
+        return self.noise_size
 
     @classmethod
     def from_run(cls, run):
@@ -78,10 +95,11 @@ class Sampler:
     def from_model(cls, model, class_names=(), description="model", run=None, cfg=None):
         """A tfgen `keras.Model` already in memory (e.g. the one `tfgen.build` made and `fit` trained)."""
 
-        def fn(z, labels):
-            return np.asarray(model.generate(z, labels), np.float32)
+        def fn(z, labels, **options):
+            return np.asarray(model.generate(z, labels, **options), np.float32)
 
-        return cls(fn, model.latent_dim, model.image_shape, class_names, description, run, cfg, model)
+        return cls(fn, model.noise_shape, model.image_shape, class_names, description, run, cfg, model,
+                   model.sampling_options)
 
     @classmethod
     def from_export(cls, path):
@@ -120,15 +138,17 @@ class Sampler:
             (out,) = signature(**inputs).values()
             return out.numpy().astype(np.float32)
 
-        return cls(fn, meta["latent_dim"], meta["image_shape"], class_names, str(path), model=loaded)
+        # Exports before noise_shape was recorded all had a flat latent.
+        noise_shape = meta.get("noise_shape", [meta["latent_dim"]])
+        return cls(fn, noise_shape, meta["image_shape"], class_names, str(path), model=loaded)
 
-    def sample(self, n, seed=None, label=None, truncation=None, uint8=False):
+    def sample(self, n, seed=None, label=None, truncation=None, uint8=False, **options):
         """`n` new images [n, H, W, C]: float32 in [-1, 1], or with `uint8` pixels in [0, 255].
 
         A `seed` gives the same images every time (those of `tfgen generate --seed`, for an
         unconditional model or one `--label`). `label` (conditional models) is a class index or
         name; without it image i is of class i mod the number of classes. `truncation` T
-        redraws latent entries with |z| > T.
+        redraws noise entries with |z| > T. `options` are the model's `sampling_options`.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"sample: n must be an integer >= 1, got {n!r}")
@@ -136,27 +156,34 @@ class Sampler:
             raise ConfigError(f"sample: truncation must be a number > 0, got {truncation!r}")
         named = isinstance(label, str)
         label = resolve_label(self, None if named else label, label if named else None)
-        z = self.latents(np.random.default_rng(seed), n, truncation)
-        pictures = self.images(z, labels_for(self, n, label))
+        z = self.noise(np.random.default_rng(seed), n, truncation)
+        pictures = self.images(z, labels_for(self, n, label), **options)
         return images.to_uint8(pictures) if uint8 else pictures
 
-    def latents(self, rng, count, truncation=None):
-        """N(0, I) latents [count, latent_dim] from `rng`; with `truncation`, |z| > T entries are redrawn."""
-        z = rng.standard_normal((count, self.latent_dim))
-        if truncation is not None:
-            outside = np.abs(z) > truncation
-            while outside.any():
-                z[outside] = rng.standard_normal(int(outside.sum()))
-                outside = np.abs(z) > truncation
-        return z.astype(np.float32)
+    def noise(self, rng, count, truncation=None):
+        """N(0, I) noise [count, *noise_shape] from `rng`; with `truncation`, |z| > T entries are redrawn."""
+        return draw_noise(rng, count, self.noise_shape, truncation)
 
-    def images(self, z, labels=None):
-        """Float32 images [N, H, W, C] in [-1, 1], generated BATCH at a time (progress for long runs)."""
+    def check_options(self, options):
+        """`options` completed with the defaults; ConfigError naming an option the model does not take."""
+        unknown = sorted(set(options) - set(self.sampling_options))
+        if unknown:
+            valid = ", ".join(f"{k} (default {v})" for k, v in self.sampling_options.items()) or "none"
+            raise ConfigError(f"{self.description}: no sampling option {', '.join(unknown)}; its options: {valid}")
+        return {**self.sampling_options, **options}
+
+    def images(self, z, labels=None, **options):
+        """Float32 images [N, H, W, C] in [-1, 1], generated BATCH at a time (progress for long runs).
+
+        `z` is [N, *noise_shape], or flattened [N, noise_size] as ledgers and the studio hold it.
+        """
+        options = self.check_options(options)
+        z = np.reshape(np.asarray(z, np.float32), (len(z), *self.noise_shape))
         out = []
         progress = cli.Progress()
         for start in range(0, len(z), BATCH):
             batch_labels = None if labels is None else labels[start : start + BATCH]
-            out.append(self._fn(z[start : start + BATCH], batch_labels))
+            out.append(self._fn(z[start : start + BATCH], batch_labels, **options))
             progress("generated %d/%d images", min(start + BATCH, len(z)), len(z))
         return np.concatenate(out) if out else np.zeros((0, *self.image_shape), np.float32)
 

@@ -92,7 +92,7 @@ def generated_summary(model, extractor, num, seed, want_probabilities):
     probabilities = []
     for start in range(0, num, BATCH):
         count = min(BATCH, num - start)
-        z = rng.standard_normal((count, model.latent_dim)).astype(np.float32)
+        z = model.sample_noise(count, rng)
         labels = np.arange(start, start + count) % model.num_classes if model.needs_labels else None
         images = np.asarray(model.generate(z, labels))
         if not np.isfinite(images).all():

@@ -144,7 +144,7 @@ class Source:
 
     def ledger(self):
         """The ledger, to be used as a context manager (it locks the file)."""
-        return uniqueness.Ledger(self.ledger_path, self.space.name, self.feature_dim, self.sampler.latent_dim)
+        return uniqueness.Ledger(self.ledger_path, self.space.name, self.feature_dim, self.sampler.noise_size)
 
     def _ledger_snapshot(self):
         with self.ledger() as ledger:
@@ -239,7 +239,7 @@ class Studio:
     async def example(self, theme):
         """One picture for the theme's card (a fixed seed; never handed out as an avatar)."""
         if not theme.example:
-            z = theme.source.sampler.latents(np.random.default_rng(0), 1)
+            z = theme.source.sampler.noise(np.random.default_rng(0), 1)
             labels = None if theme.label is None else np.array([theme.label], np.int32)
             theme.example = png_bytes((await theme.source.generate(z, labels))[0])
         return theme.example
@@ -260,7 +260,7 @@ class Studio:
         seed = secrets.randbits(62)
         rng = np.random.default_rng(seed)
         for _ in range(0, self.max_draws, DRAWS_PER_ROUND):
-            z = source.sampler.latents(rng, DRAWS_PER_ROUND)
+            z = source.sampler.noise(rng, DRAWS_PER_ROUND)
             labels = None if theme.label is None else np.full(len(z), theme.label, np.int32)
             pictures = await source.generate(z, labels)
             features, train_distance, kept_distance = await asyncio.to_thread(self._screen, source, pictures)
@@ -428,7 +428,8 @@ def create_app(studio):
 
 
 def _instances(theme, instances):
-    """(z [N, latent_dim], labels or None) from TF Serving-style instances; BadRequest if malformed."""
+    """(z [N, *noise_shape], labels or None) from TF Serving-style instances, each z flat
+    (`noise_size` numbers) or nested in the noise's shape; BadRequest if malformed."""
     sampler = theme.source.sampler
     if not 1 <= len(instances) <= MAX_PREDICT:
         raise BadRequest(f"instances: expected 1 to {MAX_PREDICT}, got {len(instances)}")
@@ -438,8 +439,9 @@ def _instances(theme, instances):
         labels = [row.get("label", theme.label) for row in rows]
     except (KeyError, TypeError, ValueError):
         raise BadRequest('instances: expected lists of numbers or {"z": [...], "label": n}') from None
-    if z.shape != (len(rows), sampler.latent_dim):
-        raise BadRequest(f"instances: each z needs {sampler.latent_dim} numbers")
+    if z.shape not in ((len(rows), sampler.noise_size), (len(rows), *sampler.noise_shape)):
+        raise BadRequest(f"instances: each z needs {sampler.noise_size} numbers")
+    z = z.reshape(len(rows), *sampler.noise_shape)
     if not (np.abs(z) <= np.finfo(np.float32).max).all():  # NaN, inf, 1e39: no picture, no JSON reply
         raise BadRequest("instances: every z value must be a finite number within float32's range")
     z = z.astype(np.float32)

@@ -147,6 +147,7 @@ class Ledger:
     COLUMNS = ("features", "z", "labels", "train_distance", "seeds", "issued_at")
 
     def __init__(self, path, feature_space, feature_dim, latent_dim):
+        # latent_dim: the flattened noise length (`Sampler.noise_size`); z is stored flat
         self.path = Path(path)
         self.feature_space = feature_space
         self.feature_dim = feature_dim
@@ -237,7 +238,7 @@ def claim(ledger, features, z, label, train_distance, seed, min_distance):
     if rejection(train_distance, issued_distance, min_distance):
         return None, issued_distance
     (ledger_id,) = ledger.append(
-        features=np.asarray(features, np.float32)[None], z=np.asarray(z, np.float32)[None],
+        features=np.asarray(features, np.float32)[None], z=np.asarray(z, np.float32).reshape(1, -1),
         labels=np.array([label], np.int32), train_distance=np.array([train_distance], np.float32),
         seeds=np.array([seed], np.int64), issued_at=np.array([time.time()]),
     )
@@ -245,7 +246,7 @@ def claim(ledger, features, z, label, train_distance, seed, min_distance):
 
 
 def issue_unique(sampler, space, train_features, ledger, num, min_distance, seed, label=None,
-                 truncation=None, max_draws=None):
+                 truncation=None, max_draws=None, options=None):
     """Draw until `num` images are each farther than `min_distance` from every training image,
     every ledger entry and each other; record them in `ledger` (held open by the caller).
 
@@ -265,9 +266,9 @@ def issue_unique(sampler, space, train_features, ledger, num, min_distance, seed
                 f"issued before, after {drawn} draws; lower --min-distance or raise --max-draws"
             )
         count = min(max(2 * (num - len(issued)), 16), max_draws - drawn)
-        z = sampler.latents(rng, count, truncation)
+        z = sampler.noise(rng, count, truncation)
         labels = labels_for(sampler, count, label, start=drawn)
-        pictures = sampler.images(z, labels)
+        pictures = sampler.images(z, labels, **(options or {}))
         features = space.features(pictures)
         train_distance, train_index = nearest(features, train_features)
         ledger_distance, _ = nearest(features, ledger.features)
@@ -288,7 +289,7 @@ def issue_unique(sampler, space, train_features, ledger, num, min_distance, seed
                  sum(r["reason"] == "issued" for r in rejected))
     ids = ledger.append(
         features=np.stack([r["features"] for r in issued]).astype(np.float32),
-        z=np.stack([r["z"] for r in issued]),
+        z=np.stack([r["z"] for r in issued]).reshape(len(issued), -1),  # flattened: any noise shape
         labels=np.array([r["label"] for r in issued], np.int32),
         train_distance=np.array([r["train_distance"] for r in issued], np.float32),
         seeds=np.full(len(issued), seed, np.int64),

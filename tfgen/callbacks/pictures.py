@@ -20,6 +20,7 @@ from matplotlib.figure import Figure  # not pyplot: no global backend to set
 from tfgen import images
 from tfgen.callbacks.schedule import picture_due
 from tfgen.files import atomic_path
+from tfgen.models.base import draw_noise
 
 
 def sample_diversity(samples):
@@ -63,7 +64,7 @@ class SampleGrid(keras.callbacks.Callback):
     @classmethod
     def for_run(cls, run_dir, data, model, every, last_epoch, num_samples, seed):
         """The callback for a run, its latent batch stored in the run (a resume reuses it)."""
-        latent = fixed_latent(Path(run_dir), num_samples, model.latent_dim, seed)
+        latent = fixed_latent(Path(run_dir), num_samples, model.noise_shape, seed)
         return cls(run_dir, latent, every, last_epoch, model.num_classes)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -92,12 +93,12 @@ def save_epoch_grid(run_dir, epoch, grid, writer=None):
     return writer
 
 
-def fixed_latent(run_dir, num, latent_dim, seed):
-    """The latent batch behind every sample grid, stored so a resumed run reuses it."""
+def fixed_latent(run_dir, num, noise_shape, seed):
+    """The noise batch [num, *noise_shape] behind every sample grid, stored so a resumed run reuses it."""
     path = run_dir / "samples" / "latent.npy"
     if path.exists():
         return np.load(path)
-    latent = np.random.default_rng(seed).standard_normal((num, latent_dim)).astype(np.float32)
+    latent = draw_noise(np.random.default_rng(seed), num, tuple(noise_shape))
     with atomic_path(path) as tmp:
         np.save(tmp, latent)
     return latent

@@ -42,8 +42,8 @@ Sampling, not tied to a flat latent:
   noise of shape `[N, *noise_shape]` (`sample_noise`) and store it flattened.
 - `sampling_options`: {name: default} of the keyword options `generate` accepts beyond
   noise and labels (e.g. a diffusion sampler's `steps`); empty for one-pass generators.
-  `Sampler`, `tfgen generate --option`, the studio and export pass them through after
-  `check_sampling_options` has named any unknown one.
+  `Sampler` checks and passes them through (naming an unknown one); exports and scores use
+  the defaults.
 - `generate(noise, labels=None, training=False, **options)`: images in [-1, 1]; `model(noise)`
   calls it.
 """
@@ -64,6 +64,22 @@ CAPABILITY_METHODS = {
     "translates": "translate",
     "has_atoms": "atoms",
 }
+
+
+def draw_noise(rng, count, noise_shape, truncation=None):
+    """Standard normal noise [count, *noise_shape] as float32 numpy from the numpy Generator
+    `rng`. With `truncation` T, entries with |value| > T are redrawn (the truncation trick).
+
+    Every caller outside a training step draws noise here (grids, scores, `Sampler`, the
+    studio), so a seed gives the same images everywhere.
+    """
+    noise = rng.standard_normal((count, *noise_shape))
+    if truncation is not None:
+        outside = np.abs(noise) > truncation
+        while outside.any():
+            noise[outside] = rng.standard_normal(int(outside.sum()))
+            outside = np.abs(noise) > truncation
+    return noise.astype(np.float32)
 
 
 class GenerativeModel(keras.Model):
@@ -95,7 +111,8 @@ class GenerativeModel(keras.Model):
 
     def __init__(self, image_shape, latent_dim, seed, metric_names, num_classes=0, **kwargs):
         super().__init__(**kwargs)
-        if self.samples_from_noise and latent_dim < 1:
+        flat_latent = type(self).noise_shape is GenerativeModel.noise_shape
+        if self.samples_from_noise and flat_latent and latent_dim < 1:
             raise ValueError(f"latent_dim must be an integer >= 1, got {latent_dim}")
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
@@ -117,26 +134,8 @@ class GenerativeModel(keras.Model):
         return math.prod(self.noise_shape)
 
     def sample_noise(self, count, rng=None, truncation=None):
-        """Standard normal noise [count, *noise_shape] as float32 numpy, from `rng`
-        (a `np.random.Generator`; a fresh unseeded one if None). With `truncation`, values
-        beyond +-truncation are redrawn (the truncation trick)."""
-        rng = rng if rng is not None else np.random.default_rng()
-        noise = rng.standard_normal((count, *self.noise_shape)).astype(np.float32)
-        if truncation is not None:
-            outside = np.abs(noise) > truncation
-            while outside.any():
-                noise[outside] = rng.standard_normal(int(outside.sum())).astype(np.float32)
-                outside = np.abs(noise) > truncation
-        return noise
-
-    def check_sampling_options(self, options):
-        """`options` completed with `sampling_options`' defaults; ValueError naming an unknown one."""
-        unknown = sorted(set(options) - set(self.sampling_options))
-        if unknown:
-            valid = ", ".join(sorted(self.sampling_options)) or "none"
-            raise ValueError(f"{self.registry_name} takes no sampling option {', '.join(unknown)}; "
-                             f"its options: {valid}")
-        return {**self.sampling_options, **options}
+        """Standard normal noise [count, *noise_shape] (float32 numpy) from `rng`; see `draw_noise`."""
+        return draw_noise(rng if rng is not None else np.random.default_rng(), count, self.noise_shape, truncation)
 
     def generate(self, noise, labels=None, training=False, **options):
         """Images in [-1, 1] for noise [N, *noise_shape] (and labels [N] when conditional)."""
