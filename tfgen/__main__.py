@@ -93,11 +93,12 @@ def main(argv=None):
     """The `tfgen` console script; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(
-        prog="tfgen", description="Train, evaluate, export and reuse image generative models.",
+        prog="tfgen",
+        description="Train, evaluate, export and reuse image generative models.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="commands:\n" + "\n".join(
-            f"  {name:<10} {help_}" for name, (_, help_) in [*COMMANDS.items(), *LISTINGS.items()]
-        ) + "\n\n'tfgen <command> --help' describes a command's options.",
+        epilog="commands:\n"
+        + "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in [*COMMANDS.items(), *LISTINGS.items()])
+        + "\n\n'tfgen <command> --help' describes a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"tfgen {__version__}")
     cli.add_verbose_argument(parser)

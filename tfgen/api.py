@@ -39,8 +39,10 @@ def load(path):
         return Sampler.from_keras(path / "model.keras")
     if path.is_file() and path.suffix == ".keras":
         return Sampler.from_keras(path)
-    raise RunError(f"tfgen.load: {path} is not a run folder (config.yaml), a .keras file or an exported "
-                   "SavedModel folder (saved_model.pb)" + ("" if path.exists() else "; it does not exist"))
+    raise RunError(
+        f"tfgen.load: {path} is not a run folder (config.yaml), a .keras file or an exported "
+        "SavedModel folder (saved_model.pb)" + ("" if path.exists() else "; it does not exist")
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +66,9 @@ class Experiment:
         """The model as `tfgen.load` would give it once saved: `sampler().sample(n, seed=...)`."""
         from tfgen.sampling import Sampler  # noqa: PLC0415
 
-        return Sampler.from_model(self.model, self.data.class_names if self.model.needs_labels else (),
-                                  self.config.name)
+        return Sampler.from_model(
+            self.model, self.data.class_names if self.model.needs_labels else (), self.config.name
+        )
 
 
 def build(config, **overrides):
@@ -87,8 +90,9 @@ def build(config, **overrides):
         elif key in ("name", "run_dir"):
             values[key] = value
         else:
-            raise ConfigError(f"tfgen.build: {key}={value!r}: expected a section as a dict "
-                              f"(e.g. {key}={{...}}) or name= / run_dir=")
+            raise ConfigError(
+                f"tfgen.build: {key}={value!r}: expected a section as a dict (e.g. {key}={{...}}) or name= / run_dir="
+            )
     if isinstance(config, Config):
         cfg = config_from_dict(config.to_dict(), f"config {config.name}", values=values)
     else:

@@ -12,7 +12,7 @@ POLICIES = ("color", "translation", "cutout")
 
 
 def parse_policy(policy):
-    """"color,translation" -> ("color", "translation"); ValueError naming a bad entry."""
+    """ "color,translation" -> ("color", "translation"); ValueError naming a bad entry."""
     names = tuple(p.strip() for p in policy.split(",") if p.strip())
     for name in names:
         if name not in POLICIES:

@@ -156,19 +156,33 @@ def resolve(jit_options, precision_setting, key, build, stream, grad_options=("n
     if len(candidates) == 1:
         return candidates[0]
     # "version" 2: before it, "XLA off, float32" meant matmul kernel gradients on every CPU
-    entry = json.dumps({**key, "candidates": [describe(*c) for c in candidates], "device": device,
-                        "tensorflow": tf.__version__, "version": 2}, sort_keys=True)
+    entry = json.dumps(
+        {
+            **key,
+            "candidates": [describe(*c) for c in candidates],
+            "device": device,
+            "tensorflow": tf.__version__,
+            "version": 2,
+        },
+        sort_keys=True,
+    )
     path = cache_path()
     rates = read_cache(path).get(entry)
     if rates is None:
-        log.info("auto settings: timing %s on %s (once per model, image shape and batch size)",
-                 " / ".join(describe(*c) for c in candidates), device)
+        log.info(
+            "auto settings: timing %s on %s (once per model, image shape and batch size)",
+            " / ".join(describe(*c) for c in candidates),
+            device,
+        )
         before = cpu_times()
         rates = _measure(candidates, build, stream)
         busy = others_share(before, cpu_times())
         if busy is not None and busy > BUSY_SHARE:
-            log.warning("auto settings: other processes kept %.0f%% of the CPUs busy while timing, so this "
-                        "verdict is used for this run only, not cached (the next run times again)", 100 * busy)
+            log.warning(
+                "auto settings: other processes kept %.0f%% of the CPUs busy while timing, so this "
+                "verdict is used for this run only, not cached (the next run times again)",
+                100 * busy,
+            )
         else:
             try:  # re-read first: another run may have added its measurements meanwhile
                 write_text(path, json.dumps({**read_cache(path), entry: rates}, indent=1))
@@ -178,8 +192,12 @@ def resolve(jit_options, precision_setting, key, build, stream, grad_options=("n
     plain = candidates[0]
     best = max(candidates, key=lambda c: rates[describe(*c)])
     chosen = best if rates[describe(*best)] >= MIN_SPEEDUP * rates[describe(*plain)] else plain
-    log.info("auto settings: %s (steps/s measured on %s: %s)", describe(*chosen), device,
-             ", ".join(f"{name} {rate:.3g}" for name, rate in rates.items()))
+    log.info(
+        "auto settings: %s (steps/s measured on %s: %s)",
+        describe(*chosen),
+        device,
+        ", ".join(f"{name} {rate:.3g}" for name, rate in rates.items()),
+    )
     return chosen
 
 

@@ -82,8 +82,11 @@ def interleaved_rates(runners, steps, rounds, min_seconds=2.0):
 
 def pinned(jit, policy, grad):
     """The --set overrides that fix a run to one (XLA, precision, kernel gradient) setting."""
-    return [f"train.jit_compile={str(jit).lower()}", f"train.mixed_precision={policy}",
-            f"train.conv_kernel_grad={grad}"]
+    return [
+        f"train.jit_compile={str(jit).lower()}",
+        f"train.mixed_precision={policy}",
+        f"train.conv_kernel_grad={grad}",
+    ]
 
 
 def train_runner(cfg, data):
@@ -195,8 +198,9 @@ def flops_per_image(model, data):
     larger image, which overcounted the 28 px DCGAN step by 1.7x (a 7 -> 4 px layer's
     gradients 3x, a 4 -> 7 px transposed convolution's 3x).
     """
-    from tensorflow.python.profiler import model_analyzer, option_builder
-    from tensorflow.python.util import deprecation
+    # TF's private profiler: imported only when FLOPs are counted
+    from tensorflow.python.profiler import model_analyzer, option_builder  # noqa: PLC0415
+    from tensorflow.python.util import deprecation  # noqa: PLC0415
 
     spec = tf.TensorSpec([data.batch_size, *data.image_shape], tf.float32)
     labels = tf.TensorSpec([data.batch_size], tf.int64)
@@ -284,8 +288,10 @@ def sampling_throughput(model, steps, batch=256):
 
 # The two DCGANs the speed targets are set on: tfgen's DCGAN networks at the sizes users run.
 CASES = {
-    "mnist 28 px DCGAN": ("mnist5k_dcgan.yaml", ["model.latent_dim=100", "model.g_width=64",
-                                                 "model.d_width=64", "data.batch_size=64"]),
+    "mnist 28 px DCGAN": (
+        "mnist5k_dcgan.yaml",
+        ["model.latent_dim=100", "model.g_width=64", "model.d_width=64", "data.batch_size=64"],
+    ),
     "colour 64 px DCGAN": ("pokemon_dcgan.yaml", ["model.d_dropout=0", "data.batch_size=64"]),
 }
 
@@ -330,18 +336,34 @@ def bench_case(name, args, folder):
     peak, source, matmul = machine_peak(autotune.keras_policy(policy))
     if matmul:  # a measured peak drifts with the machine like the steps: time it among them
         runners[PEAK] = (matmul, MATMUL_FLOPS)
-    log.info("%s: timing %d settings in %d interleaved rounds of at least %d steps and 2 s",
-             name, len(runners), args.rounds, args.steps)
+    log.info(
+        "%s: timing %d settings in %d interleaved rounds of at least %d steps and 2 s",
+        name,
+        len(runners),
+        args.rounds,
+        args.steps,
+    )
     rates = interleaved_rates(runners, args.steps, args.rounds)
     for label, _ in variants:
         case["train"].append({"setting": label, "images_per_s": rates[label]})
         log.info("%s, %s: %.0f images/s", name, label, rates[label])
     default_rate, example = rates[default_label], rates[EXAMPLE]
     same = rates.get(EXAMPLE_SAME, example)
-    case.update(example_images_per_s=example, ratio_to_example=default_rate / example,
-                example_same_precision_images_per_s=same, ratio_same_precision=default_rate / same)
-    log.info("%s, Keras example loop: %.0f images/s (float32), %.0f (%s); tfgen default is %.2fx / %.2fx",
-             name, example, same, policy, default_rate / example, default_rate / same)
+    case.update(
+        example_images_per_s=example,
+        ratio_to_example=default_rate / example,
+        example_same_precision_images_per_s=same,
+        ratio_same_precision=default_rate / same,
+    )
+    log.info(
+        "%s, Keras example loop: %.0f images/s (float32), %.0f (%s); tfgen default is %.2fx / %.2fx",
+        name,
+        example,
+        same,
+        policy,
+        default_rate / example,
+        default_rate / same,
+    )
     # counted on TensorFlow's gradients: the matmul ones multiply some zero-padded rows too
     flops = flops_per_image(plain_model, data)
     peak = rates.get(PEAK, peak)
@@ -354,8 +376,13 @@ def bench_case(name, args, folder):
 def bench(args):
     """All measurements as a dict (also printed as a table)."""
     gpus = tf.config.list_logical_devices("GPU")
-    results = {"device": gpus[0].name if gpus else "cpu", "tensorflow": tf.__version__, "steps": args.steps,
-               "rounds": args.rounds, "cases": {}}
+    results = {
+        "device": gpus[0].name if gpus else "cpu",
+        "tensorflow": tf.__version__,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "cases": {},
+    }
     with tempfile.TemporaryDirectory() as folder:
         write_jpeg_folder(folder, 1024)
         for name in CASES:
@@ -364,40 +391,62 @@ def bench(args):
         cold, warm, cfg, data = input_pipeline(folder, args.steps)
     step_rate = results["cases"]["colour 64 px DCGAN"]["train"][0]["images_per_s"]
     results["input_pipeline"] = {
-        "shape": "64x64x3 JPEG, batch 128", "cold_images_per_s": cold, "warm_images_per_s": warm,
-        "train_images_per_s": step_rate, "cold_ratio_to_train": cold / step_rate,
+        "shape": "64x64x3 JPEG, batch 128",
+        "cold_images_per_s": cold,
+        "warm_images_per_s": warm,
+        "train_images_per_s": step_rate,
+        "cold_ratio_to_train": cold / step_rate,
     }
     return results
 
 
 def format_results(r):
-    lines = [f"device: {r['device']}  (TensorFlow {r['tensorflow']}, best of {r['rounds']} interleaved rounds "
-             f"of at least {r['steps']} steps and 2 s)"]
+    lines = [
+        f"device: {r['device']}  (TensorFlow {r['tensorflow']}, best of {r['rounds']} interleaved rounds "
+        f"of at least {r['steps']} steps and 2 s)"
+    ]
     for name, case in r["cases"].items():
-        lines += ["", f"{name} ({case['config']} {' '.join(case['overrides'])})", "  training                        images/s"]
+        lines += [
+            "",
+            f"{name} ({case['config']} {' '.join(case['overrides'])})",
+            "  training                        images/s",
+        ]
         for t in case["train"]:
             lines.append(f"  {t['setting']:<30}{t['images_per_s']:>10.0f}")
         lines.append(f"  {'Keras example loop, float32':<30}{case['example_images_per_s']:>10.0f}")
         lines.append(f"  {'tfgen default / example':<30}{case['ratio_to_example']:>9.2f}x  (target >= 1.3x)")
         if case["example_same_precision_images_per_s"] != case["example_images_per_s"]:
-            lines.append(f"  {'example at the default precision':<30}{case['example_same_precision_images_per_s']:>10.0f}")
+            lines.append(
+                f"  {'example at the default precision':<30}{case['example_same_precision_images_per_s']:>10.0f}"
+            )
             lines.append(f"  {'tfgen default / that':<30}{case['ratio_same_precision']:>9.2f}x")
         lines.append(f"  FLOPs per training image      {case['flops_per_train_image']:>10.3g}")
         if "fraction_of_peak" in case:
             peak = case["peak_flops"]
-            lines.append(f"  achieved fraction of peak     {100 * case['fraction_of_peak']:>9.1f}%  "
-                         f"(peak {peak['value'] / 1e9:.0f} GFLOP/s, {peak['source']})")
+            lines.append(
+                f"  achieved fraction of peak     {100 * case['fraction_of_peak']:>9.1f}%  "
+                f"(peak {peak['value'] / 1e9:.0f} GFLOP/s, {peak['source']})"
+            )
     p = r["input_pipeline"]
-    lines += ["", f"sampling from the SavedModel (64 px)    {r['sampling_images_per_s']:>10.0f} images/s",
-              f"input pipeline ({p['shape']}): cold {p['cold_images_per_s']:.0f}, warm {p['warm_images_per_s']:.0f} images/s;",
-              f"  cold pipeline / 64 px DCGAN step = {p['cold_ratio_to_train']:.1f}x (target >= 3x)"]
+    lines += [
+        "",
+        f"sampling from the SavedModel (64 px)    {r['sampling_images_per_s']:>10.0f} images/s",
+        f"input pipeline ({p['shape']}): cold {p['cold_images_per_s']:.0f}, "
+        f"warm {p['warm_images_per_s']:.0f} images/s;",
+        f"  cold pipeline / 64 px DCGAN step = {p['cold_ratio_to_train']:.1f}x (target >= 3x)",
+    ]
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="tfgen bench", description=__doc__.splitlines()[0])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per setting and round, at least (a round also lasts at least 2 s)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=10,
+        help="timed steps per setting and round, at least (a round also lasts at least 2 s)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (each setting keeps its best)")
     parser.add_argument("--out", default="bench.json")
     cli.add_verbose_argument(parser)

@@ -47,7 +47,8 @@ def add_verbose_argument(parser):
     command accept it and documents it in --help.
     """
     parser.add_argument(
-        "--verbose", action="store_true",
+        "--verbose",
+        action="store_true",
         help="also show TensorFlow's C++ log lines (oneDNN, CUDA and device set-up)",
     )
     return parser

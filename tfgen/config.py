@@ -65,9 +65,12 @@ class DataConfig:
         if self.source in ("tfds", "kaggle") and not self.name:
             yield "name", f"a dataset name (required when source is {self.source!r})"
         if self.source == "folder" and not self.path:
-            yield "path", (
-                "this config reads a folder of images that tfgen does not ship (the comment at the top "
-                "of the config says which images and where such data comes from, e.g. a Kaggle dataset)"
+            yield (
+                "path",
+                (
+                    "this config reads a folder of images that tfgen does not ship (the comment at the top "
+                    "of the config says which images and where such data comes from, e.g. a Kaggle dataset)"
+                ),
             )
         if self.image_size < 8:
             yield "image_size", "an integer >= 8"
@@ -212,8 +215,11 @@ def _data_dict(data):
         if values[domain] is None:
             del values[domain]
         else:
-            values[domain] = {k: v for k, v in values[domain].items()
-                              if k == "source" or (k not in ("domain_a", "domain_b", *SHARED_DATA_KEYS) and v != values[k])}
+            values[domain] = {
+                k: v
+                for k, v in values[domain].items()
+                if k == "source" or (k not in ("domain_a", "domain_b", *SHARED_DATA_KEYS) and v != values[k])
+            }
     return values
 
 
@@ -229,9 +235,7 @@ class _StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -346,17 +350,23 @@ def _build(raw, path, origins):
         fail("name", name, "a run name of letters, digits, '.', '_' or '-' (no path separators)")
     run_dir = _convert(raw.get("run_dir", "runs"), str, "run_dir", where)
 
-    sections = {section: _dataclass(cls, _section(raw, section, where), section, where)
-                for section, cls in _SECTIONS.items()}
+    sections = {
+        section: _dataclass(cls, _section(raw, section, where), section, where) for section, cls in _SECTIONS.items()
+    }
     data = sections["data"]
     for domain in ("domain_a", "domain_b"):
         values = (raw.get("data") or {}).get(domain) or {}
         if not isinstance(values, dict):
-            raise ConfigError(f"{where(f'data.{domain}')}: data.{domain}: expected a mapping of data keys "
-                              f"(source, name, path, ...), got {_kind(values)}")
+            raise ConfigError(
+                f"{where(f'data.{domain}')}: data.{domain}: expected a mapping of data keys "
+                f"(source, name, path, ...), got {_kind(values)}"
+            )
         if values:  # the shared keys, overridden by the domain's own
-            shared = {f.name: getattr(data, f.name) for f in dataclasses.fields(DataConfig)
-                      if f.name not in ("domain_a", "domain_b")}
+            shared = {
+                f.name: getattr(data, f.name)
+                for f in dataclasses.fields(DataConfig)
+                if f.name not in ("domain_a", "domain_b")
+            }
             own_keys = [k for k in shared if k not in SHARED_DATA_KEYS]
             _reject_unknown(values, own_keys, f"data.{domain}.", where)
             setattr(data, domain, _dataclass(DataConfig, values, f"data.{domain}", where, preset=shared))
@@ -384,10 +394,13 @@ def _dataclass(cls, values, prefix, where, preset=None):
     obj = cls(**{**(preset or {}), **converted})
     for key, expectation in obj.problems():
         if key == "path" and not obj.path:  # nothing to call invalid: say what to pass instead
-            raise ConfigError(f"{where(f'{prefix}.path')}: {prefix}.path is not set: {expectation}; "
-                              f"pass --set {prefix}.path=/path/to/images")
-        raise ConfigError(f"{where(f'{prefix}.{key}')}: {prefix}.{key}: invalid value "
-                          f"{getattr(obj, key)!r}; expected {expectation}")
+            raise ConfigError(
+                f"{where(f'{prefix}.path')}: {prefix}.path is not set: {expectation}; "
+                f"pass --set {prefix}.path=/path/to/images"
+            )
+        raise ConfigError(
+            f"{where(f'{prefix}.{key}')}: {prefix}.{key}: invalid value {getattr(obj, key)!r}; expected {expectation}"
+        )
     return obj
 
 

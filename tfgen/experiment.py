@@ -24,14 +24,19 @@ def prepare(cfg, strategy):
     policy, as a run needs them. Shared by `tfgen train` and `tfgen.build`.
     """
     model_cls = get_model_class(cfg.model.name)
-    data = build_dataset(cfg.data, seed=cfg.train.seed, require_labels=model_cls.needs_labels,
-                         domains=model_cls.domains)
+    data = build_dataset(
+        cfg.data, seed=cfg.train.seed, require_labels=model_cls.needs_labels, domains=model_cls.domains
+    )
     if cfg.eval.every_epochs and not model_cls.samples_from_noise:
-        raise ConfigError(f"eval.every_epochs: scoring compares samples drawn from latents with real images; "
-                          f"{cfg.model.name} does not sample from latents: set eval.every_epochs: 0")
+        raise ConfigError(
+            f"eval.every_epochs: scoring compares samples drawn from latents with real images; "
+            f"{cfg.model.name} does not sample from latents: set eval.every_epochs: 0"
+        )
     jit_compile, policy, grad = speed_settings(cfg, data, strategy)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
-        cfg.train, jit_compile=jit_compile, mixed_precision=policy, conv_kernel_grad=grad))
+    cfg = dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, jit_compile=jit_compile, mixed_precision=policy, conv_kernel_grad=grad),
+    )
     keras.utils.set_random_seed(cfg.train.seed)  # after any timing runs, which draw initial weights
     keras.mixed_precision.set_global_policy(autotune.keras_policy(policy))
     with strategy.scope():
@@ -83,8 +88,12 @@ def speed_settings(cfg, data, strategy):
     """(jit_compile, mixed-precision policy, conv_kernel_grad) for this model on this device,
     `auto` resolved by measurement (`tfgen.autotune`, which builds throw-away copies of the
     model)."""
-    key = {"model": {"name": cfg.model.name, **cfg.model.params}, "image_shape": list(data.image_shape),
-           "batch_size": cfg.data.batch_size, "replicas": strategy.num_replicas_in_sync}
+    key = {
+        "model": {"name": cfg.model.name, **cfg.model.params},
+        "image_shape": list(data.image_shape),
+        "batch_size": cfg.data.batch_size,
+        "replicas": strategy.num_replicas_in_sync,
+    }
 
     def build(jit_compile, policy, grad="native"):
         with strategy.scope():

@@ -222,7 +222,8 @@ def main(argv=None):
     parser.add_argument("--format", default="saved_model", choices=FORMATS)
     parser.add_argument("--out", help="folder to write (default: <run>/export/<format>)")
     parser.add_argument(
-        "--uint8", action="store_true",
+        "--uint8",
+        action="store_true",
         help="also export <signature>_uint8 variants returning uint8 [0, 255] images",
     )
     cli.add_verbose_argument(parser)

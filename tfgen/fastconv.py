@@ -83,7 +83,8 @@ def kernel_gradient(x, dy, kernel, stride, padding):
     rows = tf.shape(x)[0] - (n - 1) * (width + 1)
     blocks = [
         tf.linalg.matmul(x[i * width + j : i * width + j + rows], dy[:rows], transpose_a=True)
-        for i in range(n) for j in range(n)
+        for i in range(n)
+        for j in range(n)
     ]
     grad = tf.reshape(tf.stack(blocks), [n, n, stride, stride, channels, filters])
     return tf.reshape(tf.transpose(grad, [0, 2, 1, 3, 4, 5]), [kernel, kernel, channels, filters])
@@ -104,11 +105,17 @@ def takes_matmul_grad(layer, x_shape):
     (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
     sizes = tuple(x_shape[1:3])
     return (
-        _ENABLED.get() and available()
-        and kh == kw and sh == sw and kh % sh == 0 and layer.dilation_rate == (1, 1)
-        and layer.data_format == "channels_last" and None not in sizes
+        _ENABLED.get()
+        and available()
+        and kh == kw
+        and sh == sw
+        and kh % sh == 0
+        and layer.dilation_rate == (1, 1)
+        and layer.data_format == "channels_last"
+        and None not in sizes
         and (layer.padding == "same" or all((size - kh) % sh == 0 for size in sizes))
-        and sizes[0] * sizes[1] <= MAX_POSITIONS and x_shape[-1] >= MIN_CHANNELS
+        and sizes[0] * sizes[1] <= MAX_POSITIONS
+        and x_shape[-1] >= MIN_CHANNELS
     )
 
 

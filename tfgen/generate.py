@@ -46,7 +46,6 @@ log = cli.log
 FORMAT_SUFFIXES = {".png", ".npy", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".npz"}
 
 
-
 # -- writing pictures ------------------------------------------------------------------------
 
 
@@ -139,8 +138,20 @@ def save_interpolation(pictures, out):
 # -- memorisation report ---------------------------------------------------------------------
 
 
-def memorisation_report(sampler, space, data, train_features, num, seed, out, label=None,
-                        truncation=None, min_distance=None, pairs=16, options=None):
+def memorisation_report(
+    sampler,
+    space,
+    data,
+    train_features,
+    num,
+    seed,
+    out,
+    label=None,
+    truncation=None,
+    min_distance=None,
+    pairs=16,
+    options=None,
+):
     """How close `num` samples come to the training set; writes into the folder `out`:
 
     - `distances.png`: histogram of each sample's distance to its nearest training image,
@@ -182,10 +193,15 @@ def memorisation_report(sampler, space, data, train_features, num, seed, out, la
         ax.axis("off")
     for n, k in enumerate(closest):
         r, c = divmod(n, per_row)
-        for ax, picture, title in ((axes[r, 2 * c], pictures[k], f"sample {k}"),
-                                   (axes[r, 2 * c + 1], neighbours[n], f"train {index[k]}\nd={distance[k]:.3f}")):
-            ax.imshow(images.to_uint8(picture).squeeze(), cmap="gray" if picture.shape[-1] == 1 else None,
-                      interpolation="nearest")
+        for ax, picture, title in (
+            (axes[r, 2 * c], pictures[k], f"sample {k}"),
+            (axes[r, 2 * c + 1], neighbours[n], f"train {index[k]}\nd={distance[k]:.3f}"),
+        ):
+            ax.imshow(
+                images.to_uint8(picture).squeeze(),
+                cmap="gray" if picture.shape[-1] == 1 else None,
+                interpolation="nearest",
+            )
             ax.set_title(title, fontsize=7)
     fig.suptitle("closest samples (left) and their nearest training images (right)", fontsize=9)
     fig.tight_layout()
@@ -202,8 +218,9 @@ def memorisation_report(sampler, space, data, train_features, num, seed, out, la
         "sample_to_training": {f"q{int(q * 100):02d}": float(np.quantile(distance, q)) for q in quantiles},
         "training_to_training": {f"q{int(q * 100):02d}": float(np.quantile(real_distance, q)) for q in quantiles},
         "closer_than_any_training_pair": int(np.sum(distance < real_distance.min())),
-        "closest": [{"sample": int(k), "training_image": int(index[k]), "distance": float(distance[k])}
-                    for k in closest],
+        "closest": [
+            {"sample": int(k), "training_image": int(index[k]), "distance": float(distance[k])} for k in closest
+        ],
     }
     if min_distance is not None:
         summary["min_distance"] = min_distance
@@ -218,14 +235,16 @@ def memorisation_report(sampler, space, data, train_features, num, seed, out, la
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="tfgen generate", description="Generate images from a trained run or an exported model.",
+        prog="tfgen generate",
+        description="Generate images from a trained run or an exported model.",
         epilog="Distances (--min-distance) are in [0, 2]; --memorisation-report shows the training "
-               "set's own nearest-neighbour distances to choose one.",
+        "set's own nearest-neighbour distances to choose one.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="a finished run directory, e.g. runs/digits_dcgan")
-    source.add_argument("--export", metavar="DIR",
-                        help="a SavedModel folder with its tfgen.json (no tfgen model needed)")
+    source.add_argument(
+        "--export", metavar="DIR", help="a SavedModel folder with its tfgen.json (no tfgen model needed)"
+    )
     parser.add_argument("--num", type=int, default=64, help="images to generate (default 64)")
     parser.add_argument("--out", help="output file, or folder with --individual (default: generated.<format>)")
     parser.add_argument("--seed", type=int, help="latent seed; the same seed gives the same images (default: random)")
@@ -233,22 +252,45 @@ def parse_args(argv=None):
     which.add_argument("--label", type=int, help="class index, for conditional models")
     which.add_argument("--class", dest="class_name", metavar="NAME", help="class name (from tfgen.json)")
     parser.add_argument("--truncation", type=float, metavar="T", help="redraw noise entries with |z| > T (T > 0)")
-    parser.add_argument("--option", action="append", default=[], type=sampling_option, metavar="NAME=VALUE",
-                        help="a sampling option the model declares (e.g. steps=50 for a diffusion model); repeatable")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=sampling_option,
+        metavar="NAME=VALUE",
+        help="a sampling option the model declares (e.g. steps=50 for a diffusion model); repeatable",
+    )
     parser.add_argument("--format", choices=("png", "npy"), help="png (default) or npy (float32 in [-1, 1])")
     parser.add_argument("--individual", action="store_true", help="one file per image in the folder --out")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--interpolate", type=int, nargs=2, metavar=("SEED_A", "SEED_B"),
-                      help="a strip PNG and a GIF along the path between two seeds' latents")
-    mode.add_argument("--unique", action="store_true",
-                      help="only images farther than --min-distance from the training set and all issued before")
-    mode.add_argument("--memorisation-report", type=int, metavar="N",
-                      help="distances of N samples to their nearest training images (histogram, closest pairs)")
+    mode.add_argument(
+        "--interpolate",
+        type=int,
+        nargs=2,
+        metavar=("SEED_A", "SEED_B"),
+        help="a strip PNG and a GIF along the path between two seeds' latents",
+    )
+    mode.add_argument(
+        "--unique",
+        action="store_true",
+        help="only images farther than --min-distance from the training set and all issued before",
+    )
+    mode.add_argument(
+        "--memorisation-report",
+        type=int,
+        metavar="N",
+        help="distances of N samples to their nearest training images (histogram, closest pairs)",
+    )
     parser.add_argument("--steps", type=int, default=10, help="--interpolate: images along the path (default 10)")
-    parser.add_argument("--min-distance", type=float, default=0.1,
-                        help="--unique: the smallest distance allowed (default 0.1)")
-    parser.add_argument("--features", choices=uniqueness.FEATURES, default="auto",
-                        help="--unique / report: distance space (auto: classifier if the data has labels)")
+    parser.add_argument(
+        "--min-distance", type=float, default=0.1, help="--unique: the smallest distance allowed (default 0.1)"
+    )
+    parser.add_argument(
+        "--features",
+        choices=uniqueness.FEATURES,
+        default="auto",
+        help="--unique / report: distance space (auto: classifier if the data has labels)",
+    )
     parser.add_argument("--ledger", help=f"--unique: the ledger file (default: <run>/{uniqueness.LEDGER_NAME})")
     parser.add_argument("--max-draws", type=int, help="--unique: give up after this many draws (default 100 x --num)")
     cli.add_verbose_argument(parser)
@@ -275,8 +317,11 @@ def check_args(args):
     if args.memorisation_report is not None and args.memorisation_report < 2:
         raise ConfigError(f"--memorisation-report: expected a number of samples >= 2, got {args.memorisation_report}")
     if args.interpolate or args.memorisation_report is not None:
-        what = "--interpolate writes a PNG strip and a GIF" if args.interpolate else \
-            "--memorisation-report writes pictures and a JSON summary into a folder"
+        what = (
+            "--interpolate writes a PNG strip and a GIF"
+            if args.interpolate
+            else "--memorisation-report writes pictures and a JSON summary into a folder"
+        )
         if args.format == "npy" or args.individual:
             raise ConfigError(f"{what}; drop --format npy / --individual")
     if args.format is None:
@@ -290,8 +335,10 @@ def check_args(args):
             args.out = "generated" if args.individual else f"generated.{args.format}"
     suffix = Path(args.out).suffix.lower()
     if not args.individual and args.memorisation_report is None and suffix in FORMAT_SUFFIXES - {f".{args.format}"}:
-        raise ConfigError(f"--out: {args.out} ends in {suffix}, but the file written is {args.format.upper()} data; "
-                          f"name it .{args.format}")
+        raise ConfigError(
+            f"--out: {args.out} ends in {suffix}, but the file written is {args.format.upper()} data; "
+            f"name it .{args.format}"
+        )
     if (args.unique or args.memorisation_report is not None) and not args.run:
         flag = "--unique" if args.unique else "--memorisation-report"
         raise ConfigError(f"{flag} compares with the training images and needs --run, not --export")
@@ -314,8 +361,9 @@ def _generate_command(args):
     else:
         z = sampler.noise(np.random.default_rng(args.seed), args.num, args.truncation)
         pictures = sampler.images(z, grid_labels(sampler, args.num, label), **options)
-        written = save_images(pictures, args.out, args.format, args.individual,
-                              columns=grid_columns(sampler, args.num, label))
+        written = save_images(
+            pictures, args.out, args.format, args.individual, columns=grid_columns(sampler, args.num, label)
+        )
     if len(written) > 3:
         print(f"written: {written[0]} ... {written[-1]} ({len(written)} files)")
     else:
@@ -328,31 +376,64 @@ def _compare_with_training(args, sampler, label, options):
     space = uniqueness.feature_space(args.features, sampler, data)
     train_features = uniqueness.training_features(data, space)
     if args.memorisation_report is not None:
-        summary = memorisation_report(sampler, space, data, train_features, args.memorisation_report, args.seed,
-                                      args.out, label, args.truncation, args.min_distance, options=options)
+        summary = memorisation_report(
+            sampler,
+            space,
+            data,
+            train_features,
+            args.memorisation_report,
+            args.seed,
+            args.out,
+            label,
+            args.truncation,
+            args.min_distance,
+            options=options,
+        )
         s, r = summary["sample_to_training"], summary["training_to_training"]
-        print(f"nearest-training-image distance ({space.name} features): samples median {s['q50']:.3f}, "
-              f"min {s['q00']:.3f}; training images among themselves median {r['q50']:.3f}, min {r['q00']:.3f}")
-        print(f"{summary['closer_than_any_training_pair']} of {args.memorisation_report} samples are closer "
-              "to a training image than any two training images are to each other")
+        print(
+            f"nearest-training-image distance ({space.name} features): samples median {s['q50']:.3f}, "
+            f"min {s['q00']:.3f}; training images among themselves median {r['q50']:.3f}, min {r['q00']:.3f}"
+        )
+        print(
+            f"{summary['closer_than_any_training_pair']} of {args.memorisation_report} samples are closer "
+            "to a training image than any two training images are to each other"
+        )
         return [Path(args.out) / n for n in ("distances.png", "closest_pairs.png", "memorisation.json")]
     ledger_path = Path(args.ledger) if args.ledger else Path(args.run) / uniqueness.LEDGER_NAME
     with uniqueness.Ledger(ledger_path, space.name, train_features.shape[1], sampler.noise_size) as ledger:
-        issued, rejected = uniqueness.issue_unique(sampler, space, train_features, ledger, args.num, args.min_distance,
-                                                   args.seed, label, args.truncation, args.max_draws, options)
+        issued, rejected = uniqueness.issue_unique(
+            sampler,
+            space,
+            train_features,
+            ledger,
+            args.num,
+            args.min_distance,
+            args.seed,
+            label,
+            args.truncation,
+            args.max_draws,
+            options,
+        )
         # The ledger is written before the pictures: a crash in between leaves an image
         # recorded but never handed out, which is harmless; the reverse could hand it out twice.
-        written = save_images(np.stack([r["image"] for r in issued]), args.out, args.format, args.individual,
-                              names=[f"{r['id']:06d}" for r in issued])
+        written = save_images(
+            np.stack([r["image"] for r in issued]),
+            args.out,
+            args.format,
+            args.individual,
+            names=[f"{r['id']:06d}" for r in issued],
+        )
         total = len(ledger)
     print(f"{'id':>8}  {'distance to training':>20}  {'nearest training image':>22}  {'distance to issued':>18}")
     for r in issued:
         to_issued = f"{r['issued_distance']:.4f}" if np.isfinite(r["issued_distance"]) else "- (first)"
         print(f"{r['id']:>8}  {r['train_distance']:>20.4f}  {r['train_index']:>22}  {to_issued:>18}")
     copies = sum(r["reason"] == "training" for r in rejected)
-    print(f"issued {len(issued)} images after {len(issued) + len(rejected)} draws ({copies} rejected as too close to "
-          f"a training image, {len(rejected) - copies} to an issued one; --min-distance {args.min_distance}, "
-          f"{space.name} features); {total} issued in all, recorded in {ledger_path}")
+    print(
+        f"issued {len(issued)} images after {len(issued) + len(rejected)} draws ({copies} rejected as too close to "
+        f"a training image, {len(rejected) - copies} to an issued one; --min-distance {args.min_distance}, "
+        f"{space.name} features); {total} issued in all, recorded in {ledger_path}"
+    )
     return written
 
 

@@ -52,19 +52,37 @@ def grid_cells(grid, image_size, pad=2, min_width=512):
     # counts, a smaller factor with more cells; the pixels themselves settle it.
     for factor in range(width, 0, -1):
         inner_w, inner_h = width // factor, height // factor
-        if (width % factor or height % factor or min(inner_w, inner_h) < pad + pitch
-                or (inner_w - pad) % pitch or (inner_h - pad) % pitch
-                or max(1, math.ceil(min_width / inner_w)) != factor):
+        if (
+            width % factor
+            or height % factor
+            or min(inner_w, inner_h) < pad + pitch
+            or (inner_w - pad) % pitch
+            or (inner_h - pad) % pitch
+            or max(1, math.ceil(min_width / inner_w)) != factor
+        ):
             continue
         small = grid[::factor, ::factor]
         if not (small.repeat(factor, 0).repeat(factor, 1) == grid).all():
             continue
         columns, rows = (inner_w - pad) // pitch, (inner_h - pad) // pitch
-        return np.stack([np.stack([small[pad + r * pitch : pad + r * pitch + image_size,
-                                         pad + c * pitch : pad + c * pitch + image_size]
-                                   for c in range(columns)]) for r in range(rows)])
-    raise ValueError(f"a {width}x{height} picture is not a grid of {image_size} px images "
-                     f"(padding {pad}, at least {min_width} px wide)")
+        return np.stack(
+            [
+                np.stack(
+                    [
+                        small[
+                            pad + r * pitch : pad + r * pitch + image_size,
+                            pad + c * pitch : pad + c * pitch + image_size,
+                        ]
+                        for c in range(columns)
+                    ]
+                )
+                for r in range(rows)
+            ]
+        )
+    raise ValueError(
+        f"a {width}x{height} picture is not a grid of {image_size} px images "
+        f"(padding {pad}, at least {min_width} px wide)"
+    )
 
 
 def to_pil(array):
@@ -82,8 +100,9 @@ def save_png(path, array):
 def epoch_grids(folder):
     """{epoch: path} of the `epoch_NNN.png` sample grids in `folder`. By number, not name:
     past epoch 999 the names sort epoch_1000 before epoch_101."""
-    return {int(m.group(1)): p for p in Path(folder).glob("epoch_*.png")
-            if (m := re.fullmatch(r"epoch_(\d+)\.png", p.name))}
+    return {
+        int(m.group(1)): p for p in Path(folder).glob("epoch_*.png") if (m := re.fullmatch(r"epoch_(\d+)\.png", p.name))
+    }
 
 
 def save_gif(path, frames, seconds_per_frame=0.4):

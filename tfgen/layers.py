@@ -127,9 +127,11 @@ def build_generator(latent_dim, image_shape, width, name="generator", upsample="
 
     def stage(filters, padding, stride, use_bias):
         if upsample == "transposed" or stride == 1:
-            return [fastconv.Conv2DTranspose(
-                filters, 4, stride, padding, use_bias=use_bias, kernel_initializer=dcgan_init()
-            )]
+            return [
+                fastconv.Conv2DTranspose(
+                    filters, 4, stride, padding, use_bias=use_bias, kernel_initializer=dcgan_init()
+                )
+            ]
         return [
             keras.layers.UpSampling2D(stride, interpolation="nearest"),
             fastconv.Conv2D(filters, 3, 1, "same", use_bias=use_bias, kernel_initializer=dcgan_init()),
@@ -224,8 +226,9 @@ def logit_layer(norm="batch"):
     return _sn(keras.layers.Dense(1, kernel_initializer=dcgan_init(), dtype="float32"), norm)
 
 
-def build_discriminator(image_shape, width, dropout=0.0, norm="batch", name="discriminator", minibatch_std=False,
-                        depth=1):
+def build_discriminator(
+    image_shape, width, dropout=0.0, norm="batch", name="discriminator", minibatch_std=False, depth=1
+):
     """images [B, H, W, C] -> one real/fake logit [B, 1]; see `discriminator_body`."""
     body = discriminator_body(image_shape, width, dropout, norm, minibatch_std, depth)
     stack = [keras.Input(image_shape), *body, logit_layer(norm)]

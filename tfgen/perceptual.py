@@ -35,7 +35,11 @@ def feature_network(image_shape, seed=0):
         if stage:
             x = keras.layers.AveragePooling2D(2, padding="same", dtype="float32")(x)
         x = keras.layers.Conv2D(
-            WIDTH * 2**stage, 3, padding="same", activation="relu", dtype="float32",
+            WIDTH * 2**stage,
+            3,
+            padding="same",
+            activation="relu",
+            dtype="float32",
             kernel_initializer=keras.initializers.HeNormal(seed + stage),
         )(x)
         if stage:

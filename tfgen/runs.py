@@ -95,16 +95,19 @@ def check_resumable(recorded, cfg):
         # only float16 changes the optimizer's variables (loss scaling); bfloat16 <-> float32
         # is fine, e.g. to resume a Zen 4's run on a CPU without native bfloat16
         precision = c.train.mixed_precision
-        values["train.mixed_precision"] = precision if precision in ("mixed_float16", "auto") else \
-            "none or mixed_bfloat16 (no loss scaling)"
+        values["train.mixed_precision"] = (
+            precision if precision in ("mixed_float16", "auto") else "none or mixed_bfloat16 (no loss scaling)"
+        )
         names = ",".join(sorted(metrics.parse_metric_names(c.eval.metrics)))  # the CSV's columns are sorted
         values["eval.metrics"] = names if c.eval.every_epochs else "(scoring off)"
         return values
 
     def why(key):
         if key == "train.mixed_precision":
-            return ("a loss-scaled (float16) optimizer keeps other variables than a plain one, so the checkpoints "
-                    "would not load")
+            return (
+                "a loss-scaled (float16) optimizer keeps other variables than a plain one, so the checkpoints "
+                "would not load"
+            )
         if key == "eval.metrics":
             return "metrics.csv's columns were fixed when the run began, so new columns would land under old names"
         if key.startswith(("model.", "data.image", "data.ch")):

@@ -34,8 +34,18 @@ class Sampler:
     and `images(z, labels, **options)`.
     """
 
-    def __init__(self, fn, noise_shape, image_shape, class_names, description, run=None, cfg=None, model=None,
-                 sampling_options=None):
+    def __init__(
+        self,
+        fn,
+        noise_shape,
+        image_shape,
+        class_names,
+        description,
+        run=None,
+        cfg=None,
+        model=None,
+        sampling_options=None,
+    ):
         self._fn = fn
         self.model = model  # also keeps a SavedModel's variables alive as long as the sampler
         self.noise_shape = (int(noise_shape),) if np.ndim(noise_shape) == 0 else tuple(int(d) for d in noise_shape)
@@ -67,8 +77,9 @@ class Sampler:
         cfg, model = load_run(run)
         if not model.samples_from_noise:
             does, advice = command_for(model)
-            raise RunError(f"--run: {run} holds a {cfg.model.name} model, which {does} instead of sampling them; "
-                           f"{advice}")
+            raise RunError(
+                f"--run: {run} holds a {cfg.model.name} model, which {does} instead of sampling them; {advice}"
+            )
         return cls.from_model(model, run_class_names(run, cfg, model), str(run), run, cfg)
 
     @classmethod
@@ -82,12 +93,15 @@ class Sampler:
         model = load_keras(path)
         if not model.samples_from_noise:
             does, advice = command_for(model)
-            raise RunError(f"{path} holds a {model.registry_name} model, which {does} instead of sampling them; "
-                           f"load it with keras.saving.load_model, or {advice}")
+            raise RunError(
+                f"{path} holds a {model.registry_name} model, which {does} instead of sampling them; "
+                f"load it with keras.saving.load_model, or {advice}"
+            )
         class_names = ()
         if model.needs_labels:
-            class_names = recorded_class_names(model, path.parent / "tfgen.json",
-                                               path.parent / "saved_model" / "tfgen.json")
+            class_names = recorded_class_names(
+                model, path.parent / "tfgen.json", path.parent / "saved_model" / "tfgen.json"
+            )
             class_names = class_names or [str(i) for i in range(model.num_classes)]
         return cls.from_model(model, class_names, str(path))
 
@@ -98,8 +112,9 @@ class Sampler:
         def fn(z, labels, **options):
             return np.asarray(model.generate(z, labels, **options), np.float32)
 
-        return cls(fn, model.noise_shape, model.image_shape, class_names, description, run, cfg, model,
-                   model.sampling_options)
+        return cls(
+            fn, model.noise_shape, model.image_shape, class_names, description, run, cfg, model, model.sampling_options
+        )
 
     @classmethod
     def from_export(cls, path):
@@ -109,8 +124,7 @@ class Sampler:
             raise RunError(f"--export: {path} does not exist")
         if not (path / "tfgen.json").is_file():
             raise RunError(
-                f"--export: {path} has no tfgen.json; pass a saved_model folder written by "
-                "tfgen.train or tfgen.export"
+                f"--export: {path} has no tfgen.json; pass a saved_model folder written by tfgen.train or tfgen.export"
             )
         if not (path / "saved_model.pb").is_file():
             raise RunError(f"--export: {path} is not a SavedModel (no saved_model.pb); for a .keras export use --run")
@@ -123,8 +137,9 @@ class Sampler:
                 hint = "; use tfgen translate --run on its run"
             elif "reconstruct" in loaded.signatures:  # SDPC's
                 hint = "; score its run's reconstructions with tfgen evaluate --metric rec"
-            raise RunError(f"--export: {path} has no generate or decode signature "
-                           f"({', '.join(loaded.signatures)}){hint}")
+            raise RunError(
+                f"--export: {path} has no generate or decode signature ({', '.join(loaded.signatures)}){hint}"
+            )
         signature = loaded.signatures[name]
         conditional = "label" in signature.structured_input_signature[1]
         class_names = meta.get("class_names", []) if conditional else []

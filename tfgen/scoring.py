@@ -34,8 +34,16 @@ def dataset_key(data_cfg):
     Both name and path: two sub-folders of one Kaggle dataset are different image sets.
     """
     path = hashlib.sha1(data_cfg.path.encode()).hexdigest()[:10] if data_cfg.path else ""
-    parts = [data_cfg.source, data_cfg.name, path, data_cfg.split, str(data_cfg.limit or "all"),
-             f"{data_cfg.image_size}px", f"{data_cfg.channels}ch", "" if data_cfg.fit == "crop" else data_cfg.fit]
+    parts = [
+        data_cfg.source,
+        data_cfg.name,
+        path,
+        data_cfg.split,
+        str(data_cfg.limit or "all"),
+        f"{data_cfg.image_size}px",
+        f"{data_cfg.channels}ch",
+        "" if data_cfg.fit == "crop" else data_cfg.fit,
+    ]
     # "v2": the version of what is cached; raised when the same key would mean other images
     # (v2: mnist5k's rows in a mixed order, so an old `data.limit` entry holds only zeros)
     return "-".join(p.replace("/", "_") for p in ["v2", *parts] if p)
@@ -192,8 +200,10 @@ def format_table(result):
             " the floor uses two halves of the real images)"
         )
     if "rec_mse" in result:
-        lines.append(f"(rec_*: mean squared pixel error in [-1, 1] of reconstructions of clean, noisy (sigma "
-                     f"{images.NOISE_SIGMA}) and blurred (sigma {images.BLUR_SIGMA} px) training images)")
+        lines.append(
+            f"(rec_*: mean squared pixel error in [-1, 1] of reconstructions of clean, noisy (sigma "
+            f"{images.NOISE_SIGMA}) and blurred (sigma {images.BLUR_SIGMA} px) training images)"
+        )
     return "\n".join(lines)
 
 

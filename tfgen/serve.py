@@ -129,8 +129,11 @@ class Source:
         try:
             if (path / "saved_model.pb").is_file():
                 sampler = Sampler.from_export(path)
-                log.info("theme %s: %s is an export without its training set; avatars are compared with "
-                         "each other only", key, path)
+                log.info(
+                    "theme %s: %s is an export without its training set; avatars are compared with each other only",
+                    key,
+                    path,
+                )
                 space, train_features = uniqueness.FeatureSpace("pixels"), None
             else:
                 sampler = Sampler.from_run(path)
@@ -232,8 +235,13 @@ class Studio:
                 theme_id = slug(source.key if name is None else f"{source.key}-{name}")
                 if theme_id in self.themes:
                     raise ConfigError(f"--theme {source.key}: theme {theme_id!r} is given twice")
-                self.themes[theme_id] = Theme(theme_id, source.key if name is None else str(name), source.key,
-                                              source, None if name is None else label)
+                self.themes[theme_id] = Theme(
+                    theme_id,
+                    source.key if name is None else str(name),
+                    source.key,
+                    source,
+                    None if name is None else label,
+                )
         self.candidates = collections.OrderedDict()
 
     async def example(self, theme):
@@ -266,8 +274,15 @@ class Studio:
             features, train_distance, kept_distance = await asyncio.to_thread(self._screen, source, pictures)
             for k in range(len(z)):
                 if not uniqueness.rejection(train_distance[k], kept_distance[k], self.min_distance):
-                    candidate = Candidate(secrets.token_urlsafe(12), theme, z[k], features[k],
-                                          float(train_distance[k]), seed, png_bytes(pictures[k]))
+                    candidate = Candidate(
+                        secrets.token_urlsafe(12),
+                        theme,
+                        z[k],
+                        features[k],
+                        float(train_distance[k]),
+                        seed,
+                        png_bytes(pictures[k]),
+                    )
                     self._remember(candidate)
                     return candidate
         raise Exhausted(
@@ -300,12 +315,20 @@ class Studio:
                 raise Taken(f"candidate {candidate.id!r} is already kept, as avatar {candidate.kept}")
             with source.ledger() as ledger:
                 label = -1 if candidate.theme.label is None else candidate.theme.label
-                ledger_id, distance = uniqueness.claim(ledger, candidate.features, candidate.z, label,
-                                                       candidate.train_distance, candidate.seed, self.min_distance)
+                ledger_id, distance = uniqueness.claim(
+                    ledger,
+                    candidate.features,
+                    candidate.z,
+                    label,
+                    candidate.train_distance,
+                    candidate.seed,
+                    self.min_distance,
+                )
                 source.kept = dict(ledger.entries)
         if ledger_id is None:
-            raise Taken(f"someone kept a look-alike first (distance {distance:.3f} <= {self.min_distance}); "
-                        "generate another")
+            raise Taken(
+                f"someone kept a look-alike first (distance {distance:.3f} <= {self.min_distance}); generate another"
+            )
         candidate.kept = f"{source.key}.{ledger_id}"
         return candidate.kept
 
@@ -343,8 +366,11 @@ def create_app(studio):
     from fastapi.staticfiles import StaticFiles  # noqa: PLC0415
     from pydantic import BaseModel, Field  # noqa: PLC0415
 
-    app = FastAPI(title="tfgen avatar studio", version="1",
-                  description="Pick a theme, generate, re-roll, keep an avatar nobody else will get.")
+    app = FastAPI(
+        title="tfgen avatar studio",
+        version="1",
+        description="Pick a theme, generate, re-roll, keep an avatar nobody else will get.",
+    )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     def error(status, message):
@@ -358,9 +384,15 @@ def create_app(studio):
 
     def theme_json(theme):
         source = theme.source
-        return {"id": theme.id, "title": theme.title, "group": theme.group, "label": theme.label,
-                "image_shape": list(source.sampler.image_shape), "example_url": f"/api/themes/{theme.id}/example.png",
-                "checks_training_set": source.train_features is not None}
+        return {
+            "id": theme.id,
+            "title": theme.title,
+            "group": theme.group,
+            "label": theme.label,
+            "image_shape": list(source.sampler.image_shape),
+            "example_url": f"/api/themes/{theme.id}/example.png",
+            "checks_training_set": source.train_features is not None,
+        }
 
     class GenerateRequest(BaseModel):
         theme: str = Field(description="a theme id from /api/themes")
@@ -381,8 +413,11 @@ def create_app(studio):
 
     @app.get("/api/themes")
     def themes():
-        return {"themes": [theme_json(t) for t in studio.themes.values()], "min_distance": studio.min_distance,
-                "max_download": MAX_DOWNLOAD}
+        return {
+            "themes": [theme_json(t) for t in studio.themes.values()],
+            "min_distance": studio.min_distance,
+            "max_download": MAX_DOWNLOAD,
+        }
 
     @app.get("/api/themes/{theme_id}/example.png", response_class=Response)
     async def example(theme_id: str):
@@ -393,8 +428,12 @@ def create_app(studio):
     async def generate(request: GenerateRequest):
         candidate = await studio.generate(request.theme)
         distance = candidate.train_distance  # infinite (null) for an export: no training set to compare
-        return {"id": candidate.id, "theme": candidate.theme.id, "image_url": f"/api/candidates/{candidate.id}.png",
-                "train_distance": distance if np.isfinite(distance) else None}
+        return {
+            "id": candidate.id,
+            "theme": candidate.theme.id,
+            "image_url": f"/api/candidates/{candidate.id}.png",
+            "train_distance": distance if np.isfinite(distance) else None,
+        }
 
     @app.get("/api/candidates/{candidate_id}.png", response_class=Response)
     def candidate_image(candidate_id: str):
@@ -406,11 +445,17 @@ def create_app(studio):
         return {"avatar": avatar_id, "image_url": f"/api/avatars/{avatar_id}.png"}
 
     @app.get("/api/avatars/{avatar_id}.png", response_class=Response)
-    async def avatar(avatar_id: str, size: int = Query(None, description=f"pixels a side, up to {MAX_DOWNLOAD}"),
-                     resample: str = Query("nearest", pattern="^(nearest|smooth)$")):
+    async def avatar(
+        avatar_id: str,
+        size: int = Query(None, description=f"pixels a side, up to {MAX_DOWNLOAD}"),
+        resample: str = Query("nearest", pattern="^(nearest|smooth)$"),
+    ):
         data = await studio.avatar_png(avatar_id, size, resample == "smooth")
-        return Response(data, media_type="image/png",
-                        headers={"Content-Disposition": f'attachment; filename="avatar-{avatar_id}.png"'})
+        return Response(
+            data,
+            media_type="image/png",
+            headers={"Content-Disposition": f'attachment; filename="avatar-{avatar_id}.png"'},
+        )
 
     @app.post("/v1/models/{theme_id}:predict")
     async def predict(theme_id: str, request: PredictRequest):
@@ -447,8 +492,10 @@ def _instances(theme, instances):
     z = z.astype(np.float32)
     if not sampler.conditional:
         return z, None
-    if any(isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(sampler.class_names)
-           for label in labels):
+    if any(
+        isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(sampler.class_names)
+        for label in labels
+    ):
         raise BadRequest(f"instances: label must be an integer 0-{len(sampler.class_names) - 1}")
     return z, np.array(labels, np.int32)
 
@@ -462,17 +509,34 @@ def parse_args(argv=None):
         description="The avatar studio: a web page to generate, re-roll and keep unique avatars.",
         epilog="Example: tfgen serve --theme digits=runs/mnist5k_cond_gan --port 8000",
     )
-    parser.add_argument("--theme", action="append", required=True, metavar="NAME=PATH",
-                        help="a theme: a run folder or an exported SavedModel (repeatable; a conditional "
-                             "run gives one theme per class)")
+    parser.add_argument(
+        "--theme",
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="a theme: a run folder or an exported SavedModel (repeatable; a conditional "
+        "run gives one theme per class)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--min-distance", type=float, default=0.1,
-                        help="how far a kept avatar must be from training images and other avatars (default 0.1)")
-    parser.add_argument("--max-draws", type=int, default=256,
-                        help="draws per Generate before the theme counts as exhausted (default 256)")
-    parser.add_argument("--features", choices=uniqueness.FEATURES, default="auto",
-                        help="distance space (auto: classifier if the data has labels, else pixels)")
+    parser.add_argument(
+        "--min-distance",
+        type=float,
+        default=0.1,
+        help="how far a kept avatar must be from training images and other avatars (default 0.1)",
+    )
+    parser.add_argument(
+        "--max-draws",
+        type=int,
+        default=256,
+        help="draws per Generate before the theme counts as exhausted (default 256)",
+    )
+    parser.add_argument(
+        "--features",
+        choices=uniqueness.FEATURES,
+        default="auto",
+        help="distance space (auto: classifier if the data has labels, else pixels)",
+    )
     cli.add_verbose_argument(parser)
     return parser.parse_args(argv)
 

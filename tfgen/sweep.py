@@ -45,14 +45,16 @@ def parse_grid(items):
         key, sep, values = item.partition("=")
         choices = [v.strip() for v in values.split("|" if "|" in values else ",") if v.strip()]
         if not sep or not key or not choices:
-            raise ConfigError(f"--grid {item!r}: expected section.key=value1,value2,... (or value1|value2|... "
-                              "when the values hold commas)")
+            raise ConfigError(
+                f"--grid {item!r}: expected section.key=value1,value2,... (or value1|value2|... "
+                "when the values hold commas)"
+            )
         grid.append((key, choices))
     return grid
 
 
 def parse_variant(item):
-    """"model.top_k=true,model.top_k_min=0.25" -> [("model.top_k", "true"), ...]; "" -> [].
+    """ "model.top_k=true,model.top_k_min=0.25" -> [("model.top_k", "true"), ...]; "" -> [].
 
     A comma starts a new setting only before a `key=`, so a value may hold commas:
     "model.diffaugment=color,translation" is one setting.
@@ -115,15 +117,21 @@ def sweep(args):
         raise ConfigError(f"--metric: {exc}") from None
     bases = [load_config(str(c), args.set) for c in configs]
     values = list(itertools.product(*[v for _, v in grid]))
-    jobs = [(config, base, [*variant, *zip([k for k, _ in grid], combo)])
-            for config, base in zip(configs, bases) for variant in variants for combo in values]
+    jobs = [
+        (config, base, [*variant, *zip([k for k, _ in grid], combo)])
+        for config, base in zip(configs, bases)
+        for variant in variants
+        for combo in values
+    ]
     for config, _, combination in jobs:  # every combination must be a valid config before any training
         overrides = [f"{k}={v}" for k, v in combination]
         try:
             load_config(str(config), [*args.set, *overrides])
         except ConfigError as exc:
-            raise ConfigError(f"the sweep's run of {Path(config).name} with {', '.join(overrides) or 'no changes'} "
-                              f"(--grid / --variant values become --set overrides): {exc}") from None
+            raise ConfigError(
+                f"the sweep's run of {Path(config).name} with {', '.join(overrides) or 'no changes'} "
+                f"(--grid / --variant values become --set overrides): {exc}"
+            ) from None
     title = args.name or "_vs_".join(b.name for b in bases)
     sweep_dir = Path(bases[0].run_dir) / "sweeps" / title
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -140,12 +148,17 @@ def sweep(args):
         else:
             log.info("run %d/%d: training %s", index, len(jobs), name)
             seconds, error = train_run(config, args.set, combination, name, sweep_dir)
-            record = {"name": name, "params": dict(combination), "settings": settings,
-                      "train_seconds": seconds, "error": error}
+            record = {
+                "name": name,
+                "params": dict(combination),
+                "settings": settings,
+                "train_seconds": seconds,
+                "error": error,
+            }
             if error is None:
                 try:
                     record["metrics"] = scoring.evaluate_run(run, names, args.num, args.extractor)
-                except Exception as exc:  # a row with its error, not the end of the sweep
+                except Exception as exc:  # noqa: BLE001  (a row with its error, not the end of the sweep)
                     record["error"] = f"evaluation failed: {type(exc).__name__}: {exc}"
             run.mkdir(parents=True, exist_ok=True)
             write_text(record_path, json.dumps(record, indent=2))
@@ -160,8 +173,13 @@ def sweep(args):
     lower = metrics.LOWER_IS_BETTER[key]
     # failed runs last, then runs without the ranking metric (a model that does not sample has
     # no FID), then by the metric
-    rows.sort(key=lambda r: (r["error"] is not None, key not in r.get("metrics", {}),
-                             (1 if lower else -1) * r.get("metrics", {}).get(key, 0)))
+    rows.sort(
+        key=lambda r: (
+            r["error"] is not None,
+            key not in r.get("metrics", {}),
+            (1 if lower else -1) * r.get("metrics", {}).get(key, 0),
+        )
+    )
     columns = list(dict.fromkeys(k for row in rows for k in row["params"]))
     if len(configs) > 1:
         columns = ["model", *columns]
@@ -204,8 +222,10 @@ def results_html(rows, columns, reported, title):
         image = f'<img src="{html.escape(row["thumbnail"])}" alt="samples">' if row.get("thumbnail") else ""
         cells = [str(rank), row["name"], *_cells(row, columns, reported)]
         tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
-        body.append(f'<tr class="{"failed" if row["error"] else "ok"}">{tds}<td>{image}</td>'
-                    f'<td>{html.escape(row["error"] or "")}</td></tr>')
+        body.append(
+            f'<tr class="{"failed" if row["error"] else "ok"}">{tds}<td>{image}</td>'
+            f"<td>{html.escape(row['error'] or '')}</td></tr>"
+        )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Sweep: {html.escape(title)}</title>
 <style>
@@ -227,15 +247,28 @@ img {{ image-rendering: pixelated; }}
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="tfgen sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", action="append", required=True,
-                        help="a config (repeatable: every config runs every combination)")
-    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
-                        help="a config key and its values (repeatable; every combination runs)")
-    parser.add_argument("--variant", action="append", default=[], metavar="KEY=V[,KEY=V...]",
-                        help="one alternative as a set of overrides (repeatable; \"\" is the config as it is)")
+    parser.add_argument(
+        "--config", action="append", required=True, help="a config (repeatable: every config runs every combination)"
+    )
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="a config key and its values (repeatable; every combination runs)",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="KEY=V[,KEY=V...]",
+        help='one alternative as a set of overrides (repeatable; "" is the config as it is)',
+    )
     parser.add_argument("--name", help="the sweep's folder name (default: the config names)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed overrides")
-    parser.add_argument("--metric", default="fid", help=f"comma-separated, the first ranks: {', '.join(metrics.METRIC_NAMES)}")
+    parser.add_argument(
+        "--metric", default="fid", help=f"comma-separated, the first ranks: {', '.join(metrics.METRIC_NAMES)}"
+    )
     parser.add_argument("--num", type=int, default=2000, help="samples per evaluation")
     parser.add_argument("--extractor", default="classifier", choices=metrics.EXTRACTORS)
     cli.add_verbose_argument(parser)

@@ -23,20 +23,26 @@ from tfgen.errors import ConfigError
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="tfgen train", description="Train a tfgen model from a YAML config."
-    )
-    parser.add_argument("--config", required=True,
-                        help="a config: a bare name (./configs/ first, then the shipped ones: tfgen configs) or a path")
+    parser = argparse.ArgumentParser(prog="tfgen train", description="Train a tfgen model from a YAML config.")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--config",
+        required=True,
+        help="a config: a bare name (./configs/ first, then the shipped ones: tfgen configs) or a path",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.epochs=3 (repeatable)",
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     group.add_argument("--overwrite", action="store_true", help="delete an existing run of the same name first")
     parser.add_argument(
-        "--max-minutes", type=float, metavar="M",
+        "--max-minutes",
+        type=float,
+        metavar="M",
         help="checkpoint and stop cleanly after M minutes (continue later with --resume)",
     )
     cli.add_verbose_argument(parser)

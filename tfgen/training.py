@@ -115,8 +115,12 @@ def train(cfg, run_dir, resume=False, deadline=None, prepared=None):
     steps = experiment.steps_per_epoch(cfg, model, data)
     log.info(
         "data: %s, %d images of %s, %d steps per epoch%s; %d replica(s), %s",
-        data.description, data.num_examples, "x".join(map(str, data.image_shape)), steps,
-        f" ({batches} real batches each)" if batches > 1 else "", strategy.num_replicas_in_sync,
+        data.description,
+        data.num_examples,
+        "x".join(map(str, data.image_shape)),
+        steps,
+        f" ({batches} real batches each)" if batches > 1 else "",
+        strategy.num_replicas_in_sync,
         autotune.describe(jit_compile, policy, "matmul" if fastconv.layers_taking_it(model) else "native"),
     )
     # Every RNG state (latents, dropout masks) and the running means of the metrics go into
@@ -140,20 +144,25 @@ def train(cfg, run_dir, resume=False, deadline=None, prepared=None):
     # train.learning_rate, a schedule and rollbacks all take effect.
     rates = callbacks.LearningRates(
         {name: experiment.learning_rate_for(name, cfg.train) for name in model.optimizer_names},
-        last, cfg.train.lr_schedule)
+        last,
+        cfg.train.lr_schedule,
+    )
     # in this order: the pictures (sample grids add sample_diversity) and scores join the
     # epoch's logs before the CSV logger writes them
     fit_callbacks = [
         guard,
         rates,
         callbacks.EpochStart(),
-        *(callbacks.PICTURES[picture](run_dir, data, model, every, last, cfg.train.num_samples, cfg.train.seed)
-          for picture in model.pictures),
+        *(
+            callbacks.PICTURES[picture](run_dir, data, model, every, last, cfg.train.num_samples, cfg.train.seed)
+            for picture in model.pictures
+        ),
         *([evaluation_callback(cfg, data, checkpoint, step, steps, run_dir)] if cfg.eval.every_epochs else []),
         keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=True),
         callbacks.Curves(run_dir / "metrics.csv", run_dir / "curves.png"),
-        callbacks.Checkpointer(manager, step, guard, cfg.train.checkpoint_every, last, steps,
-                               cfg.train.checkpoint_every_steps),
+        callbacks.Checkpointer(
+            manager, step, guard, cfg.train.checkpoint_every, last, steps, cfg.train.checkpoint_every_steps
+        ),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
     ]
 
@@ -169,8 +178,11 @@ def train(cfg, run_dir, resume=False, deadline=None, prepared=None):
             try:
                 fit_from(model, data, start, steps, last, fit_callbacks, running, restored)
                 if guard.step < last * steps:  # fit ended early: only the time budget does that
-                    log.info("time budget of %g minutes spent: finished after epoch %d",
-                             cfg.train.time_budget_minutes, guard.step // steps)
+                    log.info(
+                        "time budget of %g minutes spent: finished after epoch %d",
+                        cfg.train.time_budget_minutes,
+                        guard.step // steps,
+                    )
                 return model, data, None
             except callbacks.Interrupted as stop:
                 path = manager.latest_checkpoint
@@ -192,9 +204,13 @@ def train(cfg, run_dir, resume=False, deadline=None, prepared=None):
                 runs.write_rollbacks(run_dir, rollbacks, rates.rates)
                 restored = restore_latest(checkpoint, manager, model.variables)
                 rates.scale = cfg.train.rollback_lr_factor**rollbacks
-                log.warning("%s; rolled back to %s (%s), learning rates now %s", bad, restored,
-                            describe_step(int(step.numpy()), steps),
-                            ", ".join(f"{r * rates.scale:.3g}" for r in rates.rates.values()))
+                log.warning(
+                    "%s; rolled back to %s (%s), learning rates now %s",
+                    bad,
+                    restored,
+                    describe_step(int(step.numpy()), steps),
+                    ", ".join(f"{r * rates.scale:.3g}" for r in rates.rates.values()),
+                )
 
 
 def fit_from(model, data, start, steps, last_epoch, fit_callbacks, running, restored):
@@ -209,15 +225,28 @@ def fit_from(model, data, start, steps, last_epoch, fit_callbacks, running, rest
     verbose = 1 if sys.stdout.isatty() else 2
     batches = model.real_batches_per_step
     if done:
-        model.fit(data.stream(start, batches), epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps - done,
-                  callbacks=[callbacks.ResumeMetrics(running, restored), *fit_callbacks],
-                  shuffle=False, verbose=verbose)
+        model.fit(
+            data.stream(start, batches),
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            steps_per_epoch=steps - done,
+            callbacks=[callbacks.ResumeMetrics(running, restored), *fit_callbacks],
+            shuffle=False,
+            verbose=verbose,
+        )
         epoch += 1
         if model.stop_training:  # the time budget ran out with that epoch
             return
     if epoch < last_epoch:
-        model.fit(data.stream(epoch * steps, batches), epochs=last_epoch, initial_epoch=epoch, steps_per_epoch=steps,
-                  callbacks=fit_callbacks, shuffle=False, verbose=verbose)  # the pipeline shuffles
+        model.fit(
+            data.stream(epoch * steps, batches),
+            epochs=last_epoch,
+            initial_epoch=epoch,
+            steps_per_epoch=steps,
+            callbacks=fit_callbacks,
+            shuffle=False,
+            verbose=verbose,
+        )  # the pipeline shuffles
 
 
 def evaluation_callback(cfg, data, checkpoint, step, steps_per_epoch, run_dir):
@@ -239,8 +268,16 @@ def evaluation_callback(cfg, data, checkpoint, step, steps_per_epoch, run_dir):
 
     best = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints" / "best", max_to_keep=1)
     return callbacks.Evaluation(
-        score, reported, cfg.eval.every_epochs, cfg.train.epochs, cfg.eval.best_metric,
-        metrics.LOWER_IS_BETTER[cfg.eval.best_metric], best, step, steps_per_epoch, run_dir,
+        score,
+        reported,
+        cfg.eval.every_epochs,
+        cfg.train.epochs,
+        cfg.eval.best_metric,
+        metrics.LOWER_IS_BETTER[cfg.eval.best_metric],
+        best,
+        step,
+        steps_per_epoch,
+        run_dir,
     )
 
 
@@ -255,8 +292,7 @@ def restore_latest(checkpoint, manager, finite_weights=None):
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
         except Exception as exc:  # noqa: BLE001  (a torn file fails in many ways: OpError, IndexError, ...)
-            log.warning("checkpoint %s is unreadable (%s); trying the one before", path,
-                        str(exc).splitlines()[0][:200])
+            log.warning("checkpoint %s is unreadable (%s); trying the one before", path, str(exc).splitlines()[0][:200])
             continue
         values = [np.asarray(v) for v in finite_weights or ()]
         if all(np.all(np.isfinite(x)) for x in values if x.dtype.kind == "f"):

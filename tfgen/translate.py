@@ -28,8 +28,9 @@ BATCH = 16
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="tfgen translate",
-                                     description="Translate your images with a trained two-domain model (CycleGAN).")
+    parser = argparse.ArgumentParser(
+        prog="tfgen translate", description="Translate your images with a trained two-domain model (CycleGAN)."
+    )
     parser.add_argument("--run", required=True, help="a finished run directory, e.g. runs/pokemon_art2sprite_cyclegan")
     parser.add_argument("--direction", default="a2b", help="a2b (domain A to B, the default) or b2a")
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
@@ -83,7 +84,7 @@ def translate_files(model, direction, files, out, fit, side_by_side=False):
             try:
                 batch.append(prepare(path, size, channels, fit))
                 names.append(name)
-            except Exception as exc:  # Pillow raises many kinds for a broken file
+            except Exception as exc:  # noqa: BLE001  (Pillow raises many kinds for a broken file)
                 skipped.append(f"{path} ({str(exc).splitlines()[0][:120] or type(exc).__name__})")
         if not batch:
             continue
@@ -103,16 +104,22 @@ def _translate_command(args):
     files = input_files(args.input, args.out)
     cfg, model = load_run(args.run)
     if not model.translates:
-        raise ConfigError(f"--run: {args.run} holds a {cfg.model.name} model, which does not translate images; "
-                          f"{command_for(model)[1]}")
+        raise ConfigError(
+            f"--run: {args.run} holds a {cfg.model.name} model, which does not translate images; "
+            f"{command_for(model)[1]}"
+        )
     domain = cfg.data.domain_a if args.direction == "a2b" else cfg.data.domain_b
     try:
         written, skipped = translate_files(model, args.direction, files, args.out, domain.fit, args.side_by_side)
     except OSError as exc:
         raise RunError(f"--out: cannot write {exc.filename or args.out}: {exc.strerror or exc}") from None
     if skipped:
-        log.warning("skipped %d of %d files that could not be decoded: %s", len(skipped), len(files),
-                    "; ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+        log.warning(
+            "skipped %d of %d files that could not be decoded: %s",
+            len(skipped),
+            len(files),
+            "; ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""),
+        )
     if not written:
         raise DataError(f"--input: nothing to translate: {'; '.join(skipped[:5])}")
     print(f"translated {len(written)} image(s) {args.direction} into {args.out}")

@@ -238,15 +238,29 @@ def claim(ledger, features, z, label, train_distance, seed, min_distance):
     if rejection(train_distance, issued_distance, min_distance):
         return None, issued_distance
     (ledger_id,) = ledger.append(
-        features=np.asarray(features, np.float32)[None], z=np.asarray(z, np.float32).reshape(1, -1),
-        labels=np.array([label], np.int32), train_distance=np.array([train_distance], np.float32),
-        seeds=np.array([seed], np.int64), issued_at=np.array([time.time()]),
+        features=np.asarray(features, np.float32)[None],
+        z=np.asarray(z, np.float32).reshape(1, -1),
+        labels=np.array([label], np.int32),
+        train_distance=np.array([train_distance], np.float32),
+        seeds=np.array([seed], np.int64),
+        issued_at=np.array([time.time()]),
     )
     return ledger_id, issued_distance
 
 
-def issue_unique(sampler, space, train_features, ledger, num, min_distance, seed, label=None,
-                 truncation=None, max_draws=None, options=None):
+def issue_unique(
+    sampler,
+    space,
+    train_features,
+    ledger,
+    num,
+    min_distance,
+    seed,
+    label=None,
+    truncation=None,
+    max_draws=None,
+    options=None,
+):
     """Draw until `num` images are each farther than `min_distance` from every training image,
     every ledger entry and each other; record them in `ledger` (held open by the caller).
 
@@ -275,18 +289,34 @@ def issue_unique(sampler, space, train_features, ledger, num, min_distance, seed
         for k in range(count):
             this_call = np.reshape([r["features"] for r in issued], (-1, features.shape[1]))
             issued_distance = min(ledger_distance[k], nearest(features[k : k + 1], this_call)[0][0])
-            record = {"draw": drawn + k, "train_distance": float(train_distance[k]),
-                      "train_index": int(train_index[k]), "issued_distance": float(issued_distance)}
+            record = {
+                "draw": drawn + k,
+                "train_distance": float(train_distance[k]),
+                "train_index": int(train_index[k]),
+                "issued_distance": float(issued_distance),
+            }
             reason = rejection(train_distance[k], issued_distance, min_distance)
             if reason:
                 rejected.append({**record, "reason": reason})
             elif len(issued) < num:
-                issued.append({**record, "image": pictures[k], "z": z[k], "features": features[k],
-                               "label": -1 if labels is None else int(labels[k])})
+                issued.append(
+                    {
+                        **record,
+                        "image": pictures[k],
+                        "z": z[k],
+                        "features": features[k],
+                        "label": -1 if labels is None else int(labels[k]),
+                    }
+                )
         drawn += count
-        progress("--unique: %d/%d images after %d draws (%d too close to training images, %d to issued ones)",
-                 len(issued), num, drawn, sum(r["reason"] == "training" for r in rejected),
-                 sum(r["reason"] == "issued" for r in rejected))
+        progress(
+            "--unique: %d/%d images after %d draws (%d too close to training images, %d to issued ones)",
+            len(issued),
+            num,
+            drawn,
+            sum(r["reason"] == "training" for r in rejected),
+            sum(r["reason"] == "issued" for r in rejected),
+        )
     ids = ledger.append(
         features=np.stack([r["features"] for r in issued]).astype(np.float32),
         z=np.stack([r["z"] for r in issued]).reshape(len(issued), -1),  # flattened: any noise shape

@@ -73,8 +73,10 @@ def strip(args):
     epochs = list(dict.fromkeys(args.epochs or sorted(grids)))  # each once, in the order given
     missing = [e for e in epochs if e not in grids]
     if missing:
-        raise RunError(f"--epochs: {run} has no grid for epoch {', '.join(map(str, missing))}; "
-                       f"it has {', '.join(map(str, sorted(grids)))}")
+        raise RunError(
+            f"--epochs: {run} has no grid for epoch {', '.join(map(str, missing))}; "
+            f"it has {', '.join(map(str, sorted(grids)))}"
+        )
     bands = [_band(grids[e], e, size, args.first_row - 1, args.rows) for e in epochs]
     picture = Image.new(bands[0].mode, (max(b.width for b in bands), sum(b.height for b in bands)), "white")
     top = 0
@@ -84,8 +86,10 @@ def strip(args):
     out = Path(args.out) if args.out else run / "epoch_strip.png"
     with atomic_path(out) as tmp:
         picture.save(tmp, format="PNG")
-    print(f"wrote {out} (epochs {', '.join(map(str, epochs))}; grid rows {args.first_row}-"
-          f"{args.first_row + args.rows - 1} of each)")
+    print(
+        f"wrote {out} (epochs {', '.join(map(str, epochs))}; grid rows {args.first_row}-"
+        f"{args.first_row + args.rows - 1} of each)"
+    )
     return 0
 
 
@@ -108,8 +112,9 @@ def _band(path, epoch, size, first, rows):
     body = images.to_pil(part)
     band = Image.new(body.mode, (LABEL_WIDTH + body.width, body.height), "white")
     band.paste(body, (LABEL_WIDTH, 0))
-    ImageDraw.Draw(band).text((8, body.height // 2), f"epoch {epoch}", fill="black", anchor="lm",
-                              font=ImageFont.load_default(size=16))
+    ImageDraw.Draw(band).text(
+        (8, body.height // 2), f"epoch {epoch}", fill="black", anchor="lm", font=ImageFont.load_default(size=16)
+    )
     return band
 
 

@@ -64,8 +64,10 @@ def main(argv=None):
     d2 = squared[:, None] + squared[None, :] - 2 * features @ features.T
     np.fill_diagonal(d2, np.inf)
     closest = float(np.sqrt(max(d2.min(), 0))) if len(features) > 1 else float("inf")
-    print(f"{args.num} keeps: {kept} kept, {statuses.count(409)} refused as look-alikes (409), "
-          f"{len(statuses) - kept - statuses.count(409)} other; the ledger grew by {grown} to {len(features)}")
+    print(
+        f"{args.num} keeps: {kept} kept, {statuses.count(409)} refused as look-alikes (409), "
+        f"{len(statuses) - kept - statuses.count(409)} other; the ledger grew by {grown} to {len(features)}"
+    )
     print(f"closest two kept avatars: {closest:.4f} (--min-distance {min_distance})")
     ok = grown == kept and closest > min_distance
     print("OK" if ok else "FAILED")

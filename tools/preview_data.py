@@ -38,8 +38,10 @@ def preview(args):
     columns = cfg.data.batch_size if isinstance(first[0], tuple) and cfg.data.batch_size <= 16 else None
     images.save_png(args.out, images.make_grid(images.to_uint8(batch), columns=columns))
     print(f"source:   {data.description}")
-    print(f"images:   {data.num_examples} of {'x'.join(map(str, data.image_shape))}, "
-          f"{data.steps_per_epoch} batches of {cfg.data.batch_size} per epoch")
+    print(
+        f"images:   {data.num_examples} of {'x'.join(map(str, data.image_shape))}, "
+        f"{data.steps_per_epoch} batches of {cfg.data.batch_size} per epoch"
+    )
     print(f"classes:  {', '.join(data.class_names) if data.class_names else 'none (unlabelled)'}")
     print(f"skipped:  {len(data.skipped)} undecodable file(s)")
     print(f"preview:  {args.out}")

@@ -61,8 +61,10 @@ def frozen_generator_with_head(saved_model, steps, batch_size=64, seed=0):
     model.fit(x, latents, batch_size=batch_size, epochs=1, verbose=0)
     after = model.evaluate(x, latents, batch_size=batch_size, verbose=0)
     unchanged = np.array_equal(before_images, np.asarray(generator(probe)))
-    print(f"(a) head on the frozen {endpoint} signature: z-recovery MSE {before:.4f} -> {after:.4f} "
-          f"after {steps} steps; generator output unchanged: {unchanged}")
+    print(
+        f"(a) head on the frozen {endpoint} signature: z-recovery MSE {before:.4f} -> {after:.4f} "
+        f"after {steps} steps; generator output unchanged: {unchanged}"
+    )
     return model
 
 

@@ -67,8 +67,10 @@ def main(argv=None):
     row = np.concatenate([image, translated[0], returned[0]], axis=1)
     pixels = np.round((np.clip(row, -1, 1) + 1) * 127.5).astype(np.uint8)
     Image.fromarray(pixels[..., 0] if channels == 1 else pixels).save(args.out)
-    print(f"wrote {args.out}: input | {args.direction} | and back "
-          f"(round-trip L1 {np.mean(np.abs(returned[0] - image)):.3f} in [-1, 1] units)")
+    print(
+        f"wrote {args.out}: input | {args.direction} | and back "
+        f"(round-trip L1 {np.mean(np.abs(returned[0] - image)):.3f} in [-1, 1] units)"
+    )
     return 0
 
 

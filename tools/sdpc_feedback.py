@@ -33,8 +33,11 @@ def compare(args):
     for k_fb in (float(k) for k in args.k_fb.split(",")):
         model.k_fb = k_fb  # read by the step sizes and the gradients of every inference
         rows[k_fb] = reconstruction_errors(model, data, args.num)
-        print(f"k_fb {k_fb:g} (trained with {cfg.model.params['k_fb']:g}): "
-              + ", ".join(f"{name} {value:.4f}" for name, value in rows[k_fb].items()), flush=True)
+        print(
+            f"k_fb {k_fb:g} (trained with {cfg.model.params['k_fb']:g}): "
+            + ", ".join(f"{name} {value:.4f}" for name, value in rows[k_fb].items()),
+            flush=True,
+        )
     print(json.dumps({str(k): v for k, v in rows.items()}))
     return 0
 

@@ -210,8 +210,19 @@ class Evaluation(keras.callbacks.Callback):
     `best_manager` and described in `best.json`.
     """
 
-    def __init__(self, evaluate, names, every, last_epoch, best_metric, lower_is_better, best_manager, step,
-                 steps_per_epoch, run_dir):
+    def __init__(
+        self,
+        evaluate,
+        names,
+        every,
+        last_epoch,
+        best_metric,
+        lower_is_better,
+        best_manager,
+        step,
+        steps_per_epoch,
+        run_dir,
+    ):
         super().__init__()
         self.evaluate = evaluate
         self.names = names

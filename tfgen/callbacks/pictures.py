@@ -397,8 +397,13 @@ def plot_curves(rows, path):
         for name in columns:
             values = [_number(r[name]) for r in rows]
             sparse = any(math.isnan(v) for v in values)
-            ax.plot(epochs, values, label=name, marker="o" if sparse or len(epochs) < 30 else None,
-                    linestyle="none" if sparse else "-")
+            ax.plot(
+                epochs,
+                values,
+                label=name,
+                marker="o" if sparse or len(epochs) < 30 else None,
+                linestyle="none" if sparse else "-",
+            )
         if title.startswith("scores"):
             ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
             ax.set_ylim(0, 1)

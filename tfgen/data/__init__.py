@@ -127,8 +127,10 @@ def build_dataset(cfg, seed=0, require_labels=False, domains=1):
             )
         return TwoDomainData(_domain_data(cfg, "domain_a", seed), _domain_data(cfg, "domain_b", seed + 1))
     if given:
-        raise ConfigError(f"data.{given[0]}: only two-domain models (cyclegan) read data.domain_a / "
-                          "data.domain_b; this model reads data.source")
+        raise ConfigError(
+            f"data.{given[0]}: only two-domain models (cyclegan) read data.domain_a / "
+            "data.domain_b; this model reads data.source"
+        )
     source = SOURCES[cfg.source](cfg)
     pairs, num_examples = source.pairs, source.num_examples
     if cfg.limit:

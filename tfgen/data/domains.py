@@ -39,7 +39,8 @@ class TwoDomainData:
 
     @property
     def description(self):
-        return f"{self.a.description} (A, {self.a.num_examples} images) and {self.b.description} (B, {self.b.num_examples})"
+        a, b = self.a, self.b
+        return f"{a.description} (A, {a.num_examples} images) and {b.description} (B, {b.num_examples})"
 
     def require_steps(self, batches_per_step):
         self.a.require_steps(batches_per_step)
@@ -53,7 +54,9 @@ class TwoDomainData:
         return self.steps_per_pass(1)
 
     def stream(self, start_step=0, batches_per_step=1):
-        return tf.data.Dataset.zip(self.a.stream(start_step, batches_per_step), self.b.stream(start_step, batches_per_step))
+        return tf.data.Dataset.zip(
+            self.a.stream(start_step, batches_per_step), self.b.stream(start_step, batches_per_step)
+        )
 
     @property
     def dataset(self):

@@ -83,9 +83,7 @@ def find_images(root):
         (images if path.suffix.lower() in IMAGE_EXTENSIONS else others).append(path)
     if not images:
         held = f"; it holds {len(others)} other files, such as '{others[0].name}'" if others else ""
-        raise DataError(
-            f"data.path: no images ({', '.join(IMAGE_EXTENSIONS)}) found in folder '{root}'{held}"
-        )
+        raise DataError(f"data.path: no images ({', '.join(IMAGE_EXTENSIONS)}) found in folder '{root}'{held}")
     return images, others
 
 
@@ -109,7 +107,7 @@ def decodable(files, min_side):
     def decodes(path):
         try:
             load_image(path, min_side)
-        except Exception:  # whatever a broken file makes Pillow raise: skip it and report it
+        except Exception:  # noqa: BLE001  (whatever a broken file makes Pillow raise: skip it and report it)
             return False
         return True
 

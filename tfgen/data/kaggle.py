@@ -13,7 +13,7 @@ def kaggle_source(cfg):
         "train with --set data.source=folder --set data.path=<the image folder>"
     )
     try:
-        import kagglehub
+        import kagglehub  # noqa: PLC0415  (an optional extra)
     except ImportError:
         raise DataError(
             f"data.source 'kaggle' needs kagglehub: pip install kagglehub and set up Kaggle "
@@ -21,9 +21,8 @@ def kaggle_source(cfg):
         ) from None
     try:
         root = kagglehub.dataset_download(cfg.name)
-    except Exception as exc:  # kagglehub raises many types: network, auth, 404
+    except Exception as exc:  # noqa: BLE001  (kagglehub raises many types: network, auth, 404)
         raise DataError(
-            f"data.name: could not download Kaggle dataset {cfg.name!r} "
-            f"({type(exc).__name__}: {exc}); {manual}"
+            f"data.name: could not download Kaggle dataset {cfg.name!r} ({type(exc).__name__}: {exc}); {manual}"
         ) from None
     return folder_source(cfg, Path(root) / cfg.path)

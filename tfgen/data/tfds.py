@@ -23,7 +23,7 @@ def tfds_source(cfg):
     builder = _builder(cfg)
     try:
         builder.download_and_prepare()
-    except Exception as exc:  # network, disk, manual-download datasets
+    except Exception as exc:  # noqa: BLE001  (network, disk, manual-download datasets)
         raise DataError(
             f"data.name: could not download and prepare TFDS dataset {cfg.name!r} "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); on a machine "
@@ -33,17 +33,14 @@ def tfds_source(cfg):
     features = builder.info.features
     if cfg.image_key not in features:
         raise DataError(
-            f"data.image_key: {cfg.name!r} has no feature {cfg.image_key!r}; "
-            f"features: {', '.join(features.keys())}"
+            f"data.image_key: {cfg.name!r} has no feature {cfg.image_key!r}; features: {', '.join(features.keys())}"
         )
     label = features[cfg.label_key] if cfg.label_key in features else None
     class_names = list(label.names) if isinstance(label, tfds.features.ClassLabel) else []
     try:
         num_examples = builder.info.splits[cfg.split].num_examples
         # Shuffled file order, but the same in every process, so a resumed run sees the same data.
-        examples = builder.as_dataset(
-            split=cfg.split, shuffle_files=True, read_config=tfds.ReadConfig(shuffle_seed=0)
-        )
+        examples = builder.as_dataset(split=cfg.split, shuffle_files=True, read_config=tfds.ReadConfig(shuffle_seed=0))
     except (KeyError, ValueError) as exc:
         raise DataError(
             f"data.split: {cfg.split!r} is not a split of {cfg.name!r} ({exc}); "

@@ -25,8 +25,14 @@ from tfgen.metrics.stats import RunningStats
 METRIC_NAMES = ("fid", "kid", "is", "pr", "rec")
 RECONSTRUCTION_METRICS = ("rec_mse", "rec_noise_mse", "rec_blur_mse")
 # Reported values, and whether lower is better (for keeping the best checkpoint).
-LOWER_IS_BETTER = {"fid": True, "kid": True, "is": False, "precision": False, "recall": False,
-                   **{name: True for name in RECONSTRUCTION_METRICS}}
+LOWER_IS_BETTER = {
+    "fid": True,
+    "kid": True,
+    "is": False,
+    "precision": False,
+    "recall": False,
+    **{name: True for name in RECONSTRUCTION_METRICS},
+}
 SAMPLE_METRICS = ("fid", "kid", "is", "pr")
 
 
@@ -38,7 +44,7 @@ def reported_metrics(names):
 
 
 def parse_metric_names(text):
-    """"fid,kid" -> ("fid", "kid"); ValueError naming a bad or missing entry."""
+    """ "fid,kid" -> ("fid", "kid"); ValueError naming a bad or missing entry."""
     names = tuple(m.strip() for m in text.split(",") if m.strip())
     for name in names:
         if name not in METRIC_NAMES:
@@ -46,6 +52,7 @@ def parse_metric_names(text):
     if not names:
         raise ValueError(f"no metric given; valid: {', '.join(METRIC_NAMES)}")
     return names
+
 
 __all__ = [
     "EXTRACTORS",

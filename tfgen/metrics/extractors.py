@@ -126,16 +126,24 @@ def _classifier_network(num_classes, image_shape, seed):
     x = inputs
     for i, filters in enumerate((32, 64, 128)):
         x = keras.layers.Conv2D(
-            filters, 3, strides=2, padding="same", activation="relu",
+            filters,
+            3,
+            strides=2,
+            padding="same",
+            activation="relu",
             kernel_initializer=keras.initializers.GlorotUniform(seed + i),
         )(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(
-        128, activation="relu", name="features",
+        128,
+        activation="relu",
+        name="features",
         kernel_initializer=keras.initializers.GlorotUniform(seed + 3),
     )(x)
     outputs = keras.layers.Dense(
-        num_classes, activation="softmax", name="probabilities",
+        num_classes,
+        activation="softmax",
+        name="probabilities",
         kernel_initializer=keras.initializers.GlorotUniform(seed + 4),
     )(x)
     return keras.Model(inputs, outputs, name="feature_classifier")

@@ -286,5 +286,7 @@ def check_contract(cls):
         if getattr(cls, flag) and getattr(cls, method) is getattr(GenerativeModel, method):
             raise TypeError(f"{cls.__name__} declares {flag} = True but does not define {method}()")
     if cls.translates != (cls.domains == 2):
-        raise TypeError(f"{cls.__name__}: a translator trains on two domains (translates = {cls.translates}, "
-                        f"domains = {cls.domains})")
+        raise TypeError(
+            f"{cls.__name__}: a translator trains on two domains (translates = {cls.translates}, "
+            f"domains = {cls.domains})"
+        )

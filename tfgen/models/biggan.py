@@ -54,8 +54,9 @@ class ConditionalBatchNorm(keras.layers.Layer):
     def __init__(self, channels, **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
-        self.norm = keras.layers.BatchNormalization(center=False, scale=False, momentum=0.9, epsilon=1e-5,
-                                                    synchronized=True)
+        self.norm = keras.layers.BatchNormalization(
+            center=False, scale=False, momentum=0.9, epsilon=1e-5, synchronized=True
+        )
         self.gain = _sn(keras.layers.Dense(channels, use_bias=False, kernel_initializer="zeros"))
         self.bias = _sn(keras.layers.Dense(channels, use_bias=False, kernel_initializer="zeros"))
 
@@ -134,8 +135,9 @@ class SpectralEmbedding(keras.layers.Layer):
         self.output_dim = output_dim
 
     def build(self, input_shape):
-        self.embeddings = self.add_weight(shape=(self.input_dim, self.output_dim), initializer=_ortho_init(),
-                                          name="embeddings")
+        self.embeddings = self.add_weight(
+            shape=(self.input_dim, self.output_dim), initializer=_ortho_init(), name="embeddings"
+        )
         self.u = self.add_weight(shape=(1, self.output_dim), initializer="random_normal", trainable=False, name="u")
 
     def call(self, ids, training=False):
@@ -240,10 +242,10 @@ def build_discriminator(image_shape, width, num_classes, attention_resolution, n
 class BigGAN(DCGAN):
     """BigGAN at 32, 64 or 128 px. Args beyond DCGAN's:
 
-        embed_dim: size of G's shared class embedding (concatenated with each z chunk).
-        attention_resolution: the resolution of G's and D's self-attention block (0: none).
-        ortho_reg: weight of BigGAN's orthogonal regularisation of G's weights,
-            beta * ||W^T W * (1 - I)||_F^2 summed over layers (the paper's 1e-4; 0 disables).
+    embed_dim: size of G's shared class embedding (concatenated with each z chunk).
+    attention_resolution: the resolution of G's and D's self-attention block (0: none).
+    ortho_reg: weight of BigGAN's orthogonal regularisation of G's weights,
+        beta * ||W^T W * (1 - I)||_F^2 summed over layers (the paper's 1e-4; 0 disables).
     """
 
     needs_labels = True
@@ -267,8 +269,10 @@ class BigGAN(DCGAN):
         **kwargs,
     ):
         if self.needs_labels and num_classes < 2:
-            raise ValueError(f"a conditional model needs at least 2 classes, the data has {num_classes}; "
-                             "use biggan_uncond for unlabelled images")
+            raise ValueError(
+                f"a conditional model needs at least 2 classes, the data has {num_classes}; "
+                "use biggan_uncond for unlabelled images"
+            )
         if embed_dim < 1:
             raise ValueError(f"embed_dim must be an integer >= 1, got {embed_dim}")
         if ortho_reg < 0:
@@ -280,9 +284,20 @@ class BigGAN(DCGAN):
         self.attention_resolution = attention_resolution
         self.ortho_reg = ortho_reg
         super().__init__(
-            image_shape=image_shape, latent_dim=latent_dim, g_width=g_width, d_width=d_width, loss=loss,
-            d_norm="spectral", d_dropout=0.0, label_smoothing=0.0, d_steps=d_steps, ema_decay=ema_decay,
-            diffaugment=diffaugment, seed=seed, num_classes=num_classes if self.needs_labels else 0, **kwargs,
+            image_shape=image_shape,
+            latent_dim=latent_dim,
+            g_width=g_width,
+            d_width=d_width,
+            loss=loss,
+            d_norm="spectral",
+            d_dropout=0.0,
+            label_smoothing=0.0,
+            d_steps=d_steps,
+            ema_decay=ema_decay,
+            diffaugment=diffaugment,
+            seed=seed,
+            num_classes=num_classes if self.needs_labels else 0,
+            **kwargs,
         )
 
     @property
@@ -290,8 +305,15 @@ class BigGAN(DCGAN):
         return self.num_classes if self.needs_labels else 1
 
     def build_generator_network(self, name):
-        return build_generator(self.latent_dim, self.image_shape, self.g_width, self.classes, self.embed_dim,
-                               self.attention_resolution, name)
+        return build_generator(
+            self.latent_dim,
+            self.image_shape,
+            self.g_width,
+            self.classes,
+            self.embed_dim,
+            self.attention_resolution,
+            name,
+        )
 
     def build_discriminator_network(self):
         return build_discriminator(self.image_shape, self.d_width, self.classes, self.attention_resolution)
@@ -345,12 +367,36 @@ class UnconditionalBigGAN(BigGAN):
 
     needs_labels = False
 
-    def __init__(self, image_shape=(64, 64, 3), latent_dim: int = 128, g_width: int = 64, d_width: int = 64,
-                 embed_dim: int = 128, attention_resolution: int = 32, ortho_reg: float = 1e-4,
-                 loss: Literal["hinge", "non_saturating"] = "hinge", d_steps: int = 2, ema_decay: float = 0.999,
-                 diffaugment: str = "", seed: int | None = None, num_classes=0, **kwargs):
+    def __init__(
+        self,
+        image_shape=(64, 64, 3),
+        latent_dim: int = 128,
+        g_width: int = 64,
+        d_width: int = 64,
+        embed_dim: int = 128,
+        attention_resolution: int = 32,
+        ortho_reg: float = 1e-4,
+        loss: Literal["hinge", "non_saturating"] = "hinge",
+        d_steps: int = 2,
+        ema_decay: float = 0.999,
+        diffaugment: str = "",
+        seed: int | None = None,
+        num_classes=0,
+        **kwargs,
+    ):
         super().__init__(
-            image_shape=image_shape, latent_dim=latent_dim, g_width=g_width, d_width=d_width, embed_dim=embed_dim,
-            attention_resolution=attention_resolution, ortho_reg=ortho_reg, loss=loss, d_steps=d_steps,
-            ema_decay=ema_decay, diffaugment=diffaugment, seed=seed, num_classes=num_classes, **kwargs,
+            image_shape=image_shape,
+            latent_dim=latent_dim,
+            g_width=g_width,
+            d_width=d_width,
+            embed_dim=embed_dim,
+            attention_resolution=attention_resolution,
+            ortho_reg=ortho_reg,
+            loss=loss,
+            d_steps=d_steps,
+            ema_decay=ema_decay,
+            diffaugment=diffaugment,
+            seed=seed,
+            num_classes=num_classes,
+            **kwargs,
         )

@@ -45,17 +45,29 @@ class CondGAN(DCGAN):
             raise ValueError(f"embed_dim must be an integer >= 1, got {embed_dim}")
         self.embed_dim = embed_dim
         super().__init__(
-            image_shape=image_shape, latent_dim=latent_dim, g_width=g_width, d_width=d_width, loss=loss,
-            d_norm=d_norm, d_dropout=d_dropout, label_smoothing=label_smoothing, d_steps=d_steps,
-            ema_decay=ema_decay, diffaugment=diffaugment, seed=seed, num_classes=num_classes, **kwargs,
+            image_shape=image_shape,
+            latent_dim=latent_dim,
+            g_width=g_width,
+            d_width=d_width,
+            loss=loss,
+            d_norm=d_norm,
+            d_dropout=d_dropout,
+            label_smoothing=label_smoothing,
+            d_steps=d_steps,
+            ema_decay=ema_decay,
+            diffaugment=diffaugment,
+            seed=seed,
+            num_classes=num_classes,
+            **kwargs,
         )
 
     def build_generator_network(self, name):
         z = keras.Input((self.latent_dim,), name="z")
         label = keras.Input((), dtype="int32", name="label")
         embedding = keras.layers.Embedding(self.num_classes, self.embed_dim)(label)
-        stack = layers.build_generator(self.latent_dim + self.embed_dim, self.image_shape, self.g_width,
-                                       f"{name}_stack", self.g_upsample)
+        stack = layers.build_generator(
+            self.latent_dim + self.embed_dim, self.image_shape, self.g_width, f"{name}_stack", self.g_upsample
+        )
         images = stack(keras.layers.Concatenate()([z, embedding]))
         return keras.Model([z, label], images, name=name)
 
@@ -63,8 +75,9 @@ class CondGAN(DCGAN):
         images = keras.Input(self.image_shape, name="images")
         label = keras.Input((), dtype="int32", name="label")
         h = images
-        for layer in layers.discriminator_body(self.image_shape, self.d_width, self.d_dropout, self.d_norm,
-                                               self.d_minibatch_std, self.d_depth):
+        for layer in layers.discriminator_body(
+            self.image_shape, self.d_width, self.d_dropout, self.d_norm, self.d_minibatch_std, self.d_depth
+        ):
             h = layer(h)
         logit = layers.logit_layer(self.d_norm)(h)
         class_embedding = keras.layers.Embedding(self.num_classes, h.shape[-1])(label)

@@ -32,5 +32,16 @@ class CondVAE(ConvVAE):
     ):
         if num_classes < 2:
             raise ValueError(f"a conditional model needs at least 2 classes, the data has {num_classes}")
-        super().__init__(image_shape, latent_dim, width, beta, likelihood, seed, num_classes, upsample, edge_weight,
-                         perceptual_weight=perceptual_weight, **kwargs)
+        super().__init__(
+            image_shape,
+            latent_dim,
+            width,
+            beta,
+            likelihood,
+            seed,
+            num_classes,
+            upsample,
+            edge_weight,
+            perceptual_weight=perceptual_weight,
+            **kwargs,
+        )

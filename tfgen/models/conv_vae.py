@@ -70,5 +70,4 @@ class ConvVAE(VAE):
         return keras.layers.Conv2DTranspose(self.image_shape[-1], 3, 1, "same", dtype="float32")(h)
 
     def get_config(self):
-        return {**GenerativeModel.get_config(self), "width": self.width, "upsample": self.upsample,
-                **self.vae_config()}
+        return {**GenerativeModel.get_config(self), "width": self.width, "upsample": self.upsample, **self.vae_config()}

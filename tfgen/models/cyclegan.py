@@ -83,11 +83,20 @@ class ImagePool:
     def __init__(self, model, name, size, image_shape):
         self.size = size
         self.images = keras.Variable(
-            tf.zeros([max(size, 1), *image_shape]), trainable=False, name=f"{name}_images",
-            synchronization="on_read", aggregation="only_first_replica",
+            tf.zeros([max(size, 1), *image_shape]),
+            trainable=False,
+            name=f"{name}_images",
+            synchronization="on_read",
+            aggregation="only_first_replica",
         )
-        self.count = keras.Variable(0, dtype="int32", trainable=False, name=f"{name}_count",
-                                    synchronization="on_read", aggregation="only_first_replica")
+        self.count = keras.Variable(
+            0,
+            dtype="int32",
+            trainable=False,
+            name=f"{name}_count",
+            synchronization="on_read",
+            aggregation="only_first_replica",
+        )
         setattr(model, f"_{name}_images", self.images)
         setattr(model, f"_{name}_count", self.count)
 
@@ -111,7 +120,8 @@ class ImagePool:
             return i + 1, out, pool, count + tf.cast(filling, tf.int32)
 
         _, out, pool, count = tf.while_loop(
-            lambda i, *_: i < n, one,
+            lambda i, *_: i < n,
+            one,
             (tf.constant(0), tf.TensorArray(fakes.dtype, size=n), self.images.value, self.count.value),
         )
         self.images.assign(pool)
@@ -219,9 +229,9 @@ class CycleGAN(GenerativeModel):
             identity = tf.zeros_like(cycle)
             if self.identity_weight:
                 identity = _l1(self.generator_ab(real_b, training=True), real_b) + _l1(
-                    self.generator_ba(real_a, training=True), real_a)
-            g_loss = self.global_mean(
-                g_ab + g_ba + self.cycle_weight * (cycle + self.identity_weight * identity))
+                    self.generator_ba(real_a, training=True), real_a
+                )
+            g_loss = self.global_mean(g_ab + g_ba + self.cycle_weight * (cycle + self.identity_weight * identity))
         self.apply_update("g_optimizer", tape, g_loss)
 
         seed = self.next_seed()
@@ -230,17 +240,24 @@ class CycleGAN(GenerativeModel):
         with tf.GradientTape() as tape:
             # least_squares_d is 0.5 [(D(b) - 1)^2 + D(G(a))^2]: the paper's objective halved
             # "to slow down the rate at which D learns relative to G"
-            d_a = losses.least_squares_d(self.discriminator_a(real_a, training=True),
-                                         self.discriminator_a(pooled_a, training=True))
-            d_b = losses.least_squares_d(self.discriminator_b(real_b, training=True),
-                                         self.discriminator_b(pooled_b, training=True))
+            d_a = losses.least_squares_d(
+                self.discriminator_a(real_a, training=True), self.discriminator_a(pooled_a, training=True)
+            )
+            d_b = losses.least_squares_d(
+                self.discriminator_b(real_b, training=True), self.discriminator_b(pooled_b, training=True)
+            )
             d_loss = self.global_mean(d_a + d_b)  # two independent discriminators
         self.apply_update("d_optimizer", tape, d_loss)
-        return self.update_trackers({
-            "d_a_loss": self.global_mean(d_a), "d_b_loss": self.global_mean(d_b),
-            "g_ab_loss": self.global_mean(g_ab), "g_ba_loss": self.global_mean(g_ba),
-            "cycle_loss": self.global_mean(cycle), "identity_loss": self.global_mean(identity),
-        })
+        return self.update_trackers(
+            {
+                "d_a_loss": self.global_mean(d_a),
+                "d_b_loss": self.global_mean(d_b),
+                "g_ab_loss": self.global_mean(g_ab),
+                "g_ba_loss": self.global_mean(g_ba),
+                "cycle_loss": self.global_mean(cycle),
+                "identity_loss": self.global_mean(identity),
+            }
+        )
 
     def export_endpoints(self):
         spec = [tf.TensorSpec([None, *self.image_shape], tf.float32, name="images")]

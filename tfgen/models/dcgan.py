@@ -62,8 +62,16 @@ class DCGAN(GenerativeModel):
 
     # Options every GAN built on this class accepts through **kwargs (the registry adds them
     # to a subclass's config schema), so they need not be repeated in every constructor.
-    shared_options = ("top_k", "top_k_decay", "top_k_min", "g_threshold", "g_threshold_rule", "g_upsample",
-                      "d_minibatch_std", "d_depth")
+    shared_options = (
+        "top_k",
+        "top_k_decay",
+        "top_k_min",
+        "g_threshold",
+        "g_threshold_rule",
+        "g_upsample",
+        "d_minibatch_std",
+        "d_depth",
+    )
 
     optimizer_names = {"d_optimizer": ("discriminator",), "g_optimizer": ("generator",)}
     metric_names = ("d_loss", "g_loss", "real_score", "fake_score")
@@ -93,8 +101,14 @@ class DCGAN(GenerativeModel):
         d_depth: int = 1,
         **kwargs,
     ):
-        super().__init__(image_shape=image_shape, latent_dim=latent_dim, seed=seed, metric_names=self.metric_names,
-                         num_classes=num_classes, **kwargs)
+        super().__init__(
+            image_shape=image_shape,
+            latent_dim=latent_dim,
+            seed=seed,
+            metric_names=self.metric_names,
+            num_classes=num_classes,
+            **kwargs,
+        )
         if not 0 < top_k_decay <= 1 or not 0 < top_k_min <= 1:
             raise ValueError(f"top_k_decay and top_k_min must be in (0, 1], got {top_k_decay}, {top_k_min}")
         if not 0 <= g_threshold <= 0.5:
@@ -147,8 +161,14 @@ class DCGAN(GenerativeModel):
         return layers.build_generator(self.latent_dim, self.image_shape, self.g_width, name, self.g_upsample)
 
     def build_discriminator_network(self):
-        return layers.build_discriminator(self.image_shape, self.d_width, self.d_dropout, self.d_norm,
-                                          minibatch_std=self.d_minibatch_std, depth=self.d_depth)
+        return layers.build_discriminator(
+            self.image_shape,
+            self.d_width,
+            self.d_dropout,
+            self.d_norm,
+            minibatch_std=self.d_minibatch_std,
+            depth=self.d_depth,
+        )
 
     def run_generator(self, network, z, labels, training):
         return network(z, training=training)
@@ -195,13 +215,15 @@ class DCGAN(GenerativeModel):
         self.update_ema()
 
         # 4. Update and return the metrics' running means (D's from its last update).
-        return self.update_trackers({
-            "d_loss": d_loss,
-            "g_loss": g_loss,
-            "real_score": self.global_mean(tf.sigmoid(real_logits)),
-            "fake_score": self.global_mean(tf.sigmoid(fake_logits)),
-            **penalty_logs,
-        })
+        return self.update_trackers(
+            {
+                "d_loss": d_loss,
+                "g_loss": g_loss,
+                "real_score": self.global_mean(tf.sigmoid(real_logits)),
+                "fake_score": self.global_mean(tf.sigmoid(fake_logits)),
+                **penalty_logs,
+            }
+        )
 
     def split_real_batches(self, data):
         """The `d_steps` real batches of one step and their labels (None each when unconditional)."""

@@ -63,14 +63,23 @@ class ConvDictionaries(keras.layers.Layer):
         init = keras.initializers.RandomNormal(0.0, 1.0, seed=0)
         self.kernels = []
         for i, (k, c_in, c) in enumerate(zip(self.kernel_sizes, below, self.channels), 1):
-            kernel = self.add_weight(shape=(k, k, c_in, c), initializer=init, name=f"atoms_{i}",
-                                     constraint=keras.constraints.UnitNorm(axis=[0, 1, 2]))
+            kernel = self.add_weight(
+                shape=(k, k, c_in, c),
+                initializer=init,
+                name=f"atoms_{i}",
+                constraint=keras.constraints.UnitNorm(axis=[0, 1, 2]),
+            )
             kernel.assign(kernel.constraint(kernel))
             self.kernels.append(kernel)
         self.offset = self.add_weight(shape=(self.image_shape[-1],), initializer="zeros", name="offset")
         self.power_vectors = [
-            self.add_weight(shape=(1, *shape), initializer=keras.initializers.Ones(), trainable=False,
-                            name=f"power_vector_{i}", aggregation="only_first_replica")
+            self.add_weight(
+                shape=(1, *shape),
+                initializer=keras.initializers.Ones(),
+                trainable=False,
+                name=f"power_vector_{i}",
+                aggregation="only_first_replica",
+            )
             for i, shape in enumerate(self.shapes[1:], 1)
         ]
         self.built = True
@@ -109,8 +118,13 @@ class ConvDictionaries(keras.layers.Layer):
         return norms
 
     def get_config(self):
-        return {**super().get_config(), "image_shape": list(self.image_shape), "channels": list(self.channels),
-                "kernel_sizes": list(self.kernel_sizes), "strides": list(self.strides)}
+        return {
+            **super().get_config(),
+            "image_shape": list(self.image_shape),
+            "channels": list(self.channels),
+            "kernel_sizes": list(self.kernel_sizes),
+            "strides": list(self.strides),
+        }
 
 
 @register("sdpc")
@@ -169,12 +183,16 @@ class SDPC(GenerativeModel):
     def build_sdpc(self, channels, kernel_sizes, strides, lambdas, k_fb, iterations, fista, power_iterations):
         """Check the SDPC options and build the dictionaries; every SDPC model's __init__ calls it."""
         channels, kernel_sizes, strides, lambdas = (
-            [int(v) for v in channels], [int(v) for v in kernel_sizes], [int(v) for v in strides],
-            [float(v) for v in lambdas])
+            [int(v) for v in channels],
+            [int(v) for v in kernel_sizes],
+            [int(v) for v in strides],
+            [float(v) for v in lambdas],
+        )
         if not channels or not len(channels) == len(kernel_sizes) == len(strides) == len(lambdas):
             raise ValueError(
                 f"channels, kernel_sizes, strides and lambdas need one entry per layer (at least one), got "
-                f"{channels}, {kernel_sizes}, {strides}, {lambdas}")
+                f"{channels}, {kernel_sizes}, {strides}, {lambdas}"
+            )
         if min(channels + kernel_sizes + strides) < 1:
             raise ValueError("channels, kernel_sizes and strides must be integers >= 1")
         if min(lambdas) < 0 or k_fb < 0:
@@ -239,8 +257,7 @@ class SDPC(GenerativeModel):
 
         def body(t, momentum, codes, previous):
             grads = self.gradients(x, momentum)
-            new = [tf.nn.relu(m - eta * g - eta * lam)
-                   for m, g, eta, lam in zip(momentum, grads, steps, self.lambdas)]
+            new = [tf.nn.relu(m - eta * g - eta * lam) for m, g, eta, lam in zip(momentum, grads, steps, self.lambdas)]
             if self.fista:
                 t_next = 0.5 * (1.0 + tf.sqrt(1.0 + 4.0 * t * t))
                 beta = (t - 1.0) / t_next
@@ -250,8 +267,7 @@ class SDPC(GenerativeModel):
             return t_next, momentum, new, codes
 
         loop_vars = (tf.constant(1.0), codes, codes, codes)
-        _, _, codes, _ = tf.while_loop(
-            lambda *_: tf.constant(True), body, loop_vars, maximum_iterations=iterations)
+        _, _, codes, _ = tf.while_loop(lambda *_: tf.constant(True), body, loop_vars, maximum_iterations=iterations)
         return codes
 
     def layer_energies(self, images, codes):
@@ -315,12 +331,12 @@ class SDPC(GenerativeModel):
             for i in range(layer, 0, -1):
                 field = self.dictionaries.predict(i, field)
             r, scale = self.kernel_sizes[0], 1
-            for k, s in zip(self.kernel_sizes[1:layer], self.strides[:layer - 1]):
+            for k, s in zip(self.kernel_sizes[1:layer], self.strides[: layer - 1]):
                 scale *= s
                 r += (k - 1) * scale
             centre_y, centre_x = (h // 2) * scale * self.strides[layer - 1], (w // 2) * scale * self.strides[layer - 1]
             top, left = max(centre_y - r // 2, 0), max(centre_x - r // 2, 0)
-            fields = field[:, top:top + r, left:left + r, :]
+            fields = field[:, top : top + r, left : left + r, :]
         peak = tf.reduce_max(tf.abs(fields), axis=[1, 2, 3], keepdims=True)
         return fields / (peak + 1e-12)
 
@@ -378,9 +394,16 @@ class SDPC(GenerativeModel):
         return {"reconstruct": (lambda images: self.reconstruct(images), [image_spec]), **self.code_endpoints()}
 
     def sdpc_config(self):
-        return {"channels": list(self.channels), "kernel_sizes": list(self.kernel_sizes),
-                "strides": list(self.strides), "lambdas": list(self.lambdas), "k_fb": self.k_fb,
-                "iterations": self.iterations, "fista": self.fista, "power_iterations": self.power_iterations}
+        return {
+            "channels": list(self.channels),
+            "kernel_sizes": list(self.kernel_sizes),
+            "strides": list(self.strides),
+            "lambdas": list(self.lambdas),
+            "k_fb": self.k_fb,
+            "iterations": self.iterations,
+            "fista": self.fista,
+            "power_iterations": self.power_iterations,
+        }
 
     def get_config(self):
         config = {**super().get_config(), **self.sdpc_config()}

@@ -95,8 +95,7 @@ class SDPCGAN(SDPC):
         seed: int | None = None,
         **kwargs,
     ):
-        names = (*self.sdpc_metric_names(len(channels)), "d_loss", "g_loss", "real_score", "fake_score",
-                 "fake_active")
+        names = (*self.sdpc_metric_names(len(channels)), "d_loss", "g_loss", "real_score", "fake_score", "fake_active")
         GenerativeModel.__init__(self, image_shape, latent_dim, seed, names, **kwargs)
         for name, value in (("g_width", g_width), ("d_width", d_width)):
             if value < 1:
@@ -134,13 +133,15 @@ class SDPCGAN(SDPC):
             # through the freshly updated D, as in DCGAN's alternating algorithm
             g_loss = self.global_mean(losses.non_saturating_g(self.discriminator(fake, training=True)))
         self.apply_update("g_optimizer", g_tape, g_loss)
-        logs.update({
-            "d_loss": d_loss,
-            "g_loss": g_loss,
-            "real_score": self.global_mean(tf.sigmoid(real_logits)),
-            "fake_score": self.global_mean(tf.sigmoid(fake_logits)),
-            "fake_active": self.global_mean(tf.cast(codes > 0, tf.float32)),
-        })
+        logs.update(
+            {
+                "d_loss": d_loss,
+                "g_loss": g_loss,
+                "real_score": self.global_mean(tf.sigmoid(real_logits)),
+                "fake_score": self.global_mean(tf.sigmoid(fake_logits)),
+                "fake_active": self.global_mean(tf.cast(codes > 0, tf.float32)),
+            }
+        )
         return self.update_trackers(logs)
 
     def export_endpoints(self):

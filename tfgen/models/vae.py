@@ -197,5 +197,9 @@ class VAE(GenerativeModel):
 
     def vae_config(self):
         """The ELBO options every VAE's get_config includes."""
-        return {"beta": self.beta, "likelihood": self.likelihood, "edge_weight": self.edge_weight,
-                "perceptual_weight": self.perceptual_weight}
+        return {
+            "beta": self.beta,
+            "likelihood": self.likelihood,
+            "edge_weight": self.edge_weight,
+            "perceptual_weight": self.perceptual_weight,
+        }

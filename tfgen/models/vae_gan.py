@@ -74,9 +74,7 @@ class VAEGAN(ConvVAE):
         self.base, self.steps = layers.resolution_plan(self.image_shape[0])
         plain = layers.build_discriminator(self.image_shape, d_width, name="discriminator_stack")
         flatten = next(layer for layer in plain.layers if isinstance(layer, keras.layers.Flatten))
-        self.discriminator = keras.Model(
-            plain.inputs, [flatten.input, plain.outputs[0]], name="discriminator"
-        )
+        self.discriminator = keras.Model(plain.inputs, [flatten.input, plain.outputs[0]], name="discriminator")
         self.build_vae(beta, "gaussian")
 
     def _build_decoder(self):
@@ -120,14 +118,16 @@ class VAEGAN(ConvVAE):
         self.apply_update("g_optimizer", tape, g_loss)
         self.apply_update("d_optimizer", tape, d_loss)
         del tape
-        return self.update_trackers({
-            "kl": self.global_mean(kl),
-            "feature_reconstruction": self.global_mean(feature_rec),
-            "d_loss": d_loss,
-            "g_loss": g_loss,
-            "real_score": self.global_mean(tf.sigmoid(real_logits)),
-            "fake_score": self.global_mean(tf.sigmoid(fake_logits)),
-        })
+        return self.update_trackers(
+            {
+                "kl": self.global_mean(kl),
+                "feature_reconstruction": self.global_mean(feature_rec),
+                "d_loss": d_loss,
+                "g_loss": g_loss,
+                "real_score": self.global_mean(tf.sigmoid(real_logits)),
+                "fake_score": self.global_mean(tf.sigmoid(fake_logits)),
+            }
+        )
 
     def get_config(self):
         return {

@@ -43,9 +43,20 @@ class WGANGP(DCGAN):
         if gp_weight < 0:
             raise ValueError(f"gp_weight must be >= 0, got {gp_weight}")
         super().__init__(
-            image_shape=image_shape, latent_dim=latent_dim, g_width=g_width, d_width=d_width, loss=loss,
-            d_norm=d_norm, d_dropout=d_dropout, label_smoothing=label_smoothing, d_steps=d_steps,
-            ema_decay=ema_decay, diffaugment=diffaugment, seed=seed, num_classes=num_classes, **kwargs,
+            image_shape=image_shape,
+            latent_dim=latent_dim,
+            g_width=g_width,
+            d_width=d_width,
+            loss=loss,
+            d_norm=d_norm,
+            d_dropout=d_dropout,
+            label_smoothing=label_smoothing,
+            d_steps=d_steps,
+            ema_decay=ema_decay,
+            diffaugment=diffaugment,
+            seed=seed,
+            num_classes=num_classes,
+            **kwargs,
         )
         self.gp_weight = gp_weight
 
