@@ -167,7 +167,7 @@ class Theme:
     title: str
     group: str
     source: Source
-    label: int = None
+    label: int | None = None
     example: bytes = b""
 
 
@@ -183,7 +183,7 @@ class Candidate:
     train_distance: float
     seed: int
     png: bytes
-    kept: str = None
+    kept: str | None = None
 
 
 class Exhausted(Exception):
