@@ -3,6 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= mnist5k_dcgan.yaml
 ARGS ?= --overwrite
+# pytest-xdist workers for `make test`: one per core of a 2-core machine (one test module per
+# worker at a time, so a module's trained fixtures are trained once)
+TEST_WORKERS ?= 2
 
 .PHONY: train test lint clean
 
@@ -16,7 +19,7 @@ train: $(VENV)/.installed
 	$(PY) -m tfgen.train --config $(CONFIG) $(ARGS)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -1,6 +1,7 @@
 """Test set-up: two logical CPU devices, so MirroredStrategy can be tested on one CPU.
 
-This must run before TensorFlow initialises its devices, which is why it lives here.
+This must run before TensorFlow initialises its devices (before any test module is imported),
+which is why it lives here, in pytest_configure.
 """
 
 import atexit
@@ -15,12 +16,18 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="tfgen-test-cache-")
 atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-_cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
-)
+
+def pytest_configure(config):
+    if getattr(config.option, "numprocesses", None) and "PYTEST_XDIST_WORKER" not in os.environ:
+        return  # the pytest-xdist controller (make test) runs no test: it needs no TensorFlow
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+
 
 TOY_CONFIG = """\
 model:
@@ -49,6 +56,46 @@ def toy_config(tmp_path):
     path = tmp_path / "toy.yaml"
     path.write_text(TOY_CONFIG + f"run_dir: {tmp_path / 'runs'}\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory):
+    """The toy config trained once, by `tfgen train`, for the tests that only read a finished
+    run (its config file is `toy_run.parent.parent / "toy.yaml"`); `toy_run_copy` gives a
+    test its own copy to resume or overwrite."""
+    from tfgen import train
+
+    tmp = tmp_path_factory.mktemp("toy_run")
+    config = tmp / "toy.yaml"
+    config.write_text(TOY_CONFIG + f"run_dir: {tmp / 'runs'}\n")
+    assert train.main(["--config", str(config), "--set", "train.jit_compile=false"]) == 0
+    return tmp / "runs" / "toy"
+
+
+@pytest.fixture(scope="session")
+def cond_toy_run(tmp_path_factory):
+    """The toy config as a cond_gan (digits labels 0-9), trained once for the tests that sample
+    it, serve it or keep avatars from it (the studio's ledger, issued.npz, is written there)."""
+    from tfgen import train
+
+    tmp = tmp_path_factory.mktemp("cond_toy_run")
+    config = tmp / "cond_toy.yaml"
+    config.write_text(TOY_CONFIG.replace("name: dcgan", "name: cond_gan") + f"run_dir: {tmp / 'runs'}\n")
+    assert train.main(["--config", str(config), "--set", "train.jit_compile=false"]) == 0
+    return tmp / "runs" / "cond_toy"
+
+
+@pytest.fixture
+def toy_run_copy(toy_run, toy_config):
+    """A copy of `toy_run` in tmp_path/runs/toy: the run `toy_config` would have trained there
+    (the one path a run records, config.yaml's run_dir, names the new folder)."""
+    run = toy_config.parent / "runs" / "toy"
+    shutil.copytree(toy_run, run)
+    config = run / "config.yaml"
+    text = config.read_text()
+    assert f"run_dir: {toy_run.parent}\n" in text
+    config.write_text(text.replace(f"run_dir: {toy_run.parent}\n", f"run_dir: {run.parent}\n"))
+    return run
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -1,5 +1,13 @@
 """Shared model-test helpers (after keras-hub's): build at toy size, fit, save/reload."""
 
+import contextlib
+import io
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -40,3 +48,26 @@ def assert_keras_round_trip(model, tmp_path, *inputs):
 
 def real_images(model, n=4):
     return tf.random.stateless_uniform((n, *model.image_shape), seed=(5, 0), minval=-1, maxval=1)
+
+
+def run_tool(script, *args):
+    """`python tools/<script> ARGS` in the checkout, run in this process (`runpy`, as
+    `__main__`): a CompletedProcess with its exit status, stdout and stderr. The tools are
+    `main(argv)` scripts; a fresh interpreter would spend most of its time importing TensorFlow."""
+    repo = Path(__file__).resolve().parents[1]
+    argv = [str(repo / "tools" / script), *map(str, args)]
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_cwd = sys.argv, os.getcwd()
+    sys.argv = argv
+    os.chdir(repo)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(argv[0], run_name="__main__")
+                code = 0
+            except SystemExit as exit:  # an uncaught exception is not caught: the test fails with it
+                code = exit.code
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())

@@ -4,21 +4,16 @@ import numpy as np
 import pytest
 
 import tfgen
-from tfgen import generate, images, train
+from tfgen import generate, images
 from tfgen.config import load_config
 from tfgen.errors import ConfigError, RunError
 
 
 @pytest.fixture(scope="module")
-def conditional_run(tmp_path_factory):
-    """A finished toy cond_gan run on the digits (labels 0-9), with model.keras and saved_model/."""
-    from conftest import TOY_CONFIG
-
-    tmp = tmp_path_factory.mktemp("api")
-    config = tmp / "cond_toy.yaml"
-    config.write_text(TOY_CONFIG.replace("name: dcgan", "name: cond_gan") + f"run_dir: {tmp / 'runs'}\n")
-    assert train.main(["--config", str(config), "--set", "train.epochs=1"]) == 0
-    return tmp / "runs" / "cond_toy"
+def conditional_run(cond_toy_run):
+    """A finished toy cond_gan run on the digits (labels 0-9), with model.keras and saved_model/
+    (the session's, conftest)."""
+    return cond_toy_run
 
 
 def test_load_gives_the_same_images_from_a_run_its_keras_file_and_its_savedmodel(conditional_run):

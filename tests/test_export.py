@@ -8,49 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfgen import train
-
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("export")
-    config = tmp / "toy.yaml"
-    from conftest import TOY_CONFIG
-
-    config.write_text(TOY_CONFIG + f"run_dir: {tmp / 'runs'}\n")
-    assert train.main(["--config", str(config), "--set", "train.jit_compile=false"]) == 0
-    return tmp / "runs" / "toy"
-
-
-def test_saved_model_generates_in_a_fresh_process_without_tfgen(trained_run, tmp_path):
-    import keras
-
-    model = keras.saving.load_model(trained_run / "model.keras")
-    z = np.random.default_rng(0).standard_normal((5, model.latent_dim)).astype(np.float32)
-    expected = model(z).numpy()
-    np.save(tmp_path / "z.npy", z)
-    script = textwrap.dedent(
-        f"""
-        import sys
-        import numpy as np
-        import tensorflow as tf
-        loaded = tf.saved_model.load({str(trained_run / "saved_model")!r})
-        z = np.load({str(tmp_path / "z.npy")!r})
-        images = loaded.signatures["generate"](z=tf.constant(z))
-        (out,) = images.values()
-        default = loaded.signatures["serving_default"](z=tf.constant(z))
-        np.testing.assert_array_equal(list(default.values())[0].numpy(), out.numpy())
-        np.save({str(tmp_path / "out.npy")!r}, out.numpy())
-        assert not any(m.startswith("tfgen") for m in sys.modules), "tfgen was imported"
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-2000:]
-    out = np.load(tmp_path / "out.npy")
-    assert out.shape == (5, 8, 8, 1)
-    np.testing.assert_allclose(out, expected, atol=1e-5)
+def trained_run(toy_run):
+    return toy_run  # the session's toy run (conftest), trained once for every module that reads it
 
 
 def test_saved_model_works_as_a_keras_layer(trained_run):
@@ -71,7 +34,9 @@ def _run_without_tfgen(script, tmp_path):
     return result.stdout
 
 
-def test_export_cli_uint8_signatures_match_the_float_ones_without_tfgen(trained_run, tmp_path):
+def test_saved_models_generate_in_a_fresh_process_without_tfgen(trained_run, tmp_path):
+    """The run's own saved_model (its serving_default is generate) and a re-export with uint8
+    signatures, both loaded by plain TensorFlow in one fresh process that never imports tfgen."""
     import keras
 
     from tfgen import export, images
@@ -85,11 +50,21 @@ def test_export_cli_uint8_signatures_match_the_float_ones_without_tfgen(trained_
     assert meta["signatures"]["generate_uint8"]["outputs"]["output_0"] == {
         "shape": [None, 8, 8, 1], "dtype": "uint8", "range": [0, 255]}
 
+    model = keras.saving.load_model(trained_run / "model.keras")
+    run_z = np.random.default_rng(0).standard_normal((5, model.latent_dim)).astype(np.float32)
+    np.save(tmp_path / "run_z.npy", run_z)
     z = np.random.default_rng(1).standard_normal((6, 4)).astype(np.float32)
     np.save(tmp_path / "z.npy", z)
     _run_without_tfgen(textwrap.dedent(f"""
         import numpy as np
         import tensorflow as tf
+        loaded = tf.saved_model.load({str(trained_run / "saved_model")!r})
+        run_z = tf.constant(np.load("run_z.npy"))
+        (out,) = loaded.signatures["generate"](z=run_z).values()
+        default = loaded.signatures["serving_default"](z=run_z)
+        np.testing.assert_array_equal(list(default.values())[0].numpy(), out.numpy())
+        np.save("out.npy", out.numpy())
+
         loaded = tf.saved_model.load({str(out)!r})
         z = tf.constant(np.load("z.npy"))
         (pixels,) = loaded.signatures["generate_uint8"](z=z).values()
@@ -98,9 +73,12 @@ def test_export_cli_uint8_signatures_match_the_float_ones_without_tfgen(trained_
         np.save("pixels.npy", pixels.numpy())
         np.save("floats.npy", floats.numpy())
         """), tmp_path)
+    run_images = np.load(tmp_path / "out.npy")
+    assert run_images.shape == (5, 8, 8, 1)
+    np.testing.assert_allclose(run_images, model(run_z).numpy(), atol=1e-5)
     pixels, floats = np.load(tmp_path / "pixels.npy"), np.load(tmp_path / "floats.npy")
     np.testing.assert_array_equal(pixels, images.to_uint8(floats))  # same rounding as the PNGs
-    expected = keras.saving.load_model(trained_run / "model.keras")(z).numpy()
+    expected = model(z).numpy()
     np.testing.assert_allclose(floats, expected, atol=1e-5)
     assert np.abs(pixels.astype(int) - images.to_uint8(expected)).max() <= 1
 

@@ -4,22 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfgen import generate, sampling, train, uniqueness
+from tfgen import generate, sampling, uniqueness
 from tfgen.errors import RunError
-
-COND_TOY = {"name: dcgan": "name: cond_gan"}
-
-
-def _train(tmp, name, replace=None):
-    from conftest import TOY_CONFIG
-
-    text = TOY_CONFIG
-    for old, new in (replace or {}).items():
-        text = text.replace(old, new)
-    config = tmp / f"{name}.yaml"
-    config.write_text(text + f"run_dir: {tmp / 'runs'}\nname: {name}\n")
-    assert train.main(["--config", str(config), "--set", "train.jit_compile=false"]) == 0
-    return tmp / "runs" / name
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +14,8 @@ def trained_run(toy_run):
 
 
 @pytest.fixture(scope="module")
-def conditional_run(tmp_path_factory):
-    return _train(tmp_path_factory.mktemp("generate_cond"), "cond_toy", COND_TOY)
+def conditional_run(cond_toy_run):
+    return cond_toy_run  # the session's (conftest)
 
 
 @pytest.fixture(scope="module")

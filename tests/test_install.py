@@ -39,8 +39,25 @@ def readme_example():
 
 
 def run(args, cwd, env=None, timeout=600):
-    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{args}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return finish(start(args, cwd, env), timeout)
+
+
+def start(args, cwd, env=None):
+    """`args` started in the background (each command imports TensorFlow, mostly on one core)."""
+    process = subprocess.Popen([str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.args = args
+    return process
+
+
+def finish(process, timeout=600):
+    """Wait for a `start`ed command; it must succeed. Its CompletedProcess."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    assert result.returncode == 0, f"{process.args}\n{stdout[-3000:]}\n{stderr[-3000:]}"
     return result
 
 
@@ -91,10 +108,13 @@ def test_the_wheel_works_in_a_fresh_venv_from_any_folder(python, wheel, tmp_path
                 cwd=work, env=env).stdout.strip()
     assert Path(where).is_relative_to(tmp_path / "venv"), where
     assert (bin_dir / "tfgen-train").is_file()
-    assert run(["tfgen", "--version"], cwd=work, env=env).stdout.strip() == f"tfgen {wheel.name.split('-')[1]}"
-    configs = run(["tfgen", "configs"], cwd=work, env=env).stdout
-    assert "mnist5k_dcgan.yaml" in configs and "DCGAN on real MNIST" in configs
-    assert "    latent_dim: int = 100" in run(["tfgen", "models", "dcgan"], cwd=work, env=env).stdout
+
+    # The commands below are independent (the README example writes only digits_dcgan.keras),
+    # so they run side by side: each spends seconds importing TensorFlow on one core.
+    (work / "example.py").write_text(readme_example())
+    example = start([new_python, "example.py"], cwd=work, env=env)
+    version, configs, models = (start(["tfgen", *command], cwd=work, env=env)
+                                for command in (["--version"], ["configs"], ["models", "dcgan"]))
 
     # a bare config name from the package data; quiet like every command, exports included
     trained = run(["tfgen", "train", "--config", "mnist5k_dcgan.yaml", *TOY], cwd=work, env=env)
@@ -105,6 +125,8 @@ def test_the_wheel_works_in_a_fresh_venv_from_any_folder(python, wheel, tmp_path
     run(["tfgen", "generate", "--run", run_dir, "--num", "4", "--seed", "1", "--out", "grid.png"], cwd=work, env=env)
     assert (work / "grid.png").is_file()
 
-    (work / "example.py").write_text(readme_example())
-    out = run([new_python, "example.py"], cwd=work, env=env).stdout
-    assert "(16, 16, 16, 1) uint8" in out
+    assert finish(version).stdout.strip() == f"tfgen {wheel.name.split('-')[1]}"
+    configs = finish(configs).stdout
+    assert "mnist5k_dcgan.yaml" in configs and "DCGAN on real MNIST" in configs
+    assert "    latent_dim: int = 100" in finish(models).stdout
+    assert "(16, 16, 16, 1) uint8" in finish(example).stdout

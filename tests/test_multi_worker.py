@@ -2,6 +2,7 @@
 exactly as MirroredStrategy over this process's two logical CPUs: same replicas, same
 halves of every global batch, same per-replica latents, so the same weights."""
 
+import csv
 import json
 import os
 import signal
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfgen import train
+from tfgen import training
 from tfgen.config import load_config
+from tfgen.runs import prepare_run_dir
 
 WORKER_TIMEOUT = 240  # seconds for the whole 2-worker run; it takes ~30 s on 2 cores
 REPO = Path(__file__).resolve().parents[1]
@@ -83,11 +85,12 @@ def checkpoint_values(path):
             if name not in ("_CHECKPOINTABLE_OBJECT_GRAPH",) and not name.startswith("save_counter")}
 
 
-def test_two_workers_train_like_mirrored_strategy(toy_config, tmp_path):
+def test_two_workers_train_and_score_like_mirrored_strategy(toy_config, tmp_path):
+    """One 2-worker run, scored during training: the chief's run folder alone, the same
+    weights and training metrics as MirroredStrategy's, and FID with the best checkpoint kept."""
     runs = tmp_path / "multi"
-    argv = [sys.executable, "-m", "tfgen.train", "--config", str(toy_config),
-            "--set", "train.distribute=multi_worker", "--set", f"run_dir={runs}",
-            *[a for s in SETTINGS for a in ("--set", s)]]
+    scored = ["eval.every_epochs=1", "eval.num_samples=32", "eval.metrics=fid"]
+    argv = worker_argv(toy_config, runs, [*SETTINGS, *scored])
     scratch = tmp_path / "scratch"  # the workers' TMPDIR: where the non-chief writes
     scratch.mkdir()
     started = time.monotonic()
@@ -96,15 +99,25 @@ def test_two_workers_train_like_mirrored_strategy(toy_config, tmp_path):
     assert codes == [0, 0], "\n\n".join(text[-3000:] for text in logs)
 
     # Only the chief's run directory exists, complete; the other worker's went with it.
+    # (.cache: the feature extractor FID is scored with, beside the runs)
     run_dir = runs / "toy"
-    assert sorted(p.name for p in runs.iterdir()) == ["toy"]
+    assert sorted(p.name for p in runs.iterdir()) == [".cache", "toy"]
     for name in ("config.yaml", "metrics.csv", "curves.png", "model.keras", "saved_model", "samples/epoch_002.png"):
         assert (run_dir / name).exists(), name
     assert not any(scratch.iterdir())  # the non-chief wrote there and cleaned up
 
+    # scored every epoch: a finite FID in each row, and the best epoch's checkpoint kept
+    header, *rows = (run_dir / "metrics.csv").read_text().splitlines()
+    fid = [float(r.split(",")[header.split(",").index("fid")]) for r in rows]
+    assert len(fid) == 2 and all(np.isfinite(fid)) and min(fid) > 0
+    best = json.loads((run_dir / "best.json").read_text())
+    assert best["value"] == min(fid)
+    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints" / "best"))
+
+    # The reference is not scored: scoring reads the weights and changes none (nor any RNG state).
     cfg = load_config(str(toy_config), ["train.distribute=mirrored", *SETTINGS])
     started = time.monotonic()
-    train.train(cfg, train.prepare_run_dir(cfg, resume=False, overwrite=False))
+    training.train(cfg, prepare_run_dir(cfg, resume=False, overwrite=False))
     print(f"in-process MirroredStrategy reference: {time.monotonic() - started:.1f} s")
     expected = checkpoint_values(tmp_path / "runs" / "toy" / "checkpoints" / "ckpt-4")
     actual = checkpoint_values(run_dir / "checkpoints" / "ckpt-4")
@@ -112,39 +125,18 @@ def test_two_workers_train_like_mirrored_strategy(toy_config, tmp_path):
     for name, value in expected.items():
         np.testing.assert_allclose(actual[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
     # the metrics the workers logged are the global ones too
-    chief_rows = (run_dir / "metrics.csv").read_text().splitlines()
-    reference_rows = (tmp_path / "runs" / "toy" / "metrics.csv").read_text().splitlines()
-    assert chief_rows[0] == reference_rows[0]
-    assert len(chief_rows) == len(reference_rows) == 3
+    with open(run_dir / "metrics.csv", newline="") as f:
+        chief_rows = list(csv.DictReader(f))
+    with open(tmp_path / "runs" / "toy" / "metrics.csv", newline="") as f:
+        reference_rows = list(csv.DictReader(f))
+    assert [k for k in chief_rows[0] if k not in ("fid", "val_fid")] == list(reference_rows[0])
+    assert len(chief_rows) == len(reference_rows) == 2
 
     def numbers(row):
-        return [float("nan") if x in ("", "NA") else float(x) for x in row.split(",")]
+        return [float("nan") if x in ("", "NA") else float(x) for x in row]
 
-    for mine, theirs in zip(chief_rows[1:], reference_rows[1:]):
-        np.testing.assert_allclose(numbers(mine), numbers(theirs), rtol=1e-6)
-
-
-def test_two_workers_resume_from_the_chiefs_checkpoint(toy_config, tmp_path):
-    # whole passes over the data (2 batches of 8), as a resume restarts at a data epoch
-    settings = [*SETTINGS, "data.limit=16", "train.steps_per_epoch=0"]
-    runs = tmp_path / "multi"
-    base = [sys.executable, "-m", "tfgen.train", "--config", str(toy_config),
-            "--set", "train.distribute=multi_worker", "--set", f"run_dir={runs}",
-            *[a for s in settings for a in ("--set", s)]]
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    codes, logs = run_workers([*base, "--set", "train.epochs=1"], tmp_path, env={"TMPDIR": str(scratch)})
-    assert codes == [0, 0], "\n\n".join(text[-3000:] for text in logs)
-    codes, logs = run_workers([*base, "--resume", "--set", "train.epochs=2"], tmp_path, env={"TMPDIR": str(scratch)})
-    assert codes == [0, 0], "\n\n".join(text[-3000:] for text in logs)
-    assert "resumed from" in logs[1]  # the non-chief restored too (from its copy of the chief's run)
-
-    cfg = load_config(str(toy_config), ["train.distribute=mirrored", *settings])
-    train.train(cfg, train.prepare_run_dir(cfg, resume=False, overwrite=False))
-    expected = checkpoint_values(tmp_path / "runs" / "toy" / "checkpoints" / "ckpt-4")
-    actual = checkpoint_values(runs / "toy" / "checkpoints" / "ckpt-4")
-    for name, value in expected.items():
-        np.testing.assert_allclose(actual[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
+    for mine, theirs in zip(chief_rows, reference_rows):
+        np.testing.assert_allclose(numbers(mine[k] for k in theirs), numbers(theirs.values()), rtol=1e-6)
 
 
 def worker_argv(toy_config, runs, settings):
@@ -156,14 +148,14 @@ def worker_argv(toy_config, runs, settings):
 def mirrored_reference(toy_config, settings):
     """The same run in this process under MirroredStrategy on two logical CPUs: its run dir."""
     cfg = load_config(str(toy_config), ["train.distribute=mirrored", *settings])
-    train.train(cfg, train.prepare_run_dir(cfg, resume=False, overwrite=False))
+    training.train(cfg, prepare_run_dir(cfg, resume=False, overwrite=False))
     return Path(cfg.run_dir) / cfg.name
 
 
 def test_sigterm_to_one_worker_stops_both_at_one_step_and_they_resume_exactly(toy_config, tmp_path):
     """A stop request on one worker is agreed by all at a step boundary: both save that step
-    and exit 130 (none dies waiting for the other), and the resumed run matches an
-    uninterrupted one."""
+    and exit 130 (none dies waiting for the other), and the resumed run, both workers from
+    the chief's checkpoint, matches an uninterrupted one."""
     settings = [*SETTINGS, "train.epochs=3", "train.steps_per_epoch=10", "train.sample_every=3"]
     runs = tmp_path / "multi"
     scratch = tmp_path / "scratch"
@@ -185,6 +177,8 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_they_resume_exactly(to
 
     codes, texts = run_workers([*argv, "--resume"], tmp_path, env=env)
     assert codes == [0, 0], "\n\n".join(text[-3000:] for text in texts)
+    for text in texts:  # the non-chief restored too, from its copy of the chief's run
+        assert "resumed from" in text and f"ckpt-{stopped[0]} at " in text, text[-3000:]
     reference = mirrored_reference(toy_config, settings)
     expected = checkpoint_values(reference / "checkpoints" / "ckpt-30")
     actual = checkpoint_values(runs / "toy" / "checkpoints" / "ckpt-30")
@@ -193,19 +187,6 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_they_resume_exactly(to
         np.testing.assert_allclose(actual[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
     rows = (runs / "toy" / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
-
-
-def test_scoring_during_training_under_two_workers(toy_config, tmp_path):
-    settings = [*SETTINGS, "eval.every_epochs=1", "eval.num_samples=32", "eval.metrics=fid"]
-    runs = tmp_path / "multi"
-    codes, texts = run_workers(worker_argv(toy_config, runs, settings), tmp_path)
-    assert codes == [0, 0], "\n\n".join(text[-3000:] for text in texts)
-    header, *rows = (runs / "toy" / "metrics.csv").read_text().splitlines()
-    fid = [float(r.split(",")[header.split(",").index("fid")]) for r in rows]
-    assert len(fid) == 2 and all(np.isfinite(fid)) and min(fid) > 0
-    best = json.loads((runs / "toy" / "best.json").read_text())
-    assert best["value"] == min(fid)
-    assert tf.train.latest_checkpoint(str(runs / "toy" / "checkpoints" / "best"))
 
 
 def test_nan_rollback_under_two_workers(toy_config, tmp_path):

@@ -243,10 +243,8 @@ def test_concurrent_keeps_over_loopback_never_hand_out_look_alikes(live_server):
 
 
 @pytest.fixture(scope="module")
-def cond_run(tmp_path_factory):
-    from test_generate import COND_TOY, _train
-
-    return _train(tmp_path_factory.mktemp("serve"), "cond_toy", COND_TOY)
+def cond_run(cond_toy_run):
+    return cond_toy_run  # the session's (conftest)
 
 
 def start_server(run, port, *extra):

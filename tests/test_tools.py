@@ -1,19 +1,10 @@
-import subprocess
-import sys
-from pathlib import Path
-
+from helpers import run_tool
 from PIL import Image
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_preview_data_writes_a_grid_of_the_first_batch(tmp_path):
     out = tmp_path / "preview.png"
-    result = subprocess.run(
-        [sys.executable, "tools/preview_data.py", "--config", "digits_dcgan.yaml",
-         "--set", "data.batch_size=16", "--out", str(out)],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )
+    result = run_tool("preview_data.py", "--config", "digits_dcgan.yaml", "--set", "data.batch_size=16", "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "1797 of 16x16x1" in result.stdout
     assert "0, 1, 2" in result.stdout
@@ -22,11 +13,8 @@ def test_preview_data_writes_a_grid_of_the_first_batch(tmp_path):
 
 
 def test_preview_data_reports_a_bad_folder_in_one_line(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "tools/preview_data.py", "--config", "digits_dcgan.yaml",
-         "--set", "data.source=folder", "--set", f"data.path={tmp_path / 'missing'}"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )
+    result = run_tool("preview_data.py", "--config", "digits_dcgan.yaml",
+                      "--set", "data.source=folder", "--set", f"data.path={tmp_path / 'missing'}")
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
 
@@ -54,10 +42,7 @@ def test_epoch_strip_stacks_the_first_grid_rows_of_each_chosen_epoch(tmp_path):
     run = tmp_path / "run"
     _fake_run(run, [1, 5, 12])
     out = tmp_path / "strip.png"
-    result = subprocess.run(
-        [sys.executable, "tools/epoch_strip.py", "--run", str(run), "--epochs", "5", "12", "--rows", "2",
-         "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=120,
-    )
+    result = _strip("--run", run, "--epochs", 5, 12, "--rows", 2, "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     strip = np.asarray(Image.open(out))
     grid = np.asarray(Image.open(run / "samples" / "epoch_005.png"))
@@ -74,8 +59,7 @@ def test_epoch_strip_stacks_the_first_grid_rows_of_each_chosen_epoch(tmp_path):
 
 
 def _strip(*args):
-    return subprocess.run([sys.executable, "tools/epoch_strip.py", *map(str, args)],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    return run_tool("epoch_strip.py", *args)
 
 
 def test_epoch_strip_of_a_grey_run_picks_the_rows_asked_and_each_epoch_once(tmp_path):

@@ -24,9 +24,9 @@ def read_metrics(run_dir):
         return list(csv.DictReader(f))
 
 
-def test_cli_writes_every_artefact(toy_config, tmp_path):
-    assert run_cli(toy_config) == 0
-    run = tmp_path / "runs" / "toy"
+def test_cli_writes_every_artefact(toy_run):
+    run = toy_run  # the toy config trained by run_cli's command line (conftest)
+    toy_config = run.parent.parent / "toy.yaml"
     # the resolved config alone reproduces the run
     resolved = load_config(str(run / "config.yaml"))
     # (auto kernel gradients resolve to TensorFlow's: the toy's layers are too thin for products)
@@ -50,8 +50,7 @@ def test_cli_writes_every_artefact(toy_config, tmp_path):
     assert yaml.safe_load((run / "saved_model" / "tfgen.json").read_text())["latent_dim"] == 4
 
 
-def test_existing_run_is_not_overwritten_silently(toy_config, tmp_path, capsys):
-    assert run_cli(toy_config) == 0
+def test_existing_run_is_not_overwritten_silently(toy_config, toy_run_copy, tmp_path, capsys):
     before = (tmp_path / "runs" / "toy" / "metrics.csv").read_text()
     assert run_cli(toy_config) == 2
     assert "--resume" in capsys.readouterr().err
@@ -59,8 +58,7 @@ def test_existing_run_is_not_overwritten_silently(toy_config, tmp_path, capsys):
     assert run_cli(toy_config, "--overwrite") == 0
 
 
-def test_resume_continues_counters_and_files(toy_config, tmp_path):
-    assert run_cli(toy_config) == 0
+def test_resume_continues_counters_and_files(toy_config, toy_run_copy, tmp_path):
     run = tmp_path / "runs" / "toy"
     latent = np.load(run / "samples" / "latent.npy")
     assert run_cli(toy_config, "--resume", "--set", "train.epochs=3") == 0
@@ -97,9 +95,8 @@ def test_model_argument_errors_are_config_errors(toy_config, capsys):
     assert "image_size 12" in capsys.readouterr().err
 
 
-def test_a_failed_start_leaves_the_run_folder_as_it_was(toy_config, tmp_path, capsys):
+def test_a_failed_start_leaves_the_run_folder_as_it_was(toy_config, toy_run_copy, tmp_path, capsys):
     run = tmp_path / "runs" / "toy"
-    assert run_cli(toy_config) == 0
     before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
     # --overwrite with a model value the model refuses: the old run is kept, byte for byte
     assert run_cli(toy_config, "--overwrite", "--set", "model.latent_dim=0") == 2
@@ -195,8 +192,8 @@ def test_mixed_precision_trains_with_float32_outputs(config, policy, tmp_path):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def test_resume_refuses_a_change_of_loss_scaling_or_of_the_scored_metrics(toy_config, tmp_path, capsys):
-    assert run_cli(toy_config) == 0
+def test_resume_refuses_a_change_of_loss_scaling_or_of_the_scored_metrics(toy_config, toy_run_copy, tmp_path,
+                                                                          capsys):
     run = tmp_path / "runs" / "toy"
     before = (run / "metrics.csv").read_text()
     assert run_cli(toy_config, "--resume", "--set", "train.mixed_precision=mixed_float16") == 2
@@ -214,8 +211,7 @@ def test_resume_refuses_a_change_of_loss_scaling_or_of_the_scored_metrics(toy_co
         keras.mixed_precision.set_global_policy("float32")
 
 
-def test_resume_refuses_a_change_of_model_shape(toy_config, tmp_path, capsys):
-    assert run_cli(toy_config) == 0
+def test_resume_refuses_a_change_of_model_shape(toy_config, toy_run_copy, tmp_path, capsys):
     assert run_cli(toy_config, "--resume", "--set", "model.latent_dim=8") == 2
     err = capsys.readouterr().err
     assert "model.latent_dim was 4" in err and "cannot become 8" in err
