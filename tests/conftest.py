@@ -109,6 +109,11 @@ def pytest_collection_modifyitems(session, config, items):
     covered = {item.callspec.params["name"] for item in contract}
     module = contract[0].parent
     for name in sorted(set(MODELS) - covered):
-        items.append(pytest.Function.from_parent(
-            module, name=f"test_model_contract[{name}]", originalname="test_model_contract",
-            callobj=functools.partial(module.obj.check_model_contract, name)))
+        items.append(
+            pytest.Function.from_parent(
+                module,
+                name=f"test_model_contract[{name}]",
+                originalname="test_model_contract",
+                callobj=functools.partial(module.obj.check_model_contract, name),
+            )
+        )

@@ -50,8 +50,10 @@ def test_sample_is_seeded_takes_labels_by_index_or_name_and_gives_uint8(conditio
 
 def test_sample_matches_the_generate_command(conditional_run, tmp_path):
     out = tmp_path / "sevens.npy"
-    assert generate.main(["--run", str(conditional_run), "--num", "5", "--seed", "9", "--label", "7",
-                          "--out", str(out)]) == 0
+    assert (
+        generate.main(["--run", str(conditional_run), "--num", "5", "--seed", "9", "--label", "7", "--out", str(out)])
+        == 0
+    )
     np.testing.assert_array_equal(tfgen.load(conditional_run).sample(5, seed=9, label=7), np.load(out))
 
 
@@ -69,8 +71,9 @@ def test_build_gives_a_compiled_model_and_data_that_fit_trains(toy_config):
     assert experiment.steps_per_epoch == 2  # the config's train.steps_per_epoch
     assert experiment.data.num_examples == 32
     before = [w.numpy().copy() for w in model.generator.trainable_weights]
-    history = model.fit(experiment.dataset, steps_per_epoch=experiment.steps_per_epoch, epochs=2, verbose=0,
-                        shuffle=False)
+    history = model.fit(
+        experiment.dataset, steps_per_epoch=experiment.steps_per_epoch, epochs=2, verbose=0, shuffle=False
+    )
     assert set(history.history) >= {"d_loss", "g_loss"} and len(history.history["g_loss"]) == 2
     assert all(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.generator.trainable_weights))
     pictures = experiment.sampler().sample(3, seed=0, uint8=True)
@@ -80,7 +83,9 @@ def test_build_gives_a_compiled_model_and_data_that_fit_trains(toy_config):
 def test_build_takes_a_config_object_and_checks_overrides_like_the_yaml(toy_config):
     cfg = load_config(str(toy_config))
     assert tfgen.build(cfg, train={"learning_rate": 1e-3}).config.train.learning_rate == 1e-3
-    with pytest.raises(ConfigError, match=r"train\.epohcs=3: unknown key train\.epohcs \(did you mean train\.epochs\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"train\.epohcs=3: unknown key train\.epohcs \(did you mean train\.epochs\?\)"
+    ):
         tfgen.build(str(toy_config), train={"epohcs": 3})
     with pytest.raises(ConfigError, match=r"model\.latent_dim='big': model\.latent_dim: invalid value 'big'"):
         tfgen.build(str(toy_config), model={"latent_dim": "big"})

@@ -23,8 +23,9 @@ def test_each_policy_is_differentiable_and_changes_images(policy):
 
 def test_same_seed_same_augmentation():
     x = tf.random.stateless_uniform((2, 8, 8, 1), seed=(0, 0))
-    np.testing.assert_array_equal(augment.diff_augment(x, augment.POLICIES, SEED),
-                                  augment.diff_augment(x, augment.POLICIES, SEED))
+    np.testing.assert_array_equal(
+        augment.diff_augment(x, augment.POLICIES, SEED), augment.diff_augment(x, augment.POLICIES, SEED)
+    )
 
 
 def test_translation_moves_content_without_scaling_it():

@@ -51,14 +51,38 @@ class FakeModel:
         self.train_function = self.jit  # read back by the fake timer below
 
 
-@pytest.mark.parametrize("rates, expected", [
-    ({"XLA off, float32": 1.0, "XLA on, float32": 0.5, "XLA off, mixed_bfloat16": 2.0, "XLA on, mixed_bfloat16": 1.0},
-     (False, "mixed_bfloat16", "native")),
-    ({"XLA off, float32": 1.0, "XLA on, float32": 1.5, "XLA off, mixed_bfloat16": 0.8, "XLA on, mixed_bfloat16": 1.2},
-     (True, "none", "native")),
-    ({"XLA off, float32": 1.0, "XLA on, float32": 1.02, "XLA off, mixed_bfloat16": 1.03, "XLA on, mixed_bfloat16": 0.5},
-     (False, "none", "native")),  # within MIN_SPEEDUP: timing noise never moves off the plain setting
-])
+@pytest.mark.parametrize(
+    "rates, expected",
+    [
+        (
+            {
+                "XLA off, float32": 1.0,
+                "XLA on, float32": 0.5,
+                "XLA off, mixed_bfloat16": 2.0,
+                "XLA on, mixed_bfloat16": 1.0,
+            },
+            (False, "mixed_bfloat16", "native"),
+        ),
+        (
+            {
+                "XLA off, float32": 1.0,
+                "XLA on, float32": 1.5,
+                "XLA off, mixed_bfloat16": 0.8,
+                "XLA on, mixed_bfloat16": 1.2,
+            },
+            (True, "none", "native"),
+        ),
+        (
+            {
+                "XLA off, float32": 1.0,
+                "XLA on, float32": 1.02,
+                "XLA off, mixed_bfloat16": 1.03,
+                "XLA on, mixed_bfloat16": 0.5,
+            },
+            (False, "none", "native"),
+        ),  # within MIN_SPEEDUP: timing noise never moves off the plain setting
+    ],
+)
 def test_auto_times_every_candidate_once_and_caches(monkeypatch, cache_file, rates, expected):
     monkeypatch.setattr(autotune, "half_precision_candidate", lambda: ("mixed_bfloat16", "CPU New"))
     built = []
@@ -73,7 +97,12 @@ def test_auto_times_every_candidate_once_and_caches(monkeypatch, cache_file, rat
     monkeypatch.setattr(autotune, "warm_up", fake_rate)
     monkeypatch.setattr(autotune, "steps_per_second", fake_rate)
     assert autotune.resolve([False, True], "auto", KEY, build, lambda model: None) == expected
-    assert [(j, p) for j, p, _ in built] == [(False, "none"), (True, "none"), (False, "mixed_bfloat16"), (True, "mixed_bfloat16")]
+    assert [(j, p) for j, p, _ in built] == [
+        (False, "none"),
+        (True, "none"),
+        (False, "mixed_bfloat16"),
+        (True, "mixed_bfloat16"),
+    ]
     assert all(active == ("float32" if p == "none" else p) for _, p, active in built)  # built under its policy
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after timing
     (cached,) = json.loads(cache_file.read_text()).values()
@@ -94,7 +123,9 @@ def test_a_verdict_timed_on_a_busy_machine_is_used_but_not_cached(monkeypatch, c
     readings = iter([(5_000, 20_000, 1_000), (5_700, 21_000, 1_300)])
     monkeypatch.setattr(autotune, "cpu_times", lambda: next(readings))
     with caplog.at_level("INFO", logger="tfgen"):
-        assert autotune.resolve([False, True], "auto", KEY, lambda jit, policy, grad: FakeModel(jit), lambda model: None) == (True, "none", "native")
+        assert autotune.resolve(
+            [False, True], "auto", KEY, lambda jit, policy, grad: FakeModel(jit), lambda model: None
+        ) == (True, "none", "native")
     assert "other processes kept 40% of the CPUs busy while timing" in caplog.text
     assert "cached in" not in caplog.text  # no line claims a cache that was not written
     assert not cache_file.exists()
@@ -102,7 +133,9 @@ def test_a_verdict_timed_on_a_busy_machine_is_used_but_not_cached(monkeypatch, c
     readings = iter([(5_000, 20_000, 1_000), (5_700, 21_000, 1_600)])
     caplog.clear()
     with caplog.at_level("INFO", logger="tfgen"):
-        assert autotune.resolve([False, True], "auto", KEY, lambda jit, policy, grad: FakeModel(jit), lambda model: None) == (True, "none", "native")
+        assert autotune.resolve(
+            [False, True], "auto", KEY, lambda jit, policy, grad: FakeModel(jit), lambda model: None
+        ) == (True, "none", "native")
     assert f"measurements cached in {cache_file}" in caplog.text
     assert list(json.loads(cache_file.read_text()).values()) == [rates]
 
@@ -150,18 +183,23 @@ def test_a_failing_candidate_is_dropped_not_fatal(monkeypatch, cache_file, caplo
 
 def test_the_run_records_what_auto_chose(monkeypatch, cache_file, toy_config, tmp_path):
     monkeypatch.setattr(autotune, "half_precision_candidate", lambda: ("mixed_bfloat16", "CPU Test"))
+
     def rate(fn, it):
         return 2.0 if keras.mixed_precision.global_policy().name == "mixed_bfloat16" else 1.0
 
     monkeypatch.setattr(autotune, "warm_up", rate)
     monkeypatch.setattr(autotune, "steps_per_second", rate)
-    assert train.main(["--config", str(toy_config), "--set", "train.mixed_precision=auto", "--set", "train.epochs=1"]) == 0
+    assert (
+        train.main(["--config", str(toy_config), "--set", "train.mixed_precision=auto", "--set", "train.epochs=1"]) == 0
+    )
     recorded = load_config(str(tmp_path / "runs" / "toy" / "config.yaml"))
     assert (recorded.train.jit_compile, recorded.train.mixed_precision) == (False, "mixed_bfloat16")
     keras.mixed_precision.set_global_policy("float32")
 
 
-def test_matmul_kernel_gradients_are_timed_where_layers_can_take_them_and_recorded(monkeypatch, cache_file, toy_config, tmp_path):
+def test_matmul_kernel_gradients_are_timed_where_layers_can_take_them_and_recorded(
+    monkeypatch, cache_file, toy_config, tmp_path
+):
     """conv_kernel_grad auto: a model with layers that can take tfgen.fastconv's products is
     timed both ways; the faster is built, and written to the run's config.yaml for resumes."""
     monkeypatch.setattr(autotune, "half_precision_candidate", lambda: (None, "CPU Test"))

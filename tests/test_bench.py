@@ -7,8 +7,16 @@ from tfgen import bench
 from tfgen.config import load_config
 from tfgen.data import build_dataset
 
-TOY = ["data.image_size=8", "data.batch_size=16", "data.limit=64", "model.latent_dim=4",
-       "model.g_width=4", "model.d_width=4", "train.distribute=none", "train.jit_compile=false"]
+TOY = [
+    "data.image_size=8",
+    "data.batch_size=16",
+    "data.limit=64",
+    "model.latent_dim=4",
+    "model.g_width=4",
+    "model.d_width=4",
+    "train.distribute=none",
+    "train.jit_compile=false",
+]
 
 
 def test_train_example_sampling_and_flops_measurements(caplog):
@@ -16,8 +24,9 @@ def test_train_example_sampling_and_flops_measurements(caplog):
     data = build_dataset(cfg.data)
     train_step, images, model = bench.train_runner(cfg, data)
     before = model.generator.get_weights()[0].copy()
-    rates = bench.interleaved_rates({"tfgen": (train_step, images), "example": bench.example_runner(model, data)},
-                                    steps=2, rounds=2)
+    rates = bench.interleaved_rates(
+        {"tfgen": (train_step, images), "example": bench.example_runner(model, data)}, steps=2, rounds=2
+    )
     assert images == 16 and rates["tfgen"] > 0 and rates["example"] > 0
     assert not np.allclose(model.generator.get_weights()[0], before)  # the timed step really trains
     assert bench.sampling_throughput(model, steps=2, batch=8) > 0
@@ -34,8 +43,12 @@ def test_keras_example_loop_trains_copies_of_the_same_networks():
     _, _, model = bench.train_runner(cfg, data)
     g, d = model.generator.get_weights(), model.discriminator.get_weights()
     example = bench.KerasExampleGAN(
-        *(bench.keras.models.clone_model(n, clone_function=bench.stock_layer) for n in (model.generator, model.discriminator)),
-        model.latent_dim)
+        *(
+            bench.keras.models.clone_model(n, clone_function=bench.stock_layer)
+            for n in (model.generator, model.discriminator)
+        ),
+        model.latent_dim,
+    )
     # the baseline is users' Keras code: stock convolutions, none of tfgen's faster ones
     kinds = {type(layer) for net in (example.generator, example.discriminator) for layer in net.layers}
     assert {bench.keras.layers.Conv2D, bench.keras.layers.Conv2DTranspose} <= kinds
@@ -43,6 +56,7 @@ def test_keras_example_loop_trains_copies_of_the_same_networks():
     assert {type(layer) for layer in model.discriminator.layers} & set(bench.STOCK)  # tfgen's own has them
     example.compile(bench.keras.optimizers.Adam(1e-3), bench.keras.optimizers.Adam(1e-3))
     assert [w.shape for w in example.generator.get_weights()] == [w.shape for w in g]
+    assert [w.shape for w in example.discriminator.get_weights()] == [w.shape for w in d]
     before = [w.copy() for w in example.generator.get_weights() + example.discriminator.get_weights()]
     example.fit(data.stream(0), steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
     after = example.generator.get_weights() + example.discriminator.get_weights()
@@ -53,6 +67,7 @@ def test_keras_example_loop_trains_copies_of_the_same_networks():
 def test_convolutions_are_counted_once_per_output_position_tap_and_channel():
     """The 28 px D's 7 -> 4 px 'valid' layer: its two gradients run the forward's products
     (TensorFlow's profiler registry counts them by the 7 px side, 3x too many)."""
+
     @tf.function
     def step(x, w):
         with tf.GradientTape() as tape:
@@ -85,14 +100,18 @@ def fake_runners(monkeypatch, seconds_per_call):
         def run_step():
             clock["t"] += seconds_per_call[label][sum(c == label for c in calls)]
             calls.append(label)
+
         return run_step
+
     return runner, calls
 
 
 def test_rates_are_timed_in_interleaved_rounds_keeping_each_best(monkeypatch):
     """A runner that speeds up after round 1 gets its best round; nobody is timed back to back."""
     # each: 2 warm-up calls, 1 calibration call, then 3 rounds of 3
-    runner, calls = fake_runners(monkeypatch, {"a": [0, 0, 1.0] + [1.0] * 3 + [0.5] * 6, "b": [0, 0, 0.25] + [0.25] * 9})
+    runner, calls = fake_runners(
+        monkeypatch, {"a": [0, 0, 1.0] + [1.0] * 3 + [0.5] * 6, "b": [0, 0, 0.25] + [0.25] * 9}
+    )
     rates = bench.interleaved_rates({"a": (runner("a"), 4), "b": (runner("b"), 2)}, steps=3, rounds=3, min_seconds=0)
     assert calls == ["a"] * 3 + ["b"] * 3 + (["a"] * 3 + ["b"] * 3) * 3
     assert rates == {"a": 3 * 4 / 1.5, "b": 3 * 2 / 0.75}  # each one's best round
@@ -106,16 +125,43 @@ def test_a_round_lasts_at_least_min_seconds(monkeypatch):
 
 
 def test_format_results_lists_every_figure():
-    case = {"config": "c.yaml", "overrides": ["a=b"], "train": [{"setting": "default (XLA off, none)", "images_per_s": 10.0}],
-            "example_images_per_s": 5.0, "ratio_to_example": 2.0, "example_same_precision_images_per_s": 8.0,
-            "ratio_same_precision": 1.25, "flops_per_train_image": 1e6,
-            "peak_flops": {"value": 1e9, "source": "s"}, "fraction_of_peak": 0.01}
-    results = {"device": "cpu", "tensorflow": "x", "steps": 1, "rounds": 3, "cases": {"mnist 28 px DCGAN": case},
-               "sampling_images_per_s": 100.0,
-               "input_pipeline": {"shape": "s", "cold_images_per_s": 1.0, "warm_images_per_s": 2.0,
-                                  "train_images_per_s": 0.5, "cold_ratio_to_train": 4.0}}
+    case = {
+        "config": "c.yaml",
+        "overrides": ["a=b"],
+        "train": [{"setting": "default (XLA off, none)", "images_per_s": 10.0}],
+        "example_images_per_s": 5.0,
+        "ratio_to_example": 2.0,
+        "example_same_precision_images_per_s": 8.0,
+        "ratio_same_precision": 1.25,
+        "flops_per_train_image": 1e6,
+        "peak_flops": {"value": 1e9, "source": "s"},
+        "fraction_of_peak": 0.01,
+    }
+    results = {
+        "device": "cpu",
+        "tensorflow": "x",
+        "steps": 1,
+        "rounds": 3,
+        "cases": {"mnist 28 px DCGAN": case},
+        "sampling_images_per_s": 100.0,
+        "input_pipeline": {
+            "shape": "s",
+            "cold_images_per_s": 1.0,
+            "warm_images_per_s": 2.0,
+            "train_images_per_s": 0.5,
+            "cold_ratio_to_train": 4.0,
+        },
+    }
     text = bench.format_results(results)
-    for figure in ("2.00x", "1.25x", "1e+06", "1.0%", "4.0x", "100", "Keras example loop", "mnist 28 px DCGAN",
-                   "best of 3 interleaved rounds"):
+    for figure in (
+        "2.00x",
+        "1.25x",
+        "1e+06",
+        "1.0%",
+        "4.0x",
+        "100",
+        "Keras example loop",
+        "mnist 28 px DCGAN",
+        "best of 3 interleaved rounds",
+    ):
         assert figure in text
-

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import digits, toy_model
 
 from tfgen import callbacks
-
-from helpers import digits, toy_model
 
 
 def test_sample_diversity_is_zero_for_copies_and_grows_with_spread():
@@ -19,8 +18,19 @@ def test_sample_diversity_is_zero_for_copies_and_grows_with_spread():
 
 
 def test_curves_draw_losses_scores_and_diversity_panels(tmp_path):
-    rows = [{"epoch": str(e), "d_loss": "1.0", "g_loss": "0.5", "real_score": "0.6",
-             "fake_score": "0.4", "sample_diversity": "0.3", "val_d_loss": "", "val_g_loss": "NA"} for e in range(3)]
+    rows = [
+        {
+            "epoch": str(e),
+            "d_loss": "1.0",
+            "g_loss": "0.5",
+            "real_score": "0.6",
+            "fake_score": "0.4",
+            "sample_diversity": "0.3",
+            "val_d_loss": "",
+            "val_g_loss": "NA",
+        }
+        for e in range(3)
+    ]
     callbacks.plot_curves(rows, tmp_path / "curves.png")
     from PIL import Image
 
@@ -34,8 +44,11 @@ def test_sample_grids_are_tensorboard_images_too(tmp_path):
     grids = callbacks.SampleGrid(tmp_path, latent, every=1, last_epoch=2)
     model.fit(digits(limit=32), epochs=2, steps_per_epoch=1, callbacks=[grids], shuffle=False, verbose=0)
 
-    events = [event for path in sorted((tmp_path / "logs" / "samples").glob("events.out.tfevents.*"))
-              for event in tf.compat.v1.train.summary_iterator(str(path))]
+    events = [
+        event
+        for path in sorted((tmp_path / "logs" / "samples").glob("events.out.tfevents.*"))
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+    ]
     pictures = {event.step: value for event in events for value in event.summary.value if value.tag == "samples"}
     assert sorted(pictures) == [0, 1]  # Keras' epoch index, as for the TensorBoard callback's scalars
     for step, value in pictures.items():
@@ -93,9 +106,9 @@ def test_guard_follows_the_workers_agreement():
     worker stops this one too, at the same step, with the reason and the exit kind shared."""
     seen = []
 
-    def agree(flags, verdict=[False, False]):
+    def agree(flags, verdict=(False, False)):
         seen.append(list(flags))
-        return verdict
+        return list(verdict)
 
     guard = callbacks.Guard(steps_per_epoch=10, agree=agree)
     run_steps(guard, 2)

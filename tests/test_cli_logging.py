@@ -17,23 +17,27 @@ TF_LINE = re.compile(r"^[IWEF]\d{4} .*\] |absl::InitializeLog|oneDNN|cuda|cuInit
 def run_command(*args):
     """`python -m tfgen.train ARGS` as a user's shell runs it (no TF_CPP_MIN_LOG_LEVEL of ours)."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run([sys.executable, "-m", "tfgen.train", *args],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tfgen.train", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=300
+    )
 
 
-@pytest.mark.parametrize("argv, orig_argv, hides", [
-    (["-m", "--config", "x.yaml"], ["python", "-m", "tfgen.train", "--config", "x.yaml"], True),
-    (["-m", "--run", "r"], ["python", "-X", "dev", "-m", "tfgen.evaluate", "--run", "r"], True),
-    (["/venv/bin/tfgen-train", "--config", "x.yaml"], ["python", "/venv/bin/tfgen-train"], True),
-    (["-m", "--config", "x.yaml", "--verbose"], ["python", "-m", "tfgen.train"], False),
-    (["/venv/bin/tfgen-train", "--verb"], ["python", "/venv/bin/tfgen-train", "--verb"], False),
-    (["/venv/bin/tfgen", "train", "--config", "x.yaml"], ["python", "/venv/bin/tfgen", "train"], True),
-    (["/venv/bin/tfgen", "train", "--verbose"], ["python", "/venv/bin/tfgen", "train", "--verbose"], False),
-    (["-m", "train", "--config", "x.yaml"], ["python", "-m", "tfgen", "train", "--config", "x.yaml"], True),
-    (["/home/me/tfgen.py"], ["python", "/home/me/tfgen.py"], False),  # a user's script named tfgen
-    (["-m", "-q"], ["python", "-m", "pytest", "-q"], False),  # a tool that imports tfgen
-    (["script.py"], ["python", "script.py"], False),
-])
+@pytest.mark.parametrize(
+    "argv, orig_argv, hides",
+    [
+        (["-m", "--config", "x.yaml"], ["python", "-m", "tfgen.train", "--config", "x.yaml"], True),
+        (["-m", "--run", "r"], ["python", "-X", "dev", "-m", "tfgen.evaluate", "--run", "r"], True),
+        (["/venv/bin/tfgen-train", "--config", "x.yaml"], ["python", "/venv/bin/tfgen-train"], True),
+        (["-m", "--config", "x.yaml", "--verbose"], ["python", "-m", "tfgen.train"], False),
+        (["/venv/bin/tfgen-train", "--verb"], ["python", "/venv/bin/tfgen-train", "--verb"], False),
+        (["/venv/bin/tfgen", "train", "--config", "x.yaml"], ["python", "/venv/bin/tfgen", "train"], True),
+        (["/venv/bin/tfgen", "train", "--verbose"], ["python", "/venv/bin/tfgen", "train", "--verbose"], False),
+        (["-m", "train", "--config", "x.yaml"], ["python", "-m", "tfgen", "train", "--config", "x.yaml"], True),
+        (["/home/me/tfgen.py"], ["python", "/home/me/tfgen.py"], False),  # a user's script named tfgen
+        (["-m", "-q"], ["python", "-m", "pytest", "-q"], False),  # a tool that imports tfgen
+        (["script.py"], ["python", "script.py"], False),
+    ],
+)
 def test_only_tfgen_commands_without_verbose_hide_tensorflow_logs(monkeypatch, argv, orig_argv, hides):
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setattr(sys, "orig_argv", orig_argv)
@@ -41,8 +45,7 @@ def test_only_tfgen_commands_without_verbose_hide_tensorflow_logs(monkeypatch, a
 
 
 def test_train_shows_only_tfgen_lines(toy_config):
-    result = run_command("--config", str(toy_config), "--set", "train.epochs=1",
-                         "--set", "train.jit_compile=false")
+    result = run_command("--config", str(toy_config), "--set", "train.epochs=1", "--set", "train.jit_compile=false")
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stderr.splitlines() if TF_LINE.search(line)] == []
     assert "tfgen: done in" in result.stderr

@@ -54,8 +54,14 @@ def test_overrides_convert_types(tmp_path):
     path = write(tmp_path, "model: {name: dcgan}\n")
     cfg = load_config(
         str(path),
-        ["train.epochs=3", "model.latent_dim=64", "train.learning_rate=1e-4",
-         "data.random_flip=true", "train.d_learning_rate=null", "model.loss=hinge"],
+        [
+            "train.epochs=3",
+            "model.latent_dim=64",
+            "train.learning_rate=1e-4",
+            "data.random_flip=true",
+            "train.d_learning_rate=null",
+            "model.loss=hinge",
+        ],
     )
     assert cfg.train.epochs == 3 and isinstance(cfg.train.epochs, int)
     assert cfg.model.params["latent_dim"] == 64
@@ -164,8 +170,9 @@ def test_no_shipped_config_points_beside_the_checkout():
         assert "../shared" not in path.read_text(), name
 
 
-@pytest.mark.parametrize("name, key", [("pokemon_vae_gan.yaml", "data.path"),
-                                       ("pokemon_art2sprite_cyclegan.yaml", "data.domain_a.path")])
+@pytest.mark.parametrize(
+    "name, key", [("pokemon_vae_gan.yaml", "data.path"), ("pokemon_art2sprite_cyclegan.yaml", "data.domain_a.path")]
+)
 def test_a_config_without_its_images_says_in_one_line_what_to_pass(name, key):
     with pytest.raises(ConfigError) as info:
         load_config(name)

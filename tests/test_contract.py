@@ -37,8 +37,11 @@ def toy_model(name):
     """The registered model `name` at toy size, compiled with one Adam per optimizer."""
     cls = MODELS[name]
     params = model_params(cls)
-    kwargs = {key: 8 for key, (hint, default) in params.items()
-              if (key == "latent_dim" or key.endswith("width")) and isinstance(default, int)}
+    kwargs = {
+        key: 8
+        for key, (hint, default) in params.items()
+        if (key == "latent_dim" or key.endswith("width")) and isinstance(default, int)
+    }
     kwargs.update(TOY_OPTIONS.get(name, {}))
     kwargs = {"image_shape": TOY_SHAPE, "seed": 3, **kwargs}
     if cls.needs_labels:
@@ -102,7 +105,8 @@ def check_declarations(model):
     for network in model.export_networks:
         assert isinstance(getattr(model, network), keras.layers.Layer), network
     assert model.optimizer_names and all(
-        isinstance(getattr(model, net), keras.layers.Layer) for nets in model.optimizer_names.values() for net in nets)
+        isinstance(getattr(model, net), keras.layers.Layer) for nets in model.optimizer_names.values() for net in nets
+    )
     assert tuple(model.noise_shape) and model.noise_size == int(np.prod(model.noise_shape))
     assert isinstance(model.sampling_options, dict)
     generate_params = inspect.signature(model.generate).parameters
@@ -122,8 +126,12 @@ def check_fit_step(model):
     owned = optimizer_variables(model)
     owned_ids = {id(v) for variables in owned.values() for v in variables}
     trained = {net for nets in model.optimizer_names.values() for net in nets}
-    averaged = {id(v) for net in trained if hasattr(model, f"ema_{net}")
-                for v in getattr(model, f"ema_{net}").trainable_variables}
+    averaged = {
+        id(v)
+        for net in trained
+        if hasattr(model, f"ema_{net}")
+        for v in getattr(model, f"ema_{net}").trainable_variables
+    }
     others = [v for v in model.trainable_variables if id(v) not in owned_ids | averaged]
     before = {id(v): np.array(v) for v in model.trainable_variables}
     history = model.fit(toy_batches(model, steps=2), epochs=1, verbose=0).history
@@ -201,8 +209,15 @@ def test_a_declared_capability_needs_its_method():
 
 def test_a_translator_trains_on_two_domains():
     with pytest.raises(TypeError, match="translator trains on two domains"):
-        type("Broken", (base.GenerativeModel,), {"translates": True, "samples_from_noise": False,
-                                                  "translate": lambda self, images, direction="a2b": images})
+        type(
+            "Broken",
+            (base.GenerativeModel,),
+            {
+                "translates": True,
+                "samples_from_noise": False,
+                "translate": lambda self, images, direction="a2b": images,
+            },
+        )
 
 
 def test_unknown_sampling_options_are_named():

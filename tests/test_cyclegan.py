@@ -51,8 +51,10 @@ def test_cycle_loss_falls_and_every_network_trains():
     def cycle():
         return float(tf.reduce_mean(tf.abs(model.translate(model.translate(a, "a2b"), "b2a") - a)))
 
-    before = {name: [w.numpy().copy() for w in getattr(model, name).trainable_weights]
-              for name in ("generator_ab", "generator_ba", "discriminator_a", "discriminator_b")}
+    before = {
+        name: [w.numpy().copy() for w in getattr(model, name).trainable_weights]
+        for name in ("generator_ab", "generator_ba", "discriminator_a", "discriminator_b")
+    }
     start = cycle()
     step = tf.function(model.train_step)
     for _ in range(30):
@@ -222,8 +224,7 @@ def test_translate_cli_on_a_folder_with_an_exif_rotated_jpeg_and_a_broken_file(t
     Image.new("RGB", (9, 9), (0, 200, 0)).save(photos / "square.png")
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     out = tmp_path / "out"
-    code = translate.main(["--run", str(trained_cyclegan), "--input", str(photos), "--out", str(out),
-                           "--side-by-side"])
+    code = translate.main(["--run", str(trained_cyclegan), "--input", str(photos), "--out", str(out), "--side-by-side"])
     assert code == 0
     captured = capsys.readouterr()
     assert "broken.jpg" in captured.err and "skipped 1 of 3" in captured.err
@@ -234,15 +235,31 @@ def test_translate_cli_on_a_folder_with_an_exif_rotated_jpeg_and_a_broken_file(t
     left = pair[:, :8].astype(int)
     assert left[0, :, 0].mean() > 150 and left[-1, :, 0].mean() < 60, left[..., 0]
     single = tmp_path / "single"
-    assert translate.main(["--run", str(trained_cyclegan), "--input", str(photos / "square.png"),
-                           "--out", str(single), "--direction", "b2a"]) == 0
+    assert (
+        translate.main(
+            [
+                "--run",
+                str(trained_cyclegan),
+                "--input",
+                str(photos / "square.png"),
+                "--out",
+                str(single),
+                "--direction",
+                "b2a",
+            ]
+        )
+        == 0
+    )
     assert np.asarray(Image.open(single / "square.png")).shape == (8, 8, 3)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--input", "missing.jpg"], "missing.jpg does not exist"),
-    (["--direction", "sideways"], "unknown direction 'sideways'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input", "missing.jpg"], "missing.jpg does not exist"),
+        (["--direction", "sideways"], "unknown direction 'sideways'"),
+    ],
+)
 def test_translate_cli_errors_are_one_line(trained_cyclegan, tmp_path, capsys, args, message):
     (tmp_path / "x.png").write_bytes(b"")
     base = {"--input": str(tmp_path / "x.png"), "--out": str(tmp_path / "o"), "--direction": "a2b"}
@@ -256,17 +273,32 @@ def test_translate_cli_errors_are_one_line(trained_cyclegan, tmp_path, capsys, a
 
 def test_translate_cli_names_an_undecodable_single_file(trained_cyclegan, tmp_path, capsys):
     (tmp_path / "bad.png").write_bytes(b"garbage")
-    assert translate.main(["--run", str(trained_cyclegan), "--input", str(tmp_path / "bad.png"),
-                           "--out", str(tmp_path / "o")]) == 2
+    assert (
+        translate.main(
+            ["--run", str(trained_cyclegan), "--input", str(tmp_path / "bad.png"), "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
     assert "bad.png" in capsys.readouterr().err
 
 
 def test_reuse_translator_tool_runs_without_tfgen(trained_cyclegan, tmp_path):
     Image.new("RGB", (20, 12), (250, 80, 80)).save(tmp_path / "in.png")
     done = subprocess.run(
-        [sys.executable, "tools/reuse_translator.py", "--run", str(trained_cyclegan), "--input",
-         str(tmp_path / "in.png"), "--out", str(tmp_path / "pair.png")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "tools/reuse_translator.py",
+            "--run",
+            str(trained_cyclegan),
+            "--input",
+            str(tmp_path / "in.png"),
+            "--out",
+            str(tmp_path / "pair.png"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "round-trip L1" in done.stdout
@@ -317,8 +349,16 @@ def test_a_stopped_and_resumed_run_ends_like_an_uninterrupted_one(trained_cycleg
     """Both domains' stream positions and the pools of past fakes resume exactly (one device)."""
     path = trained_cyclegan.parent.parent / "cg.yaml"  # the uninterrupted run's config, and its images
     # (no SavedModel: a third of a toy CycleGAN's time, and not what this test is about)
-    stop = ["--set", "name=split", "--set", f"run_dir={tmp_path / 'runs'}", "--set", "export.saved_model=false",
-            "--max-minutes", "0.0001"]
+    stop = [
+        "--set",
+        "name=split",
+        "--set",
+        f"run_dir={tmp_path / 'runs'}",
+        "--set",
+        "export.saved_model=false",
+        "--max-minutes",
+        "0.0001",
+    ]
     assert train.main(["--config", str(path), *stop]) == 0
     split = tmp_path / "runs" / "split"
     stopped = int(tf.train.latest_checkpoint(str(split / "checkpoints")).rsplit("-", 1)[1])
@@ -327,8 +367,11 @@ def test_a_stopped_and_resumed_run_ends_like_an_uninterrupted_one(trained_cycleg
 
     def values(run):
         reader = tf.train.load_checkpoint(str(run / "checkpoints" / "ckpt-10"))
-        return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-                if not k.startswith(("save_counter", "_CHECKPOINTABLE"))}
+        return {
+            k: reader.get_tensor(k)
+            for k in reader.get_variable_to_shape_map()
+            if not k.startswith(("save_counter", "_CHECKPOINTABLE"))
+        }
 
     want, got = values(trained_cyclegan), values(split)
     assert got.keys() == want.keys() and any("pool_a_images" in k for k in want)

@@ -87,10 +87,14 @@ def mock_mnist(tmp_path):
     with tfds.testing.mock_data(num_examples=12, data_dir=str(tmp_path)):
         builder = tfds.builder("mnist")
         info = builder.info
-        info.set_splits(tfds.core.SplitDict([
-            tfds.core.SplitInfo(name="train", shard_lengths=[12], num_bytes=0),
-            tfds.core.SplitInfo(name="test", shard_lengths=[4], num_bytes=0),
-        ]))
+        info.set_splits(
+            tfds.core.SplitDict(
+                [
+                    tfds.core.SplitInfo(name="train", shard_lengths=[12], num_bytes=0),
+                    tfds.core.SplitInfo(name="test", shard_lengths=[4], num_bytes=0),
+                ]
+            )
+        )
         tf.io.gfile.makedirs(builder.data_dir)
         info.write_to_directory(builder.data_dir)
         yield
@@ -146,8 +150,16 @@ def test_tfds_unknown_split(mock_mnist):
 
 
 def kaggle_cfg(**kw):
-    return DataConfig(source="kaggle", name="someone/sprites", image_size=8, channels=3,
-                      batch_size=2, cache=False, shuffle_buffer=1, **kw)
+    return DataConfig(
+        source="kaggle",
+        name="someone/sprites",
+        image_size=8,
+        channels=3,
+        batch_size=2,
+        cache=False,
+        shuffle_buffer=1,
+        **kw,
+    )
 
 
 def test_kaggle_without_kagglehub(monkeypatch):
@@ -197,17 +209,21 @@ def test_to_rgba(channels):
         4: [10, 20, 30, 40],
     }[channels]
     eager = to_rgba(tf.constant(image))
-    graph = tf.function(to_rgba, input_signature=[tf.TensorSpec([None, None, None], tf.uint8)])(
-        tf.constant(image)
-    )
+    graph = tf.function(to_rgba, input_signature=[tf.TensorSpec([None, None, None], tf.uint8)])(tf.constant(image))
     for out in (eager, graph):
         assert out.dtype == tf.float32 and out.shape == (3, 5, 4)
         np.testing.assert_array_equal(out.numpy(), np.broadcast_to(expected, (3, 5, 4)))
 
 
-@pytest.mark.parametrize("shape, size, channels", [
-    ((5, 7, 1), 8, 1), ((20, 10, 3), 8, 3), ((9, 9, 4), 16, 3), ((12, 30, 2), 8, 1),
-])
+@pytest.mark.parametrize(
+    "shape, size, channels",
+    [
+        ((5, 7, 1), 8, 1),
+        ((20, 10, 3), 8, 3),
+        ((9, 9, 4), 16, 3),
+        ((12, 30, 2), 8, 1),
+    ],
+)
 def test_standardize_shape_and_dtype(shape, size, channels):
     image = tf.constant(np.random.RandomState(0).randint(0, 256, shape, dtype=np.uint8))
     out = standardize(image, size, channels)

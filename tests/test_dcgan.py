@@ -110,8 +110,10 @@ def test_biggan_refuses_g_upsample_its_generator_resizes_already():
     assert "g_upsample" not in model_params(MODELS["biggan"])
     with pytest.raises(ValueError, match="BigGAN's residual G resizes already"):
         toy_model("biggan_uncond", (32, 32, 3), g_upsample="resize")
-    assert "g_upsample" not in toy_model("biggan_uncond", (32, 32, 3), latent_dim=8, g_width=4, d_width=4,
-                                         embed_dim=4).get_config()
+    assert (
+        "g_upsample"
+        not in toy_model("biggan_uncond", (32, 32, 3), latent_dim=8, g_width=4, d_width=4, embed_dim=4).get_config()
+    )
 
 
 def test_unknown_upsampling_is_refused():
@@ -159,10 +161,15 @@ def test_every_gan_offering_d_minibatch_std_trains_and_round_trips_with_it(name,
     assert loaded.get_config()["d_minibatch_std"] is True
     images = real_batch(model)
     args = (images, labels) if labels is not None else (images,)
-    np.testing.assert_allclose(loaded.discriminate(*args, training=False) if labels is not None
-                               else loaded.discriminator(images, training=False),
-                               model.discriminate(*args, training=False) if labels is not None
-                               else model.discriminator(images, training=False), atol=1e-5)
+    np.testing.assert_allclose(
+        loaded.discriminate(*args, training=False)
+        if labels is not None
+        else loaded.discriminator(images, training=False),
+        model.discriminate(*args, training=False)
+        if labels is not None
+        else model.discriminator(images, training=False),
+        atol=1e-5,
+    )
 
 
 def test_biggan_refuses_d_minibatch_std():
@@ -177,10 +184,15 @@ def test_sizes_without_a_plan_are_refused(size):
         layers.resolution_plan(size)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"latent_dim": 0}, "latent_dim"), ({"d_dropout": 1.0}, "d_dropout"),
-    ({"label_smoothing": 0.6}, "label_smoothing"), ({"d_steps": 0}, "d_steps"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"latent_dim": 0}, "latent_dim"),
+        ({"d_dropout": 1.0}, "d_dropout"),
+        ({"label_smoothing": 0.6}, "label_smoothing"),
+        ({"d_steps": 0}, "d_steps"),
+    ],
+)
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         toy(**kwargs)
@@ -189,10 +201,25 @@ def test_bad_arguments_raise(kwargs, message):
 # A value for every option of the GANs built on DCGAN, none equal to another or to its
 # default, so an option handed on to DCGAN in the wrong place shows under the wrong name.
 DISTINCT = {
-    "latent_dim": 5, "g_width": 3, "d_width": 6, "embed_dim": 7, "attention_resolution": 0, "ortho_reg": 0.002,
-    "d_dropout": 0.1, "label_smoothing": 0.2, "d_steps": 3, "gp_weight": 4.0, "ema_decay": 0.9,
-    "diffaugment": "color", "top_k": True, "top_k_decay": 0.7, "top_k_min": 0.3, "g_threshold_rule": "soft",
-    "g_upsample": "resize", "d_minibatch_std": True, "d_depth": 2,
+    "latent_dim": 5,
+    "g_width": 3,
+    "d_width": 6,
+    "embed_dim": 7,
+    "attention_resolution": 0,
+    "ortho_reg": 0.002,
+    "d_dropout": 0.1,
+    "label_smoothing": 0.2,
+    "d_steps": 3,
+    "gp_weight": 4.0,
+    "ema_decay": 0.9,
+    "diffaugment": "color",
+    "top_k": True,
+    "top_k_decay": 0.7,
+    "top_k_min": 0.3,
+    "g_threshold_rule": "soft",
+    "g_upsample": "resize",
+    "d_minibatch_std": True,
+    "d_depth": 2,
 }
 REFUSED = {"wgan_gp": ("label_smoothing",)}  # a Wasserstein critic takes no label smoothing
 GANS = sorted(name for name, cls in MODELS.items() if issubclass(cls, DCGAN) and cls.__module__.startswith("tfgen."))
@@ -274,8 +301,10 @@ def test_d_learns_from_the_old_g_and_g_through_the_updated_d(monkeypatch):
     monkeypatch.setattr(model, "discriminate", spy_discriminator)
     model.train_step(real_batch(model, 2 * 8))
     assert events == [
-        ("G forward", 0, 0), ("D on real + fake", 0, 0),  # D update 1
-        ("G forward", 1, 0), ("D on real + fake", 1, 0),  # D update 2, on fresh fakes
+        ("G forward", 0, 0),
+        ("D on real + fake", 0, 0),  # D update 1
+        ("G forward", 1, 0),
+        ("D on real + fake", 1, 0),  # D update 2, on fresh fakes
         ("D on fake", 2, 0),  # G's loss, through the twice-updated D
     ]
     assert iterations() == (2, 1)
@@ -418,8 +447,10 @@ def test_d_runs_once_per_update_on_real_and_fake_together():
 
 def test_train_step_moves_both_networks_and_the_ema():
     model = toy(ema_decay=0.99)
-    before = {name: [w.copy() for w in getattr(model, name).get_weights()]
-              for name in ("generator", "discriminator", "ema_generator")}
+    before = {
+        name: [w.copy() for w in getattr(model, name).get_weights()]
+        for name in ("generator", "discriminator", "ema_generator")
+    }
     model.train_step(real_batch(model))
     for name, weights in before.items():
         after = getattr(model, name).get_weights()
@@ -459,11 +490,15 @@ def test_every_gan_offering_d_depth_trains_its_extra_convolutions_and_round_trip
     assert loaded.get_config()["d_depth"] == 2
     images = real_batch(model)
     if labels is not None:
-        np.testing.assert_allclose(loaded.discriminate(images, labels, training=False),
-                                   model.discriminate(images, labels, training=False), atol=1e-5)
+        np.testing.assert_allclose(
+            loaded.discriminate(images, labels, training=False),
+            model.discriminate(images, labels, training=False),
+            atol=1e-5,
+        )
     else:
-        np.testing.assert_allclose(loaded.discriminator(images, training=False),
-                                   model.discriminator(images, training=False), atol=1e-5)
+        np.testing.assert_allclose(
+            loaded.discriminator(images, training=False), model.discriminator(images, training=False), atol=1e-5
+        )
 
 
 def test_d_depth_below_one_is_refused_and_biggan_does_not_take_it():

@@ -77,17 +77,30 @@ def test_multi_worker_without_tf_config_and_tpu_without_a_tpu_are_clear_errors(m
         distribute.make_strategy.__wrapped__("tpu")
 
 
-
 def test_biggan_under_mirrored_strategy_keeps_replicas_identical(tmp_path):
     """Conditional BatchNorm, self-attention and the spectral embedding's power iteration all
     update mirrored variables: both replicas must hold the same values after the steps."""
     # 8 px: one G block, at the attention's resolution; one D step per G step (tracing each
     # D step under the strategy is most of the time)
-    cfg = load_config("mnist5k_biggan.yaml", [
-        f"run_dir={tmp_path}", "data.image_size=8", "data.limit=64", "data.batch_size=8", "train.epochs=1",
-        "train.steps_per_epoch=2", "train.jit_compile=false", "train.mixed_precision=none",
-        "train.conv_kernel_grad=native", "train.distribute=mirrored", "model.attention_resolution=8",
-        "model.g_width=4", "model.d_width=4", "model.d_steps=1"])
+    cfg = load_config(
+        "mnist5k_biggan.yaml",
+        [
+            f"run_dir={tmp_path}",
+            "data.image_size=8",
+            "data.limit=64",
+            "data.batch_size=8",
+            "train.epochs=1",
+            "train.steps_per_epoch=2",
+            "train.jit_compile=false",
+            "train.mixed_precision=none",
+            "train.conv_kernel_grad=native",
+            "train.distribute=mirrored",
+            "model.attention_resolution=8",
+            "model.g_width=4",
+            "model.d_width=4",
+            "model.d_steps=1",
+        ],
+    )
     model, _, stop = training.train(cfg, prepare_run_dir(cfg, resume=False, overwrite=False))
     assert stop is None and int(model.g_optimizer.iterations.numpy()) == 2
     assert any("attention" in layer.name for layer in model.generator.layers), "no self-attention at 8 px"

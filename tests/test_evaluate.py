@@ -58,10 +58,13 @@ def test_cli_prints_table_with_real_floor_and_writes_eval_json(trained_run, caps
     assert 1.0 <= result["is"] <= 10.0
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--metric", "fidd"], "unknown metric 'fidd'"),
-    (["--num", "3"], "--num"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--metric", "fidd"], "unknown metric 'fidd'"),
+        (["--num", "3"], "--num"),
+    ],
+)
 def test_cli_errors(trained_run, capsys, args, message):
     assert evaluate.main(["--run", str(trained_run), *args]) == 2
     assert message in capsys.readouterr().err
@@ -98,11 +101,20 @@ def test_eval_config_is_validated(tmp_path):
 
 
 def test_cache_key_tells_apart_every_setting_that_changes_the_real_images():
-    base = DataConfig(source="kaggle", name="kvpratama/pokemon-images-dataset", path="pokemon", image_size=64, channels=3)
+    base = DataConfig(
+        source="kaggle", name="kvpratama/pokemon-images-dataset", path="pokemon", image_size=64, channels=3
+    )
     keys = {scoring.dataset_key(base)} | {
         scoring.dataset_key(dataclasses.replace(base, **change))
-        for change in ({"path": "pokemon_jpg"}, {"name": "other/set"}, {"image_size": 32},
-                       {"channels": 1}, {"fit": "pad"}, {"limit": 100}, {"split": "test"})
+        for change in (
+            {"path": "pokemon_jpg"},
+            {"name": "other/set"},
+            {"image_size": 32},
+            {"channels": 1},
+            {"fit": "pad"},
+            {"limit": 100},
+            {"split": "test"},
+        )
     }
     assert len(keys) == 8
 
@@ -141,7 +153,8 @@ def test_nan_samples_during_training_score_nan_and_training_goes_on(trained_run,
     kernel = model.generator.trainable_variables[0]
     kernel.assign(np.full(kernel.shape, np.nan, kernel.dtype))
     step = tf.Variable(0, dtype=tf.int64)
-    callback = training.evaluation_callback(cfg, build_dataset(cfg.data), tf.train.Checkpoint(model=model), step, 4,
-                                            tmp_path)
+    callback = training.evaluation_callback(
+        cfg, build_dataset(cfg.data), tf.train.Checkpoint(model=model), step, 4, tmp_path
+    )
     scores = callback.evaluate(model)
     assert set(scores) == {"fid", "precision", "recall"} and all(math.isnan(v) for v in scores.values())

@@ -28,8 +28,9 @@ def test_saved_model_works_as_a_keras_layer(trained_run):
 def _run_without_tfgen(script, tmp_path):
     """Run `script` in a fresh Python that must never import tfgen; its stdout."""
     script += '\nassert not any(m.startswith("tfgen") for m in sys.modules), "tfgen was imported"\n'
-    result = subprocess.run([sys.executable, "-c", "import sys\n" + script], capture_output=True, text=True,
-                            timeout=180, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + script], capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -48,14 +49,18 @@ def test_saved_models_generate_in_a_fresh_process_without_tfgen(trained_run, tmp
     assert meta["signatures"]["generate"]["inputs"] == {"z": {"shape": [None, 4], "dtype": "float32"}}
     assert meta["signatures"]["generate"]["outputs"]["output_0"]["range"] == [-1.0, 1.0]
     assert meta["signatures"]["generate_uint8"]["outputs"]["output_0"] == {
-        "shape": [None, 8, 8, 1], "dtype": "uint8", "range": [0, 255]}
+        "shape": [None, 8, 8, 1],
+        "dtype": "uint8",
+        "range": [0, 255],
+    }
 
     model = keras.saving.load_model(trained_run / "model.keras")
     run_z = np.random.default_rng(0).standard_normal((5, model.latent_dim)).astype(np.float32)
     np.save(tmp_path / "run_z.npy", run_z)
     z = np.random.default_rng(1).standard_normal((6, 4)).astype(np.float32)
     np.save(tmp_path / "z.npy", z)
-    _run_without_tfgen(textwrap.dedent(f"""
+    _run_without_tfgen(
+        textwrap.dedent(f"""
         import numpy as np
         import tensorflow as tf
         loaded = tf.saved_model.load({str(trained_run / "saved_model")!r})
@@ -72,7 +77,9 @@ def test_saved_models_generate_in_a_fresh_process_without_tfgen(trained_run, tmp
         assert pixels.dtype == tf.uint8
         np.save("pixels.npy", pixels.numpy())
         np.save("floats.npy", floats.numpy())
-        """), tmp_path)
+        """),
+        tmp_path,
+    )
     run_images = np.load(tmp_path / "out.npy")
     assert run_images.shape == (5, 8, 8, 1)
     np.testing.assert_allclose(run_images, model(run_z).numpy(), atol=1e-5)
@@ -131,10 +138,13 @@ def test_export_cli_replaces_an_earlier_export_but_not_other_folders(trained_run
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--uint8", "--format", "keras"], "--uint8 adds uint8 signatures to a SavedModel"),
-    (["--run", "/nonexistent/run"], "is not a run directory"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--uint8", "--format", "keras"], "--uint8 adds uint8 signatures to a SavedModel"),
+        (["--run", "/nonexistent/run"], "is not a run directory"),
+    ],
+)
 def test_export_cli_errors_exit_2_in_one_line(trained_run, capsys, args, message):
     from tfgen import export
 
@@ -167,7 +177,10 @@ def test_frozen_tfsm_layer_inside_a_new_keras_model_trains_only_the_head(trained
 def test_reuse_tool_runs_on_a_toy_run(trained_run):
     result = subprocess.run(
         [sys.executable, "tools/reuse_generator.py", "--run", str(trained_run), "--steps", "4"],
-        capture_output=True, text=True, cwd=REPO, timeout=240,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=240,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "generator output unchanged: True" in result.stdout

@@ -6,7 +6,12 @@ import tensorflow as tf
 from tfgen import fastconv
 
 CASES = [  # (input size, stride, padding): the DCGAN stacks' layers, odd sizes included
-    (8, 2, "same"), (7, 2, "same"), (14, 2, "same"), (4, 1, "valid"), (7, 1, "valid"), (9, 1, "same"),
+    (8, 2, "same"),
+    (7, 2, "same"),
+    (14, 2, "same"),
+    (4, 1, "valid"),
+    (7, 1, "valid"),
+    (9, 1, "same"),
 ]
 AVAILABLE = fastconv.available
 PAIRS = [(fastconv.Conv2D, keras.layers.Conv2D), (fastconv.Conv2DTranspose, keras.layers.Conv2DTranspose)]
@@ -100,15 +105,18 @@ def test_kernel_not_a_multiple_of_stride_keeps_tensorflows_gradient(kernel, stri
     np.testing.assert_allclose(gradients(fast, x)[2], gradients(ref, x)[2], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("cls, input_shape, expected", [
-    (fastconv.Conv2D, (1, 8, 8, 256), True),  # D's last layers: the products won 6x
-    (fastconv.Conv2D, (1, 32, 32, 64), True),
-    (fastconv.Conv2D, (1, 14, 14, 32), False),  # a tie: TensorFlow's gradient stays
-    (fastconv.Conv2D, (1, 64, 64, 64), False),  # larger than measured
-    (fastconv.Conv2D, (1, 64, 64, 3), False),  # image layers: the products lost
-    (fastconv.Conv2DTranspose, (1, 4, 4, 512), True),  # its conv view: 8 x 8 x 256
-    (fastconv.Conv2DTranspose, (1, 32, 32, 64), False),  # view: 64 x 64 x 3
-])
+@pytest.mark.parametrize(
+    "cls, input_shape, expected",
+    [
+        (fastconv.Conv2D, (1, 8, 8, 256), True),  # D's last layers: the products won 6x
+        (fastconv.Conv2D, (1, 32, 32, 64), True),
+        (fastconv.Conv2D, (1, 14, 14, 32), False),  # a tie: TensorFlow's gradient stays
+        (fastconv.Conv2D, (1, 64, 64, 64), False),  # larger than measured
+        (fastconv.Conv2D, (1, 64, 64, 3), False),  # image layers: the products lost
+        (fastconv.Conv2DTranspose, (1, 4, 4, 512), True),  # its conv view: 8 x 8 x 256
+        (fastconv.Conv2DTranspose, (1, 32, 32, 64), False),  # view: 64 x 64 x 3
+    ],
+)
 def test_product_only_on_the_shapes_where_it_was_measured_faster(monkeypatch, cls, input_shape, expected):
     monkeypatch.undo()  # the real thresholds
     monkeypatch.setattr(fastconv, "available", lambda: True)  # as on a CPU-only machine

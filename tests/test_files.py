@@ -4,11 +4,10 @@ import os
 import stat
 
 import pytest
+from helpers import toy_model
 
 from tfgen.export import export_saved_model
 from tfgen.files import atomic_path, write_text
-
-from helpers import toy_model
 
 
 @pytest.fixture

@@ -144,8 +144,16 @@ def test_list_images_layouts(tmp_path):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"")
 
-    touch("b/x.PNG", "a/deep/y.jpeg", "a/z.gif", "b/w.webp", "b/readme.md", ".hidden/h.png",
-          "__MACOSX/b/._x.png", "a/.DS_Store.png")
+    touch(
+        "b/x.PNG",
+        "a/deep/y.jpeg",
+        "a/z.gif",
+        "b/w.webp",
+        "b/readme.md",
+        ".hidden/h.png",
+        "__MACOSX/b/._x.png",
+        "a/.DS_Store.png",
+    )
     files, others = find_images(tmp_path)
     labels, names = list_images(tmp_path, files)
     assert names == ["a", "b"]
@@ -376,7 +384,9 @@ def test_jpeg_decodes_at_reduced_scale_but_never_below_image_size(tmp_path):
 
 def test_a_missing_folder_names_the_key_and_the_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DataError, match=rf"^data\.path: 'nope' does not exist \(read from the working directory {tmp_path}\)$"):
+    with pytest.raises(
+        DataError, match=rf"^data\.path: 'nope' does not exist \(read from the working directory {tmp_path}\)$"
+    ):
         build_dataset(folder_cfg("nope"))
     # a two-domain config names the domain's own key
     pair = DataConfig(image_size=8, domain_a=folder_cfg(tmp_path / "art"), domain_b=folder_cfg(tmp_path / "sprites"))

@@ -30,8 +30,9 @@ def toy_training(trained_run):
 def diverse_sampler(latent_dim=4):
     """A stand-in generator with clearly different images for different z (the toy GAN's are all grey)."""
     weights = np.random.default_rng(42).standard_normal((latent_dim, 64)).astype(np.float32)
-    return sampling.Sampler(lambda z, labels: np.tanh(z @ weights).reshape(-1, 8, 8, 1), latent_dim, (8, 8, 1),
-                            [], "diverse")
+    return sampling.Sampler(
+        lambda z, labels: np.tanh(z @ weights).reshape(-1, 8, 8, 1), latent_dim, (8, 8, 1), [], "diverse"
+    )
 
 
 def test_seed_reproduces_the_images_exactly(trained_run, tmp_path):
@@ -75,8 +76,12 @@ def test_interpolation_runs_from_seed_a_to_seed_b(trained_run, tmp_path):
     sampler = sampling.Sampler.from_run(trained_run)
     frames = generate.interpolate(sampler, 11, 12, 5)
     for seed, frame in ((11, frames[0]), (12, frames[-1])):
-        assert generate.main(["--run", str(trained_run), "--num", "1", "--seed", str(seed),
-                              "--out", str(tmp_path / f"{seed}.npy")]) == 0
+        assert (
+            generate.main(
+                ["--run", str(trained_run), "--num", "1", "--seed", str(seed), "--out", str(tmp_path / f"{seed}.npy")]
+            )
+            == 0
+        )
         np.testing.assert_allclose(frame, np.load(tmp_path / f"{seed}.npy")[0], atol=1e-5)
 
 
@@ -94,20 +99,23 @@ def test_conditional_models_take_a_label_or_a_class_name(conditional_run, tmp_pa
     assert "--class cat: unknown class; valid: 0, 1, 2" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--run", "{tmp}/missing"], "is not a run directory"),
-    (["--export", "{tmp}/missing"], "--export: {tmp}/missing does not exist"),
-    (["--export", "{tmp}"], "has no tfgen.json"),
-    (["--export", "{tmp}/keras_export"], "is not a SavedModel"),
-    (["--run", "{run}", "--num", "0"], "--num: expected an integer >= 1"),
-    (["--run", "{run}", "--truncation", "0"], "--truncation: expected a number > 0"),
-    (["--run", "{run}", "--label", "1"], "is not a conditional model"),
-    (["--run", "{run}", "--interpolate", "1", "2", "--format", "npy"], "--interpolate writes a PNG strip"),
-    (["--export", "{run}/saved_model", "--unique"], "--unique compares with the training images and needs --run"),
-    (["--run", "{run}", "--out", "{tmp}"], "is a folder"),
-    (["--run", "{run}", "--out", "{tmp}/grid.jpg"], "ends in .jpg, but the file written is PNG data; name it .png"),
-    (["--run", "{run}", "--out", "{tmp}/grid.png", "--format", "npy"], "ends in .png, but the file written is NPY"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--run", "{tmp}/missing"], "is not a run directory"),
+        (["--export", "{tmp}/missing"], "--export: {tmp}/missing does not exist"),
+        (["--export", "{tmp}"], "has no tfgen.json"),
+        (["--export", "{tmp}/keras_export"], "is not a SavedModel"),
+        (["--run", "{run}", "--num", "0"], "--num: expected an integer >= 1"),
+        (["--run", "{run}", "--truncation", "0"], "--truncation: expected a number > 0"),
+        (["--run", "{run}", "--label", "1"], "is not a conditional model"),
+        (["--run", "{run}", "--interpolate", "1", "2", "--format", "npy"], "--interpolate writes a PNG strip"),
+        (["--export", "{run}/saved_model", "--unique"], "--unique compares with the training images and needs --run"),
+        (["--run", "{run}", "--out", "{tmp}"], "is a folder"),
+        (["--run", "{run}", "--out", "{tmp}/grid.jpg"], "ends in .jpg, but the file written is PNG data; name it .png"),
+        (["--run", "{run}", "--out", "{tmp}/grid.png", "--format", "npy"], "ends in .png, but the file written is NPY"),
+    ],
+)
 def test_bad_inputs_exit_2_with_one_line(trained_run, tmp_path, capsys, args, message):
     fill = {"tmp": str(tmp_path), "run": str(trained_run)}
     (tmp_path / "keras_export").mkdir()
@@ -196,8 +204,24 @@ def test_concurrent_unique_calls_never_issue_the_same_image(toy_training, tmp_pa
 
 def test_unique_cli_writes_files_named_by_ledger_id_and_reports_distances(trained_run, tmp_path, capsys):
     out = tmp_path / "avatars"
-    args = ["--run", str(trained_run), "--unique", "--num", "2", "--features", "pixels", "--min-distance", "1e-5",
-            "--individual", "--out", str(out), "--seed", "4", "--ledger", str(tmp_path / "issued.npz")]
+    args = [
+        "--run",
+        str(trained_run),
+        "--unique",
+        "--num",
+        "2",
+        "--features",
+        "pixels",
+        "--min-distance",
+        "1e-5",
+        "--individual",
+        "--out",
+        str(out),
+        "--seed",
+        "4",
+        "--ledger",
+        str(tmp_path / "issued.npz"),
+    ]
     assert generate.main(args) == 0
     assert generate.main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == [f"{i:06d}.png" for i in range(4)]
@@ -213,8 +237,21 @@ def test_unique_cli_writes_files_named_by_ledger_id_and_reports_distances(traine
 
 
 def test_ledger_refuses_features_of_another_space(toy_training, tmp_path, capsys, trained_run):
-    args = ["--run", str(trained_run), "--unique", "--num", "1", "--min-distance", "1e-5", "--seed", "1",
-            "--ledger", str(tmp_path / "issued.npz"), "--out", str(tmp_path / "u.png")]
+    args = [
+        "--run",
+        str(trained_run),
+        "--unique",
+        "--num",
+        "1",
+        "--min-distance",
+        "1e-5",
+        "--seed",
+        "1",
+        "--ledger",
+        str(tmp_path / "issued.npz"),
+        "--out",
+        str(tmp_path / "u.png"),
+    ]
     assert generate.main([*args, "--features", "pixels"]) == 0
     assert generate.main([*args, "--features", "classifier"]) == 2
     assert "holds pixels features" in capsys.readouterr().err
@@ -222,8 +259,23 @@ def test_ledger_refuses_features_of_another_space(toy_training, tmp_path, capsys
 
 def test_memorisation_report_writes_histogram_pairs_and_summary(trained_run, tmp_path, capsys):
     out = tmp_path / "report"
-    assert generate.main(["--run", str(trained_run), "--memorisation-report", "20", "--features", "pixels",
-                          "--seed", "0", "--out", str(out)]) == 0
+    assert (
+        generate.main(
+            [
+                "--run",
+                str(trained_run),
+                "--memorisation-report",
+                "20",
+                "--features",
+                "pixels",
+                "--seed",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "memorisation.json").read_text())
     assert summary["num_samples"] == 20 and summary["num_training_images"] == 64
     assert len(summary["closest"]) == 16
@@ -246,13 +298,19 @@ def test_a_model_that_only_reconstructs_is_sent_to_the_command_that_takes_it(tmp
         "data: {source: digits, image_size: 8, batch_size: 8, limit: 64}\n"
     )
     toy_model("sdpc", channels=(4,), kernel_sizes=(3,), strides=(2,), lambdas=(0.1,), iterations=3).save(
-        run / "model.keras")
-    with pytest.raises(RunError, match="reconstructs images instead of sampling them; score its "
-                                       "reconstructions with tfgen evaluate --metric rec"):
+        run / "model.keras"
+    )
+    with pytest.raises(
+        RunError,
+        match="reconstructs images instead of sampling them; score its "
+        "reconstructions with tfgen evaluate --metric rec",
+    ):
         sampling.Sampler.from_run(run)
     Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
-    refusals = [generate.main(["--run", str(run), "--num", "2", "--out", str(tmp_path / "x.png")]),
-                translate.main(["--run", str(run), "--input", str(tmp_path / "in.png"), "--out", str(tmp_path / "t")])]
+    refusals = [
+        generate.main(["--run", str(run), "--num", "2", "--out", str(tmp_path / "x.png")]),
+        translate.main(["--run", str(run), "--input", str(tmp_path / "in.png"), "--out", str(tmp_path / "t")]),
+    ]
     assert refusals == [2, 2]
     err = capsys.readouterr().err
     assert err.count("tfgen evaluate --metric rec") == 2

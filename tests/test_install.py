@@ -25,10 +25,30 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TF_LINE = re.compile(r"^[IWEF]\d{4} .*\] |absl::InitializeLog|oneDNN|cuInit", re.IGNORECASE)
 NOT_SHIPPED = (".git", ".venv", "runs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache")
-TOY = ["--set", "data.image_size=8", "--set", "data.limit=64", "--set", "data.batch_size=8",
-       "--set", "model.g_width=4", "--set", "model.d_width=4", "--set", "train.epochs=1",
-       "--set", "train.steps_per_epoch=1", "--set", "train.num_samples=4", "--set", "train.jit_compile=false",
-       "--set", "train.mixed_precision=none", "--set", "train.distribute=none"]
+TOY = [
+    "--set",
+    "data.image_size=8",
+    "--set",
+    "data.limit=64",
+    "--set",
+    "data.batch_size=8",
+    "--set",
+    "model.g_width=4",
+    "--set",
+    "model.d_width=4",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "train.steps_per_epoch=1",
+    "--set",
+    "train.num_samples=4",
+    "--set",
+    "train.jit_compile=false",
+    "--set",
+    "train.mixed_precision=none",
+    "--set",
+    "train.distribute=none",
+]
 PYTHONS = [sys.executable, *filter(None, os.environ.get("TFGEN_TEST_PYTHONS", "").split(os.pathsep))]
 
 
@@ -44,8 +64,9 @@ def run(args, cwd, env=None, timeout=600):
 
 def start(args, cwd, env=None):
     """`args` started in the background (each command imports TensorFlow, mostly on one core)."""
-    process = subprocess.Popen([str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     process.args = args
     return process
 
@@ -69,10 +90,19 @@ def wheel(tmp_path_factory):
     shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(*NOT_SHIPPED))
     dist = tmp / "dist"
     if importlib.util.find_spec("setuptools"):  # offline: the build backend is already here
-        sdist = run([sys.executable, "-c", "import sys; from setuptools import build_meta; "
-                     "print(build_meta.build_sdist(sys.argv[1]))", dist], cwd=src).stdout.split()[-1]
-        run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist,
-             dist / sdist], cwd=tmp)
+        sdist = run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))",
+                dist,
+            ],
+            cwd=src,
+        ).stdout.split()[-1]
+        run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist, dist / sdist],
+            cwd=tmp,
+        )
     else:  # pip fetches setuptools into an isolated build environment
         run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, src], cwd=tmp)
     (path,) = dist.glob("tfgen-*.whl")
@@ -104,8 +134,9 @@ def test_the_wheel_works_in_a_fresh_venv_from_any_folder(python, wheel, tmp_path
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"  # as after `source venv/bin/activate`
 
     # the wheel's files, not the checkout's (find_spec locates the package without importing TensorFlow)
-    where = run([new_python, "-c", "import importlib.util; print(importlib.util.find_spec('tfgen').origin)"],
-                cwd=work, env=env).stdout.strip()
+    where = run(
+        [new_python, "-c", "import importlib.util; print(importlib.util.find_spec('tfgen').origin)"], cwd=work, env=env
+    ).stdout.strip()
     assert Path(where).is_relative_to(tmp_path / "venv"), where
     assert (bin_dir / "tfgen-train").is_file()
 
@@ -113,8 +144,9 @@ def test_the_wheel_works_in_a_fresh_venv_from_any_folder(python, wheel, tmp_path
     # so they run side by side: each spends seconds importing TensorFlow on one core.
     (work / "example.py").write_text(readme_example())
     example = start([new_python, "example.py"], cwd=work, env=env)
-    version, configs, models = (start(["tfgen", *command], cwd=work, env=env)
-                                for command in (["--version"], ["configs"], ["models", "dcgan"]))
+    version, configs, models = (
+        start(["tfgen", *command], cwd=work, env=env) for command in (["--version"], ["configs"], ["models", "dcgan"])
+    )
 
     # a bare config name from the package data; quiet like every command, exports included
     trained = run(["tfgen", "train", "--config", "mnist5k_dcgan.yaml", *TOY], cwd=work, env=env)

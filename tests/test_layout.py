@@ -76,6 +76,11 @@ def test_the_check_sees_every_spelling_of_an_import(tmp_path, monkeypatch):
     for name, text in spellings.items():
         (package / name).write_text(text)
     bad = command_imports(sorted(package.rglob("*.py")))
-    assert [b.split(" ")[0] for b in bad] == ["tfgen/a.py:1", "tfgen/b.py:1", "tfgen/c.py:1",
-                                              "tfgen/callbacks/e.py:1", "tfgen/d.py:2"]
+    assert [b.split(" ")[0] for b in bad] == [
+        "tfgen/a.py:1",
+        "tfgen/b.py:1",
+        "tfgen/c.py:1",
+        "tfgen/callbacks/e.py:1",
+        "tfgen/d.py:2",
+    ]
     assert "(tfgen.callbacks.e) imports the command module tfgen.serve" in bad[3]

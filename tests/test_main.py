@@ -58,5 +58,7 @@ def test_subcommands_call_their_modules_main_with_the_rest_of_the_line(monkeypat
         monkeypatch.setattr(f"{module}.main", lambda argv, name=name: calls.append((name, argv)) or 0)
     assert command.main(["train", "--config", "x.yaml", "--set", "train.epochs=1"]) == 0
     assert command.main(["--verbose", "generate", "--run", "r"]) == 0  # --verbose before the command too
-    assert calls == [("train", ["--config", "x.yaml", "--set", "train.epochs=1"]),
-                     ("generate", ["--run", "r", "--verbose"])]
+    assert calls == [
+        ("train", ["--config", "x.yaml", "--set", "train.epochs=1"]),
+        ("generate", ["--run", "r", "--verbose"]),
+    ]

@@ -159,8 +159,12 @@ def classifier_cache(tiny_digits, tmp_path_factory):
     data, _, _ = tiny_digits
     cache_dir = tmp_path_factory.mktemp("metrics_cache")
     extractor = get_extractor(
-        "classifier", cache_dir=cache_dir, dataset_key="digits/8", dataset=data.dataset,
-        num_classes=len(data.class_names), image_shape=data.image_shape,
+        "classifier",
+        cache_dir=cache_dir,
+        dataset_key="digits/8",
+        dataset=data.dataset,
+        num_classes=len(data.class_names),
+        image_shape=data.image_shape,
     )
     return cache_dir, extractor
 
@@ -188,8 +192,12 @@ def test_classifier_extractor_reloads_from_cache_without_training(tiny_digits, c
 
     monkeypatch.setattr(ClassifierExtractor, "train", no_training)
     reloaded = get_extractor(
-        "classifier", cache_dir=cache_dir, dataset_key="digits/8", dataset=data.dataset,
-        num_classes=10, image_shape=data.image_shape,
+        "classifier",
+        cache_dir=cache_dir,
+        dataset_key="digits/8",
+        dataset=data.dataset,
+        num_classes=10,
+        image_shape=data.image_shape,
     )
     np.testing.assert_array_equal(reloaded.features(images[:64]), extractor.features(images[:64]))
     assert not any(p.name.endswith(".partial.keras") for p in cache_dir.iterdir())
@@ -197,9 +205,7 @@ def test_classifier_extractor_reloads_from_cache_without_training(tiny_digits, c
 
 def test_classifier_extractor_needs_labels(tmp_path):
     with pytest.raises(TfgenError, match="inception"):
-        get_extractor(
-            "classifier", cache_dir=tmp_path, dataset_key="faces", num_classes=0, image_shape=(8, 8, 3)
-        )
+        get_extractor("classifier", cache_dir=tmp_path, dataset_key="faces", num_classes=0, image_shape=(8, 8, 3))
 
 
 def test_inception_extractor_explains_missing_weights_offline(monkeypatch):
@@ -219,6 +225,7 @@ def test_inception_extractor_explains_missing_weights_offline(monkeypatch):
 
 def test_inception_extractor_takes_small_gray_images(monkeypatch):
     inception_v3 = keras.applications.InceptionV3
+
     # Random weights stand in for the ImageNet download; the resizing and RGB path are the same.
     def random_weights(weights, **kwargs):
         return inception_v3(weights=None, **kwargs)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from tfgen.config import DataConfig
-from tfgen.data import build_dataset
-from tfgen.data import mnist5k
+from tfgen.data import build_dataset, mnist5k
 from tfgen.errors import DataError
 
 

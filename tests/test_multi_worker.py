@@ -42,8 +42,13 @@ def start_workers(argv, logs_dir, n=2, env=None):
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     procs, logs = [], []
     for i in range(n):
-        worker_env = dict(os.environ, **(env or {}), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-                          TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        worker_env = dict(
+            os.environ,
+            **(env or {}),
+            TF_CPP_MIN_LOG_LEVEL="2",
+            CUDA_VISIBLE_DEVICES="",
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+        )
         logs.append(open(logs_dir / f"worker{i}.log", "w"))
         procs.append(subprocess.Popen(argv, cwd=REPO, env=worker_env, stdout=logs[-1], stderr=subprocess.STDOUT))
     return procs, logs
@@ -81,8 +86,11 @@ def run_workers(argv, logs_dir, n=2, env=None, attempts=3):
 
 def checkpoint_values(path):
     reader = tf.train.load_checkpoint(str(path))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name not in ("_CHECKPOINTABLE_OBJECT_GRAPH",) and not name.startswith("save_counter")}
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if name not in ("_CHECKPOINTABLE_OBJECT_GRAPH",) and not name.startswith("save_counter")
+    }
 
 
 def test_two_workers_train_and_score_like_mirrored_strategy(toy_config, tmp_path):
@@ -140,9 +148,18 @@ def test_two_workers_train_and_score_like_mirrored_strategy(toy_config, tmp_path
 
 
 def worker_argv(toy_config, runs, settings):
-    return [sys.executable, "-m", "tfgen.train", "--config", str(toy_config),
-            "--set", "train.distribute=multi_worker", "--set", f"run_dir={runs}",
-            *[a for s in settings for a in ("--set", s)]]
+    return [
+        sys.executable,
+        "-m",
+        "tfgen.train",
+        "--config",
+        str(toy_config),
+        "--set",
+        "train.distribute=multi_worker",
+        "--set",
+        f"run_dir={runs}",
+        *[a for s in settings for a in ("--set", s)],
+    ]
 
 
 def mirrored_reference(toy_config, settings):
@@ -192,8 +209,13 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_they_resume_exactly(to
 def test_nan_rollback_under_two_workers(toy_config, tmp_path):
     """Both workers see the same (all-reduced) NaN at the same step, roll back together,
     and give up together: no worker is left waiting in a collective."""
-    settings = [*SETTINGS, "train.learning_rate=1e30", "train.on_nan=rollback", "train.max_rollbacks=1",
-                "train.rollback_lr_factor=0.1"]
+    settings = [
+        *SETTINGS,
+        "train.learning_rate=1e30",
+        "train.on_nan=rollback",
+        "train.max_rollbacks=1",
+        "train.rollback_lr_factor=0.1",
+    ]
     codes, texts = run_workers(worker_argv(toy_config, tmp_path / "multi", settings), tmp_path)
     assert codes == [2, 2], "\n\n".join(text[-3000:] for text in texts)
     for text in texts:

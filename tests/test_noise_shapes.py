@@ -29,8 +29,9 @@ class ToyDenoiser(GenerativeModel):
 
     def __init__(self, image_shape=(8, 8, 1), seed=0, **kwargs):
         super().__init__(image_shape, latent_dim=0, seed=seed, metric_names=("loss",), **kwargs)
-        self.denoiser = keras.Sequential([keras.Input(image_shape),
-                                          keras.layers.Conv2D(image_shape[-1], 3, padding="same")], name="denoiser")
+        self.denoiser = keras.Sequential(
+            [keras.Input(image_shape), keras.layers.Conv2D(image_shape[-1], 3, padding="same")], name="denoiser"
+        )
 
     @property
     def noise_shape(self):
@@ -126,7 +127,8 @@ def test_flat_latents_are_drawn_exactly_as_before(truncation):
                 outside = np.abs(z) > truncation
         return z.astype(np.float32)
 
-    sampler = Sampler(lambda z, labels: np.tanh(z[:, :1, None, None]).repeat(4, 1).repeat(4, 2), 16, (4, 4, 1),
-                      (), "flat")
+    sampler = Sampler(
+        lambda z, labels: np.tanh(z[:, :1, None, None]).repeat(4, 1).repeat(4, 2), 16, (4, 4, 1), (), "flat"
+    )
     new = sampler.noise(np.random.default_rng(11), 50, truncation)
     np.testing.assert_array_equal(new, old_latents(np.random.default_rng(11), 50, 16))

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
+from helpers import toy_model
 from PIL import Image
 
 from tfgen import callbacks, evaluate, train, training
 from tfgen.config import load_config
-
-from helpers import toy_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +36,10 @@ def write_config(tmp_path, text=SLOW, name="rel"):
 def start(config, *extra):
     return subprocess.Popen(
         [sys.executable, "-m", "tfgen.train", "--config", str(config), *extra],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -51,14 +53,19 @@ def wait_for(path, process, timeout=120):
 
 def variables(checkpoint_prefix):
     reader = tf.train.load_checkpoint(str(checkpoint_prefix))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if name != "_CHECKPOINTABLE_OBJECT_GRAPH"
+    }
 
 
 def metrics_rows(run):
     """metrics.csv as (header, [[floats] per row])."""
     lines = (run / "metrics.csv").read_text().splitlines()
-    return lines[0], [[float(x) if x not in ("", "NA") else float("nan") for x in line.split(",")] for line in lines[1:]]
+    return lines[0], [
+        [float(x) if x not in ("", "NA") else float("nan") for x in line.split(",")] for line in lines[1:]
+    ]
 
 
 def assert_same_run(run, reference, final_step, epochs):
@@ -97,7 +104,8 @@ def stopped_step(output):
 
 @pytest.mark.parametrize("signum, seed", [(signal.SIGTERM, 1), (signal.SIGINT, 2)], ids=["SIGTERM", "SIGINT"])
 def test_a_stop_signal_at_a_random_moment_then_resume_matches_an_uninterrupted_run(
-        reference, tmp_path, capsys, signum, seed):
+    reference, tmp_path, capsys, signum, seed
+):
     """SIGTERM (a scheduler) or SIGINT (Ctrl-C) mid-run: the run checkpoints the step it stopped
     at, says how to resume and exports nothing; the resumed run ends as the uninterrupted one."""
     steps = 480 // 16
@@ -215,7 +223,9 @@ def test_nan_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_pa
     config = write_config(tmp_path, SLOW.replace("epochs: 6", "epochs: 3"))
     assert train.main(["--config", str(config), "--set", "train.epochs=1"]) == 0
     run = tmp_path / "runs" / "rel"
-    code = train.main(["--config", str(config), "--resume", "--set", "train.epochs=3", "--set", "train.learning_rate=1e30"])
+    code = train.main(
+        ["--config", str(config), "--resume", "--set", "train.epochs=3", "--set", "train.learning_rate=1e30"]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "training diverged" in err and "at epoch 2, step" in err and "ckpt-30" in err
@@ -227,24 +237,45 @@ def test_nan_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_pa
 
 def test_nan_rollback_lowers_the_learning_rate_then_gives_up(tmp_path, capsys):
     config = write_config(tmp_path, SLOW.replace("epochs: 6", "epochs: 2"))
-    code = train.main(["--config", str(config), "--set", "train.learning_rate=1e30",
-                       "--set", "train.on_nan=rollback", "--set", "train.max_rollbacks=2",
-                       "--set", "train.rollback_lr_factor=0.1"])
+    code = train.main(
+        [
+            "--config",
+            str(config),
+            "--set",
+            "train.learning_rate=1e30",
+            "--set",
+            "train.on_nan=rollback",
+            "--set",
+            "train.max_rollbacks=2",
+            "--set",
+            "train.rollback_lr_factor=0.1",
+        ]
+    )
     assert code == 2
     log = capsys.readouterr().err
     assert log.count("rolled back to") == 2
     assert "learning rates now 1e+29" in log and "1e+28" in log
     assert "after 2 rollback(s)" in log
     # A resume carries the rollbacks on: the next one lowers the rate further, not back to 1e+29.
-    code = train.main(["--config", str(tmp_path / "runs" / "rel" / "config.yaml"), "--resume",
-                       "--set", "train.max_rollbacks=3"])
+    code = train.main(
+        ["--config", str(tmp_path / "runs" / "rel" / "config.yaml"), "--resume", "--set", "train.max_rollbacks=3"]
+    )
     assert code == 2
     log = capsys.readouterr().err
     assert log.count("rolled back to") == 1 and "learning rates now 1e+27" in log
     assert "after 3 rollback(s)" in log
     # New learning rates on a resume start the count again, from them.
-    code = train.main(["--config", str(tmp_path / "runs" / "rel" / "config.yaml"), "--resume",
-                       "--set", "train.learning_rate=1e31", "--set", "train.max_rollbacks=1"])
+    code = train.main(
+        [
+            "--config",
+            str(tmp_path / "runs" / "rel" / "config.yaml"),
+            "--resume",
+            "--set",
+            "train.learning_rate=1e31",
+            "--set",
+            "train.max_rollbacks=1",
+        ]
+    )
     assert code == 2
     log = capsys.readouterr().err
     assert log.count("rolled back to") == 1 and "learning rates now 1e+30" in log

@@ -165,8 +165,14 @@ def test_pictures_atoms_sparsity_and_corrupted_reconstructions(tmp_path):
     for callback in (atoms, grid):
         callback.set_model(model)
         callback.on_epoch_end(0, dict(logs))
-    for name in ("atoms/layer_1.png", "atoms/layer_2.png", "atoms/layer_1_epoch_001.png", "sparsity.png",
-                 "reconstructions.png", "samples/epoch_001.png"):  # sdpc does not sample: its grid is this
+    for name in (
+        "atoms/layer_1.png",
+        "atoms/layer_2.png",
+        "atoms/layer_1_epoch_001.png",
+        "sparsity.png",
+        "reconstructions.png",
+        "samples/epoch_001.png",
+    ):  # sdpc does not sample: its grid is this
         assert (tmp_path / name).is_file(), name
 
 

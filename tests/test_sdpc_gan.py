@@ -10,8 +10,16 @@ from helpers import assert_keras_round_trip, real_images, toy_model
 
 from tfgen.export import export_saved_model
 
-SIZE = dict(latent_dim=4, g_width=4, d_width=4, channels=(4, 8), kernel_sizes=(5, 3), strides=(2, 2),
-            lambdas=(0.1, 0.1), iterations=5)
+SIZE = dict(
+    latent_dim=4,
+    g_width=4,
+    d_width=4,
+    channels=(4, 8),
+    kernel_sizes=(5, 3),
+    strides=(2, 2),
+    lambdas=(0.1, 0.1),
+    iterations=5,
+)
 
 
 def fusion(image_shape=(16, 16, 1), **overrides):
@@ -29,8 +37,10 @@ def test_samples_are_top_codes_decoded_through_the_dictionaries():
 
 def test_a_step_moves_each_network_with_its_own_optimizer():
     model = fusion()
-    snapshot = {net: [v.numpy().copy() for v in getattr(model, net).trainable_variables]
-                for net in ("dictionaries", "generator", "discriminator")}
+    snapshot = {
+        net: [v.numpy().copy() for v in getattr(model, net).trainable_variables]
+        for net in ("dictionaries", "generator", "discriminator")
+    }
     logs = model.train_step(real_images(model, 8))
     for net, before in snapshot.items():
         after = getattr(model, net).trainable_variables
@@ -96,7 +106,15 @@ def test_training_resumes_and_writes_samples_atoms_and_reconstructions(tmp_path)
     assert train.main(["--config", str(config), "--set", "train.epochs=1"]) == 0
     assert train.main(["--config", str(config), "--resume", "--set", "train.epochs=2"]) == 0
     run = tmp_path / "runs" / "f"
-    for name in ("samples/epoch_001.png", "samples/epoch_002.png", "atoms/layer_1.png", "atoms/layer_2.png",
-                 "sparsity.png", "reconstructions.png", "model.keras", "saved_model/tfgen.json"):
+    for name in (
+        "samples/epoch_001.png",
+        "samples/epoch_002.png",
+        "atoms/layer_1.png",
+        "atoms/layer_2.png",
+        "sparsity.png",
+        "reconstructions.png",
+        "model.keras",
+        "saved_model/tfgen.json",
+    ):
         assert (run / name).is_file(), name
     assert len((run / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs

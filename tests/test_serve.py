@@ -74,7 +74,9 @@ def test_themes_list_one_theme_per_class_with_an_example(client):
     assert client.get("/api/health").json() == {"status": "ok", "themes": 2}
     themes = client.get("/api/themes").json()["themes"]
     assert [(t["id"], t["title"], t["group"], t["label"]) for t in themes] == [
-        ("pets-cat", "cat", "pets", 0), ("pets-dog", "dog", "pets", 1)]
+        ("pets-cat", "cat", "pets", 0),
+        ("pets-dog", "dog", "pets", 1),
+    ]
     cat, dog = (np.asarray(png_image(client.get(t["example_url"]))) for t in themes)
     assert cat.shape == (8, 8) and not np.array_equal(cat, dog)
 
@@ -110,32 +112,46 @@ def test_generate_rerolls_and_keep_claims_on_disk(client, studio, tmp_path):
 def test_a_look_alike_kept_first_is_refused(client, studio):
     first = client.post("/api/candidates", json={"theme": "pets-cat"}).json()
     # A second candidate drawn before the first was kept, with the same latent: a look-alike.
-    twin = serve.Candidate("twin", studio.themes["pets-cat"], *(
-        getattr(studio.candidate(first["id"]), f) for f in ("z", "features", "train_distance", "seed", "png")))
+    twin = serve.Candidate(
+        "twin",
+        studio.themes["pets-cat"],
+        *(getattr(studio.candidate(first["id"]), f) for f in ("z", "features", "train_distance", "seed", "png")),
+    )
     studio.candidates["twin"] = twin
     assert client.post("/api/keep", json={"candidate": first["id"]}).status_code == 200
     taken = client.post("/api/keep", json={"candidate": "twin"})
     assert taken.status_code == 409 and "kept a look-alike first" in taken.json()["error"]
     # and candidates drawn after the keep are screened against it
     fresh = client.post("/api/candidates", json={"theme": "pets-cat"}).json()
-    assert uniqueness.nearest(studio.candidate(fresh["id"]).features[None],
-                              studio.sources["pets"].kept["features"])[0][0] > MIN_DISTANCE
+    assert (
+        uniqueness.nearest(studio.candidate(fresh["id"]).features[None], studio.sources["pets"].kept["features"])[0][0]
+        > MIN_DISTANCE
+    )
 
 
-@pytest.mark.parametrize("method, path, body, status, message", [
-    ("post", "/api/candidates", {"theme": "unicorns"}, 404, "unknown theme 'unicorns'; themes: pets-cat, pets-dog"),
-    ("post", "/api/keep", {"candidate": "nope"}, 404, "unknown or expired candidate 'nope'"),
-    ("get", "/api/avatars/pets.7.png", None, 404, "unknown avatar 'pets.7'"),
-    ("get", "/api/avatars/zebras.0.png", None, 404, "unknown avatar"),
-    ("get", "/api/candidates/nope.png", None, 404, "unknown or expired candidate"),
-    ("post", "/v1/models/unicorns:predict", {"instances": [[0, 0, 0, 0]]}, 404, "unknown theme"),
-    ("post", "/v1/models/pets-cat:predict", {"instances": [[0, 0]]}, 400, "each z needs 4 numbers"),
-    ("post", "/v1/models/pets-cat:predict", {"instances": [{"z": [0, 0, 0, 0], "label": 5}]}, 400, "label must be"),
-    ("post", "/v1/models/pets-cat:predict", {"instances": []}, 400, "expected 1 to 256"),
-    ("post", "/v1/models/pets-cat:predict", {"instances": [[0, 0, 0, 1e39]]}, 400, "finite number"),
-    ("post", "/v1/models/pets-cat:predict", {"instances": [{"z": [0, 0, 0, 0], "label": True}]}, 400, "label must be"),
-    ("get", "/api/avatars/pets.\u00b2.png", None, 404, "unknown avatar"),
-])
+@pytest.mark.parametrize(
+    "method, path, body, status, message",
+    [
+        ("post", "/api/candidates", {"theme": "unicorns"}, 404, "unknown theme 'unicorns'; themes: pets-cat, pets-dog"),
+        ("post", "/api/keep", {"candidate": "nope"}, 404, "unknown or expired candidate 'nope'"),
+        ("get", "/api/avatars/pets.7.png", None, 404, "unknown avatar 'pets.7'"),
+        ("get", "/api/avatars/zebras.0.png", None, 404, "unknown avatar"),
+        ("get", "/api/candidates/nope.png", None, 404, "unknown or expired candidate"),
+        ("post", "/v1/models/unicorns:predict", {"instances": [[0, 0, 0, 0]]}, 404, "unknown theme"),
+        ("post", "/v1/models/pets-cat:predict", {"instances": [[0, 0]]}, 400, "each z needs 4 numbers"),
+        ("post", "/v1/models/pets-cat:predict", {"instances": [{"z": [0, 0, 0, 0], "label": 5}]}, 400, "label must be"),
+        ("post", "/v1/models/pets-cat:predict", {"instances": []}, 400, "expected 1 to 256"),
+        ("post", "/v1/models/pets-cat:predict", {"instances": [[0, 0, 0, 1e39]]}, 400, "finite number"),
+        (
+            "post",
+            "/v1/models/pets-cat:predict",
+            {"instances": [{"z": [0, 0, 0, 0], "label": True}]},
+            400,
+            "label must be",
+        ),
+        ("get", "/api/avatars/pets.\u00b2.png", None, 404, "unknown avatar"),
+    ],
+)
 def test_bad_requests_get_a_clear_json_error(client, method, path, body, status, message):
     response = getattr(client, method)(path, **({"json": body} if body is not None else {}))
     assert response.status_code == status
@@ -145,7 +161,9 @@ def test_bad_requests_get_a_clear_json_error(client, method, path, body, status,
 
 def test_malformed_bodies_get_422_and_oversized_downloads_400(client):
     assert client.post("/api/candidates", json={"colour": "red"}).status_code == 422
-    assert client.post("/api/keep", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    assert (
+        client.post("/api/keep", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    )
     candidate = client.post("/api/candidates", json={"theme": "pets-cat"}).json()
     url = client.post("/api/keep", json={"candidate": candidate["id"]}).json()["image_url"]
     for size, status in ((5000, 400), (4, 400), (1024, 200)):
@@ -170,8 +188,9 @@ def test_predict_follows_tf_serving_and_matches_the_generator(client, studio):
     sampler = studio.sources["pets"].sampler
     np.testing.assert_allclose(predictions, sampler.images(z, np.ones(3, np.int32)), atol=1e-6)
     as_cat = client.post("/v1/models/pets-dog:predict", json={"instances": [{"z": z[0].tolist(), "label": 0}]})
-    np.testing.assert_allclose(as_cat.json()["predictions"][0], sampler.images(z[:1], np.zeros(1, np.int32))[0],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        as_cat.json()["predictions"][0], sampler.images(z[:1], np.zeros(1, np.int32))[0], atol=1e-6
+    )
 
 
 def test_batcher_answers_concurrent_requests_in_fewer_model_calls():
@@ -249,9 +268,24 @@ def cond_run(cond_toy_run):
 
 def start_server(run, port, *extra):
     process = subprocess.Popen(
-        [sys.executable, "-m", "tfgen.serve", "--theme", f"digits={run}", "--port", str(port),
-         "--features", "pixels", "--min-distance", "0.001", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tfgen.serve",
+            "--theme",
+            f"digits={run}",
+            "--port",
+            str(port),
+            "--features",
+            "pixels",
+            "--min-distance",
+            "0.001",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -291,8 +325,10 @@ def test_a_killed_server_loses_no_kept_avatar(cond_run):
 def test_a_folder_that_cannot_be_loaded_fails_at_start_up_naming_it(tmp_path, capsys):
     assert serve.main(["--theme", f"anime={tmp_path / 'missing'}"]) == 2
     (error,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
-    assert error == (f"tfgen: error: --theme anime={tmp_path / 'missing'}: cannot be served: "
-                     f"{tmp_path / 'missing'} is not a run directory (no config.yaml)")
+    assert error == (
+        f"tfgen: error: --theme anime={tmp_path / 'missing'}: cannot be served: "
+        f"{tmp_path / 'missing'} is not a run directory (no config.yaml)"
+    )
     assert serve.main(["--theme", "no-equals-sign"]) == 2
     assert "expected NAME=PATH" in capsys.readouterr().err
 
@@ -303,8 +339,10 @@ def test_a_folder_that_cannot_be_loaded_fails_at_start_up_naming_it(tmp_path, ca
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+)
 def test_the_page_in_headless_chromium(cond_run, tmp_path):
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
@@ -319,16 +357,21 @@ def test_the_page_in_headless_chromium(cond_run, tmp_path):
         options.add_argument(flag)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
     wait = WebDriverWait(browser, 60)
     try:
         browser.get(f"http://127.0.0.1:{port}/")
         cards = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".card") or False)
         assert [c.text.split("\n")[0] for c in cards] == [str(k) for k in range(10)]
-        wait.until(lambda b: all(b.execute_script("return arguments[0].naturalWidth", img) == 8
-                                 for img in b.find_elements(By.CSS_SELECTOR, ".card img")))
+        wait.until(
+            lambda b: all(
+                b.execute_script("return arguments[0].naturalWidth", img) == 8
+                for img in b.find_elements(By.CSS_SELECTOR, ".card img")
+            )
+        )
         cards[3].click()
         assert cards[3].get_attribute("aria-checked") == "true"
 
@@ -389,8 +432,18 @@ def test_keep_storm_tool_checks_a_running_studio(live_server, capsys):
 def test_an_export_and_a_run_serve_side_by_side(cond_run, tmp_path):
     export = tmp_path / "export"
     shutil.copytree(cond_run / "saved_model", export)
-    args = serve.parse_args(["--theme", f"digits={cond_run}", "--theme", f"exported={export}",
-                             "--features", "pixels", "--min-distance", "0"])
+    args = serve.parse_args(
+        [
+            "--theme",
+            f"digits={cond_run}",
+            "--theme",
+            f"exported={export}",
+            "--features",
+            "pixels",
+            "--min-distance",
+            "0",
+        ]
+    )
     studio = serve.build_studio(args)
     assert len(studio.themes) == 20 and studio.themes["exported-5"].label == 5
     with TestClient(serve.create_app(studio)) as client:

@@ -13,8 +13,18 @@ def test_sweep_writes_both_tables_with_every_row_and_survives_a_failed_run(tmp_p
     config = tmp_path / "toy_sweep.yaml"
     config.write_text(TOY + f"run_dir: {tmp_path / 'runs'}\n")
     # g_width 0 is caught by the model itself, in the training process: a failed run
-    argv = ["--config", str(config), "--grid", "model.latent_dim=2,4", "--grid", "model.g_width=4,0",
-            "--num", "100", "--metric", "fid,kid"]
+    argv = [
+        "--config",
+        str(config),
+        "--grid",
+        "model.latent_dim=2,4",
+        "--grid",
+        "model.g_width=4,0",
+        "--num",
+        "100",
+        "--metric",
+        "fid,kid",
+    ]
     assert sweep.main(argv) == 0
     out_dir = tmp_path / "runs" / "sweeps" / "toy_sweep"
     markdown = (out_dir / "results.md").read_text()
@@ -52,12 +62,25 @@ def test_bad_grid_values_fail_before_any_training(tmp_path, capsys):
 def test_variants_and_configs_compare_at_equal_wall_time(tmp_path):
     """Two configs x a variant; a time budget ends each run (exported) after its first epoch."""
     for name, width in (("small", 4), ("wide", 6)):
-        (tmp_path / f"{name}.yaml").write_text(TOY.replace("g_width: 4", f"g_width: {width}")
-                                               + f"run_dir: {tmp_path / 'runs'}\n")
-    argv = ["--config", str(tmp_path / "small.yaml"), "--config", str(tmp_path / "wide.yaml"),
-            "--variant", "model.top_k=true,model.top_k_min=0.5",
-            "--set", "train.epochs=50", "--set", "train.time_budget_minutes=0.0001",
-            "--name", "budget", "--num", "100"]
+        (tmp_path / f"{name}.yaml").write_text(
+            TOY.replace("g_width: 4", f"g_width: {width}") + f"run_dir: {tmp_path / 'runs'}\n"
+        )
+    argv = [
+        "--config",
+        str(tmp_path / "small.yaml"),
+        "--config",
+        str(tmp_path / "wide.yaml"),
+        "--variant",
+        "model.top_k=true,model.top_k_min=0.5",
+        "--set",
+        "train.epochs=50",
+        "--set",
+        "train.time_budget_minutes=0.0001",
+        "--name",
+        "budget",
+        "--num",
+        "100",
+    ]
     assert sweep.main(argv) == 0
     out_dir = tmp_path / "runs" / "sweeps" / "budget"
     markdown = (out_dir / "results.md").read_text()
@@ -74,10 +97,14 @@ def test_variants_and_configs_compare_at_equal_wall_time(tmp_path):
 
 def test_values_holding_commas_are_one_setting():
     assert sweep.parse_variant("model.diffaugment=color,translation,model.top_k=true") == [
-        ("model.diffaugment", "color,translation"), ("model.top_k", "true")]
+        ("model.diffaugment", "color,translation"),
+        ("model.top_k", "true"),
+    ]
     assert sweep.parse_variant("") == []
     assert sweep.parse_grid(["model.diffaugment=color|color,translation", "model.latent_dim=8,16"]) == [
-        ("model.diffaugment", ["color", "color,translation"]), ("model.latent_dim", ["8", "16"])]
+        ("model.diffaugment", ["color", "color,translation"]),
+        ("model.latent_dim", ["8", "16"]),
+    ]
 
 
 def test_a_bad_grid_key_names_the_sweep_run(tmp_path, capsys):

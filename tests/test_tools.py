@@ -13,8 +13,15 @@ def test_preview_data_writes_a_grid_of_the_first_batch(tmp_path):
 
 
 def test_preview_data_reports_a_bad_folder_in_one_line(tmp_path):
-    result = run_tool("preview_data.py", "--config", "digits_dcgan.yaml",
-                      "--set", "data.source=folder", "--set", f"data.path={tmp_path / 'missing'}")
+    result = run_tool(
+        "preview_data.py",
+        "--config",
+        "digits_dcgan.yaml",
+        "--set",
+        "data.source=folder",
+        "--set",
+        f"data.path={tmp_path / 'missing'}",
+    )
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
 
@@ -51,7 +58,7 @@ def test_epoch_strip_stacks_the_first_grid_rows_of_each_chosen_epoch(tmp_path):
     assert strip.shape[0] == 2 * band
     # each band is its epoch's first 8 cells (values e * 10 + 0..7), right of the label
     for k, epoch in enumerate([5, 12]):
-        cells = images.grid_cells(strip[k * band : (k + 1) * band, -grid.shape[1]:], 8)
+        cells = images.grid_cells(strip[k * band : (k + 1) * band, -grid.shape[1] :], 8)
         assert cells.shape[:2] == (2, 4)
         np.testing.assert_array_equal(cells[..., 0, 0, 0].ravel(), epoch * 10 + np.arange(8))
     # the label column holds dark text

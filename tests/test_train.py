@@ -103,19 +103,23 @@ def test_a_failed_start_leaves_the_run_folder_as_it_was(toy_config, toy_run_copy
     assert "latent_dim" in capsys.readouterr().err
     assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     # --resume with an override that fails: the recorded config is not rewritten
-    assert run_cli(toy_config, "--resume", "--set", "data.source=folder",
-                   "--set", f"data.path={tmp_path / 'nope'}") == 2
+    assert (
+        run_cli(toy_config, "--resume", "--set", "data.source=folder", "--set", f"data.path={tmp_path / 'nope'}") == 2
+    )
     assert (run / "config.yaml").read_bytes() == before[__import__("pathlib").Path("config.yaml")]
     # a new name whose data is missing: no folder is left behind to block the corrected run
-    assert run_cli(toy_config, "--set", "name=fresh", "--set", "data.source=folder",
-                   "--set", f"data.path={tmp_path / 'nope'}") == 2
+    assert (
+        run_cli(
+            toy_config, "--set", "name=fresh", "--set", "data.source=folder", "--set", f"data.path={tmp_path / 'nope'}"
+        )
+        == 2
+    )
     assert not (tmp_path / "runs" / "fresh").exists()
     assert run_cli(toy_config, "--set", "name=fresh") == 0
 
 
 def test_xla_step_on_one_device(toy_config, tmp_path):
-    code = train.main(["--config", str(toy_config), "--set", "train.jit_compile=true",
-                       "--set", "train.epochs=1"])
+    code = train.main(["--config", str(toy_config), "--set", "train.jit_compile=true", "--set", "train.epochs=1"])
     assert code == 0
     assert np.isfinite(float(read_metrics(tmp_path / "runs" / "toy")[0]["d_loss"]))
 
@@ -125,16 +129,32 @@ def test_python_m_entry_point_reports_user_errors_without_traceback(tmp_path):
     bad.write_text("train: {epochs: -1}\n")
     result = subprocess.run(
         [sys.executable, "-m", "tfgen.train", "--config", str(bad)],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"tfgen: error: {bad}: train.epochs: invalid value -1" in result.stderr
 
 
-TOY_RUN = ["--set", "data.image_size=8", "--set", "data.limit=64", "--set", "data.batch_size=8",
-           "--set", "train.epochs=1", "--set", "train.steps_per_epoch=2", "--set", "train.jit_compile=false",
-           "--set", "train.mixed_precision=none"]
+TOY_RUN = [
+    "--set",
+    "data.image_size=8",
+    "--set",
+    "data.limit=64",
+    "--set",
+    "data.batch_size=8",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "train.steps_per_epoch=2",
+    "--set",
+    "train.jit_compile=false",
+    "--set",
+    "train.mixed_precision=none",
+]
 OFFLINE_CONFIGS = [name for name in shipped_configs() if name.startswith(("digits_", "mnist5k_"))]
 
 
@@ -150,8 +170,15 @@ def test_vae_run_writes_every_picture(tmp_path):
     code = train.main(["--config", "digits_conv_vae.yaml", "--set", f"run_dir={tmp_path}", *TOY_RUN])
     assert code == 0
     run = tmp_path / "digits_conv_vae"
-    for name in ("reconstructions.png", "interpolation.png", "interpolation.gif", "manifold.png",
-                 "latent_scatter.png", "curves.png", "progress.gif"):
+    for name in (
+        "reconstructions.png",
+        "interpolation.png",
+        "interpolation.gif",
+        "manifold.png",
+        "latent_scatter.png",
+        "curves.png",
+        "progress.gif",
+    ):
         assert (run / name).is_file(), name
     assert Image.open(run / "interpolation.gif").n_frames > 1  # (PIL merges identical frames)
     rows = read_metrics(run)
@@ -159,30 +186,47 @@ def test_vae_run_writes_every_picture(tmp_path):
 
 
 def test_conditional_grid_has_one_row_per_class(tmp_path):
-    code = train.main(["--config", "digits_cond_vae.yaml", "--set", f"run_dir={tmp_path}",
-                       "--set", "train.num_samples=20", *TOY_RUN])
+    code = train.main(
+        ["--config", "digits_cond_vae.yaml", "--set", f"run_dir={tmp_path}", "--set", "train.num_samples=20", *TOY_RUN]
+    )
     assert code == 0
     grid = np.asarray(Image.open(tmp_path / "digits_cond_vae" / "samples" / "epoch_001.png"))
     # 10 rows x 2 columns of 8 px images with 2 px padding, enlarged by an integer factor
     assert grid.shape[0] / grid.shape[1] == pytest.approx((10 * 10 + 2) / (2 * 10 + 2))
 
 
-@pytest.mark.parametrize("config, policy", [
-    ("digits_dcgan.yaml", "mixed_float16"), ("digits_vae_gan.yaml", "mixed_bfloat16"),
-    ("digits_conv_vae.yaml", "mixed_float16"),
-])
+@pytest.mark.parametrize(
+    "config, policy",
+    [
+        ("digits_dcgan.yaml", "mixed_float16"),
+        ("digits_vae_gan.yaml", "mixed_bfloat16"),
+        ("digits_conv_vae.yaml", "mixed_float16"),
+    ],
+)
 def test_mixed_precision_trains_with_float32_outputs(config, policy, tmp_path):
     import keras
 
     try:
-        cfg = load_config(config, [f"run_dir={tmp_path}", f"train.mixed_precision={policy}", "data.image_size=8",
-                                   "data.limit=64", "data.batch_size=8", "train.epochs=1", "train.steps_per_epoch=2",
-                                   "train.jit_compile=false"])
+        cfg = load_config(
+            config,
+            [
+                f"run_dir={tmp_path}",
+                f"train.mixed_precision={policy}",
+                "data.image_size=8",
+                "data.limit=64",
+                "data.batch_size=8",
+                "train.epochs=1",
+                "train.steps_per_epoch=2",
+                "train.jit_compile=false",
+            ],
+        )
         model, _, stop = training.train(cfg, prepare_run_dir(cfg, resume=False, overwrite=False))
         assert stop is None
         assert keras.mixed_precision.global_policy().name == policy
         if policy == "mixed_float16":
-            assert all(isinstance(getattr(model, n), keras.optimizers.LossScaleOptimizer) for n in model.optimizer_names)
+            assert all(
+                isinstance(getattr(model, n), keras.optimizers.LossScaleOptimizer) for n in model.optimizer_names
+            )
         assert any(v.dtype == "float32" for v in model.trainable_variables)  # variables stay float32
         images = model.generate(tf.random.normal((2, model.latent_dim)))
         assert images.dtype == tf.float32 and np.all(np.isfinite(images.numpy()))
@@ -192,8 +236,7 @@ def test_mixed_precision_trains_with_float32_outputs(config, policy, tmp_path):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def test_resume_refuses_a_change_of_loss_scaling_or_of_the_scored_metrics(toy_config, toy_run_copy, tmp_path,
-                                                                          capsys):
+def test_resume_refuses_a_change_of_loss_scaling_or_of_the_scored_metrics(toy_config, toy_run_copy, tmp_path, capsys):
     run = tmp_path / "runs" / "toy"
     before = (run / "metrics.csv").read_text()
     assert run_cli(toy_config, "--resume", "--set", "train.mixed_precision=mixed_float16") == 2
@@ -205,8 +248,10 @@ def test_resume_refuses_a_change_of_loss_scaling_or_of_the_scored_metrics(toy_co
     import keras
 
     try:
-        assert run_cli(toy_config, "--resume", "--set", "train.mixed_precision=mixed_bfloat16",
-                       "--set", "train.epochs=3") == 0
+        assert (
+            run_cli(toy_config, "--resume", "--set", "train.mixed_precision=mixed_bfloat16", "--set", "train.epochs=3")
+            == 0
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
 

@@ -6,8 +6,11 @@ from helpers import assert_keras_round_trip, digits, real_images, toy_model
 from tfgen import losses, perceptual
 from tfgen.export import export_saved_model
 
-SIZES = {"vae": dict(latent_dim=2, hidden_dim=16), "conv_vae": dict(latent_dim=2, width=4),
-         "cond_vae": dict(latent_dim=2, width=4)}
+SIZES = {
+    "vae": dict(latent_dim=2, hidden_dim=16),
+    "conv_vae": dict(latent_dim=2, width=4),
+    "cond_vae": dict(latent_dim=2, width=4),
+}
 GAN_SIZES = {"vae_gan": dict(latent_dim=2, width=4, d_width=4)}
 
 
@@ -78,8 +81,9 @@ def test_beta_weights_the_kl_term():
 @pytest.mark.parametrize("name", ["vae", "conv_vae"])
 def test_edge_weight_adds_the_edge_term_to_the_reconstruction(name):
     size = {"hidden_dim": 16} if name == "vae" else {"width": 4}
-    plain, edged, twin = (toy_model(name, latent_dim=2, likelihood="gaussian", edge_weight=w, **size)
-                          for w in (0.0, 0.5, 0.0))
+    plain, edged, twin = (
+        toy_model(name, latent_dim=2, likelihood="gaussian", edge_weight=w, **size) for w in (0.0, 0.5, 0.0)
+    )
     edged.set_weights(plain.get_weights())
     twin.set_weights(plain.get_weights())
     images = real_images(plain)
@@ -149,8 +153,10 @@ def test_saved_model_signatures(name, tmp_path):
 
 
 def test_perceptual_weight_adds_the_perceptual_term_and_leaves_its_network_alone(tmp_path):
-    plain, weighted, twin = (toy_model("conv_vae", (8, 8, 3), latent_dim=2, width=4, likelihood="gaussian",
-                                       perceptual_weight=w) for w in (0.0, 2.0, 0.0))
+    plain, weighted, twin = (
+        toy_model("conv_vae", (8, 8, 3), latent_dim=2, width=4, likelihood="gaussian", perceptual_weight=w)
+        for w in (0.0, 2.0, 0.0)
+    )
     for other in (weighted, twin):
         other.encoder.set_weights(plain.encoder.get_weights())
         other.decoder.set_weights(plain.decoder.get_weights())

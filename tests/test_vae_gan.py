@@ -19,8 +19,10 @@ def test_shapes_and_feature_head():
 
 def test_three_optimizers_each_move_only_their_network():
     model = toy_model("vae_gan", **SIZE)
-    snapshot = {net: [v.numpy().copy() for v in getattr(model, net).trainable_variables]
-                for net in ("encoder", "decoder", "discriminator")}
+    snapshot = {
+        net: [v.numpy().copy() for v in getattr(model, net).trainable_variables]
+        for net in ("encoder", "decoder", "discriminator")
+    }
     logs = model.train_step(real_images(model, 8))
     for net, before in snapshot.items():
         after = getattr(model, net).trainable_variables
@@ -40,8 +42,10 @@ def test_encoder_gradient_ignores_the_gan_term():
     b.train_step(images)
     for va, vb in zip(a.encoder.trainable_variables, b.encoder.trainable_variables):
         np.testing.assert_allclose(va.numpy(), vb.numpy(), atol=1e-6)
-    moved = [not np.allclose(va.numpy(), vb.numpy()) for va, vb in
-             zip(a.decoder.trainable_variables, b.decoder.trainable_variables)]
+    moved = [
+        not np.allclose(va.numpy(), vb.numpy())
+        for va, vb in zip(a.decoder.trainable_variables, b.decoder.trainable_variables)
+    ]
     assert any(moved)  # gamma does reach the decoder
 
 
