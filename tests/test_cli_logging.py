@@ -51,9 +51,14 @@ def test_train_shows_only_tfgen_lines(toy_config):
     assert "tfgen: done in" in result.stderr
 
 
-def test_verbose_shows_tensorflow_lines_and_errors_still_surface(tmp_path):
-    result = run_command("--verbose", "--config", str(tmp_path / "missing.yaml"))
+def test_verbose_shows_tensorflow_lines_and_a_user_error_is_still_one_line(tmp_path):
+    """`python -m tfgen.train` with a config value it refuses: exit status 2 and one line naming
+    the file, key and value, no traceback (--verbose changes only which log lines show)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epochs: -1}\n")
+    result = run_command("--verbose", "--config", str(bad))
     assert result.returncode == 2
-    assert "tfgen: error: config" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"tfgen: error: {bad}: train.epochs: invalid value -1" in result.stderr
     # this TensorFlow build announces oneDNN (x86) or the missing CUDA driver at start-up
     assert any(TF_LINE.search(line) for line in result.stderr.splitlines()), result.stderr
