@@ -147,3 +147,37 @@ def pytest_collection_modifyitems(session, config, items):
                 callobj=functools.partial(module.obj.check_model_contract, name),
             )
         )
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The URL of a PostgreSQL server for the store's tests: $TFGEN_TEST_POSTGRES (.ci/run starts
+    one), else a throw-away one (tests/postgres.py); skipped where PostgreSQL or psycopg is missing."""
+    pytest.importorskip("psycopg", reason='PostgreSQL tests need psycopg: pip install "psycopg[binary]"')
+    if os.environ.get("TFGEN_TEST_POSTGRES"):
+        yield os.environ["TFGEN_TEST_POSTGRES"]
+        return
+    import tempfile
+
+    import postgres
+
+    if postgres.binaries() is None:
+        pytest.skip("PostgreSQL is not installed (no initdb): apt-get install postgresql")
+    folder = tempfile.mkdtemp(prefix="tfgen-pg-")
+    try:
+        yield postgres.start_server(folder)
+    finally:
+        postgres.stop_server(folder)
+
+
+@pytest.fixture
+def postgres_db(postgres_server):
+    """A URL of a fresh, empty database on the test PostgreSQL server."""
+    import secrets
+
+    import psycopg
+
+    name = f"tfgen_{secrets.token_hex(6)}"
+    with psycopg.connect(postgres_server, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return postgres_server.rsplit("/", 1)[0] + f"/{name}"

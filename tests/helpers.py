@@ -71,3 +71,18 @@ def run_tool(script, *args):
         sys.argv = saved_argv
         os.chdir(saved_cwd)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def issue(db, sampler, space, train_features, num, min_distance, seed, source="toy", **kwargs):
+    """`uniqueness.issue_unique` as `tfgen generate --unique` runs it: under the store's write
+    lock for `source`, against every image issued before. Returns (issued, rejected)."""
+    from tfgen import store, uniqueness
+
+    db = store.Store(db)
+    db.register(source, space.name, train_features.shape[1], sampler.noise_size)
+    kept = uniqueness.KeptIndex(train_features.shape[1], train_features)
+    with db.writing(source) as writer:
+        kept.refresh(writer)
+        return uniqueness.issue_unique(
+            sampler, space, train_features, kept, writer, num, min_distance, seed=seed, **kwargs
+        )

@@ -2,9 +2,10 @@ import json
 
 import numpy as np
 import pytest
+from helpers import issue
 from PIL import Image
 
-from tfgen import generate, sampling, uniqueness
+from tfgen import generate, sampling, store, uniqueness
 from tfgen.errors import RunError
 
 
@@ -140,8 +141,7 @@ def test_unique_rejects_a_planted_copy_of_a_training_image(toy_training, tmp_pat
 
     calls = []
     sampler.images = first_draw_copies_training_image_5
-    with uniqueness.Ledger(tmp_path / "issued.npz", space.name, train_features.shape[1], 4) as ledger:
-        issued, rejected = uniqueness.issue_unique(sampler, space, train_features, ledger, 4, 0.2, seed=0)
+    issued, rejected = issue(tmp_path / "avatars.db", sampler, space, train_features, 4, 0.2, seed=0)
     copy = rejected[0]
     assert (copy["draw"], copy["reason"], copy["train_index"]) == (0, "training", 5)
     assert copy["train_distance"] < 1e-6
@@ -150,59 +150,60 @@ def test_unique_rejects_a_planted_copy_of_a_training_image(toy_training, tmp_pat
 
 
 @pytest.mark.parametrize("damage", [lambda data: data[:300], lambda data: b"not a ledger"])
-def test_a_damaged_ledger_is_named_not_a_traceback(toy_training, tmp_path, damage):
+def test_a_damaged_old_ledger_is_named_not_a_traceback(toy_training, tmp_path, damage):
+    """An issued.npz from before the store is imported on first use; a damaged one is named and
+    nothing is imported (so it can be restored and imported later)."""
     data, space, train_features = toy_training
-    path = tmp_path / "issued.npz"
-    with uniqueness.Ledger(path, space.name, train_features.shape[1], 4) as ledger:
-        uniqueness.issue_unique(diverse_sampler(), space, train_features, ledger, 2, 0.3, seed=0)
+    run = tmp_path / "toy"
+    run.mkdir()
+    rows = {name: np.zeros((1, 4), np.float32) for name in ("features", "z")}
+    rows.update(labels=np.zeros(1, np.int32), train_distance=np.ones(1, np.float32))
+    rows.update(seeds=np.zeros(1, np.int64), issued_at=np.zeros(1))
+    path = run / store.LEDGER_NAME
+    np.savez(path, feature_space=np.array("pixels"), **rows)
     path.write_bytes(damage(path.read_bytes()))
-    with pytest.raises(RunError, match=f"{path} is damaged.*restore it from a backup"):
-        with uniqueness.Ledger(path, space.name, train_features.shape[1], 4):
-            pass
+    with pytest.raises(RunError, match=f"{path}: cannot import this ledger"):
+        store.open_source(run, None, space.name, 4, 4)
+    assert store.Store(run / "avatars.db").count("toy") == 0
 
 
-def test_unique_never_reissues_an_image_from_the_ledger(toy_training, tmp_path):
+def test_unique_never_reissues_an_image_from_the_store(toy_training, tmp_path):
     data, space, train_features = toy_training
     sampler = diverse_sampler()
-    path = tmp_path / "issued.npz"
     batches = []
     for _ in range(2):  # the same seed twice: the second call must find new images
-        with uniqueness.Ledger(path, space.name, train_features.shape[1], 4) as ledger:
-            issued, _ = uniqueness.issue_unique(sampler, space, train_features, ledger, 5, 0.3, seed=0)
+        issued, _ = issue(tmp_path / "avatars.db", sampler, space, train_features, 5, 0.3, seed=0)
         batches.append(issued)
-    assert [r["id"] for r in batches[0] + batches[1]] == list(range(10))
+    ids = [r["id"] for r in batches[0] + batches[1]]
+    assert len(set(ids)) == 10
     assert not {r["draw"] for r in batches[1]} & {r["draw"] for r in batches[0]}
-    with np.load(path) as stored:
-        features, z = stored["features"], stored["z"]
-        assert str(stored["feature_space"]) == "pixels" and len(z) == 10
-    distances, _ = uniqueness.nearest(features, features, exclude=np.arange(10))
+    rows = store.Store(tmp_path / "avatars.db").export("toy")
+    assert rows["ids"].tolist() == ids
+    distances, _ = uniqueness.nearest(rows["features"], rows["features"], exclude=np.arange(10))
     assert distances.min() > 0.3
-    # A ledger entry is enough to regenerate its image.
-    np.testing.assert_allclose(space.features(sampler.images(z)), features, atol=1e-5)
+    # A stored row is enough to regenerate its image.
+    np.testing.assert_allclose(space.features(sampler.images(rows["z"])), rows["features"], atol=1e-5)
 
 
 def test_concurrent_unique_calls_never_issue_the_same_image(toy_training, tmp_path):
     import threading
 
     data, space, train_features = toy_training
-    path = tmp_path / "issued.npz"
 
-    def user():  # two users at once, with the same seed: only the ledger's lock keeps them apart
-        with uniqueness.Ledger(path, space.name, train_features.shape[1], 4) as ledger:
-            uniqueness.issue_unique(diverse_sampler(), space, train_features, ledger, 5, 0.3, seed=0)
+    def user():  # two users at once, with the same seed, each with its own connection: only the lock keeps them apart
+        issue(tmp_path / "avatars.db", diverse_sampler(), space, train_features, 5, 0.3, seed=0)
 
     threads = [threading.Thread(target=user) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    with np.load(path) as stored:
-        features = stored["features"]
+    features = store.Store(tmp_path / "avatars.db").export("toy")["features"]
     assert len(features) == 10
     assert uniqueness.nearest(features, features, exclude=np.arange(10))[0].min() > 0.3
 
 
-def test_unique_cli_writes_files_named_by_ledger_id_and_reports_distances(trained_run, tmp_path, capsys):
+def test_unique_cli_writes_files_named_by_avatar_id_and_reports_distances(trained_run, tmp_path, capsys):
     out = tmp_path / "avatars"
     args = [
         "--run",
@@ -219,24 +220,24 @@ def test_unique_cli_writes_files_named_by_ledger_id_and_reports_distances(traine
         str(out),
         "--seed",
         "4",
-        "--ledger",
-        str(tmp_path / "issued.npz"),
+        "--db",
+        str(tmp_path / "avatars.db"),
     ]
     assert generate.main(args) == 0
     assert generate.main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == [f"{i:06d}.png" for i in range(4)]
+    rows = store.Store(tmp_path / "avatars.db").export(trained_run.name)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{i}.png" for i in rows["ids"])
     printed = capsys.readouterr().out
     assert "distance to training" in printed and "4 issued in all" in printed
-    with np.load(tmp_path / "issued.npz") as stored:
-        assert (stored["train_distance"] > 1e-5).all() and len(stored["z"]) == 4
+    assert (rows["train_distance"] > 1e-5).all() and len(rows["z"]) == 4
     # Asking for the impossible gives up, records nothing and says what to change.
-    impossible = [*args[:-2], "--min-distance", "1.9", "--max-draws", "20", "--ledger", str(tmp_path / "none.npz")]
+    impossible = [*args[:-2], "--min-distance", "1.9", "--max-draws", "20", "--db", str(tmp_path / "none.db")]
     assert generate.main(impossible) == 2
     assert "lower --min-distance" in capsys.readouterr().err
-    assert not (tmp_path / "none.npz").exists()
+    assert store.Store(tmp_path / "none.db").count(trained_run.name) == 0
 
 
-def test_ledger_refuses_features_of_another_space(toy_training, tmp_path, capsys, trained_run):
+def test_the_store_refuses_features_of_another_space(toy_training, tmp_path, capsys, trained_run):
     args = [
         "--run",
         str(trained_run),
@@ -247,14 +248,14 @@ def test_ledger_refuses_features_of_another_space(toy_training, tmp_path, capsys
         "1e-5",
         "--seed",
         "1",
-        "--ledger",
-        str(tmp_path / "issued.npz"),
+        "--db",
+        str(tmp_path / "avatars.db"),
         "--out",
         str(tmp_path / "u.png"),
     ]
     assert generate.main([*args, "--features", "pixels"]) == 0
     assert generate.main([*args, "--features", "classifier"]) == 2
-    assert "holds pixels features" in capsys.readouterr().err
+    assert "are measured in pixels features (64-d), not classifier" in capsys.readouterr().err
 
 
 def test_memorisation_report_writes_histogram_pairs_and_summary(trained_run, tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Sampling is not tied to a flat latent: a model that declares image-shaped noise and a
 `steps` sampling option goes through `Sampler`, export, the studio's predict parsing and the
-uniqueness ledger with no code of its own; today's flat-latent models draw as before.
+uniqueness store with no code of its own; today's flat-latent models draw as before.
 
 The toy denoiser below is registered here, so the registry-wide contract test
 (tests/test_contract.py) runs it too.
@@ -10,8 +10,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import issue
 
-from tfgen import serve, uniqueness
+from tfgen import serve, store, uniqueness
 from tfgen.errors import ConfigError
 from tfgen.export import export_saved_model
 from tfgen.models.base import GenerativeModel
@@ -74,7 +75,7 @@ def test_noise_has_the_declared_shape_and_options_reach_generate():
         sampler.sample(1, guidance=3.0)
 
 
-def test_flat_noise_as_a_ledger_holds_it_gives_the_same_images():
+def test_flat_noise_as_the_store_holds_it_gives_the_same_images():
     _, sampler = toy_sampler()
     z = sampler.noise(np.random.default_rng(2), 4)
     np.testing.assert_array_equal(sampler.images(z.reshape(4, -1)), sampler.images(z))
@@ -90,7 +91,9 @@ def test_export_records_the_noise_shape_and_samples_the_same(tmp_path):
 def test_the_studio_takes_flat_or_shaped_noise_for_predict(tmp_path):
     _, sampler = toy_sampler()
     space = uniqueness.FeatureSpace("pixels")
-    source = serve.Source("toy", sampler, space, space.features(sampler.sample(4, seed=0)), tmp_path / "issued.npz")
+    db = store.Store(tmp_path / "avatars.db")
+    db.register("toy", space.name, 64, sampler.noise_size)
+    source = serve.Source("toy", sampler, space, space.features(sampler.sample(4, seed=0)), db, "toy")
     theme = serve.Theme("toy", "toy", "toy", source, None)
     z = np.random.default_rng(0).standard_normal((2, 8, 8, 1)).round(3)
     flat, _ = serve._instances(theme, z.reshape(2, -1).tolist())
@@ -101,15 +104,14 @@ def test_the_studio_takes_flat_or_shaped_noise_for_predict(tmp_path):
         serve._instances(theme, [[0.0] * 8])
 
 
-def test_the_ledger_stores_image_shaped_noise_flat(tmp_path):
+def test_the_store_keeps_image_shaped_noise_flat(tmp_path):
     _, sampler = toy_sampler()
     space = uniqueness.FeatureSpace("pixels")
     train = space.features(sampler.sample(20, seed=0))
-    with uniqueness.Ledger(tmp_path / "issued.npz", space.name, train.shape[1], sampler.noise_size) as ledger:
-        issued, _ = uniqueness.issue_unique(sampler, space, train, ledger, 3, 0.0, seed=5, options={"steps": 3})
-    with uniqueness.Ledger(tmp_path / "issued.npz", space.name, train.shape[1], sampler.noise_size) as ledger:
-        assert ledger.entries["z"].shape == (3, 64)
-        again = sampler.images(ledger.entries["z"], steps=3)
+    issued, _ = issue(tmp_path / "avatars.db", sampler, space, train, 3, 0.0, seed=5, options={"steps": 3})
+    z = store.Store(tmp_path / "avatars.db").export("toy")["z"]
+    assert z.shape == (3, 64)
+    again = sampler.images(z, steps=3)
     np.testing.assert_allclose(again, np.stack([r["image"] for r in issued]), atol=1e-6)
 
 

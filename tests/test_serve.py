@@ -1,8 +1,10 @@
-"""The avatar studio: its API in-process, concurrent keeps over loopback, a killed server, the page
-in a real headless Chromium."""
+"""The avatar studio: its API in-process (owners, share links, fair use, the admin token),
+concurrent keeps over loopback, a killed server, two servers on one store, the page in a real
+headless Chromium."""
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import io
 import os
 import shutil
@@ -22,9 +24,11 @@ import httpx2  # noqa: E402
 import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from tfgen import sampling, serve, uniqueness  # noqa: E402
+from tfgen import sampling, serve, store, uniqueness  # noqa: E402
 
 MIN_DISTANCE = 0.1
+ADMIN_TOKEN = "operator-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def stand_in_sampler(class_names=(), latent_dim=4):
@@ -38,14 +42,17 @@ def stand_in_sampler(class_names=(), latent_dim=4):
     return sampling.Sampler(fn, latent_dim, (8, 8, 1), class_names, "stand-in")
 
 
-def stand_in_source(folder, key="pets", class_names=("cat", "dog"), train_count=32):
-    """A Source over the stand-in generator; its 'training images' are a few of its own samples."""
+def stand_in_source(folder, key="pets", class_names=("cat", "dog"), train_count=32, db=None):
+    """A Source over the stand-in generator, kept in folder/avatars.db (or `db`); its 'training
+    images' are a few of its own samples."""
     sampler = stand_in_sampler(class_names)
     space = uniqueness.FeatureSpace("pixels")
     z = sampler.noise(np.random.default_rng(1), train_count)
     labels = sampling.labels_for(sampler, train_count, None)
     train_features = space.features(sampler.images(z, labels))
-    return serve.Source(key, sampler, space, train_features, folder / uniqueness.LEDGER_NAME)
+    avatar_store = store.Store(db or folder / store.STORE_NAME)
+    avatar_store.register(key, space.name, train_features.shape[1], sampler.noise_size)
+    return serve.Source(key, sampler, space, train_features, avatar_store, key)
 
 
 @pytest.fixture
@@ -55,7 +62,14 @@ def studio(tmp_path):
 
 @pytest.fixture
 def client(studio):
-    with TestClient(serve.create_app(studio)) as test_client:
+    with TestClient(serve.create_app(studio, ADMIN_TOKEN)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def stranger(studio):
+    """A second visitor: another cookie jar on the same app."""
+    with TestClient(serve.create_app(studio, ADMIN_TOKEN)) as test_client:
         yield test_client
 
 
@@ -65,9 +79,9 @@ def png_image(response):
     return Image.open(io.BytesIO(response.content))
 
 
-def ledger_entries(path):
-    with np.load(path) as stored:
-        return {name: stored[name] for name in uniqueness.Ledger.COLUMNS}
+def stored(path, source="pets"):
+    """Every row the store at `path` holds for `source`, as read by a fresh connection."""
+    return store.Store(path).export(source)
 
 
 def test_themes_list_one_theme_per_class_with_an_example(client):
@@ -77,27 +91,37 @@ def test_themes_list_one_theme_per_class_with_an_example(client):
         ("pets-cat", "cat", "pets", 0),
         ("pets-dog", "dog", "pets", 1),
     ]
+    assert themes[0]["capacity"] == {"kept": 0, "left": None, "bound": "unknown"}
     cat, dog = (np.asarray(png_image(client.get(t["example_url"]))) for t in themes)
     assert cat.shape == (8, 8) and not np.array_equal(cat, dog)
 
 
-def test_generate_rerolls_and_keep_claims_on_disk(client, studio, tmp_path):
+def test_the_first_response_sets_an_http_only_owner_cookie(client):
+    response = client.get("/api/health")
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{serve.OWNER_COOKIE}=") and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    assert "Secure" not in cookie  # plain http on loopback; set when served over https
+    assert "set-cookie" not in client.get("/api/health").headers  # kept, not renewed
+
+
+def test_generate_rerolls_and_keep_commits_before_answering(client, studio, tmp_path):
     first = client.post("/api/candidates", json={"theme": "pets-dog"}).json()
     second = client.post("/api/candidates", json={"theme": "pets-dog"}).json()
     assert first["id"] != second["id"] and first["train_distance"] > MIN_DISTANCE
     a, b = (np.asarray(png_image(client.get(c["image_url"]))) for c in (first, second))
     assert a.shape == (8, 8) and not np.array_equal(a, b)
-    assert not (tmp_path / "issued.npz").exists()  # candidates are not claimed
+    assert len(stored(tmp_path / "avatars.db")["ids"]) == 0  # candidates are not claimed
 
     kept = client.post("/api/keep", json={"candidate": second["id"]})
     assert kept.status_code == 200, kept.text
     avatar = kept.json()["avatar"]
-    entries = ledger_entries(tmp_path / "issued.npz")  # on disk once the answer is given
-    assert len(entries["z"]) == 1 and entries["labels"][0] == 1
-    np.testing.assert_array_equal(entries["z"][0], studio.candidate(second["id"]).z)
+    rows = stored(tmp_path / "avatars.db")  # committed once the answer is given
+    assert rows["ids"].tolist() == [avatar] and rows["labels"].tolist() == [1]
+    np.testing.assert_array_equal(rows["z"][0], studio.candidates[second["id"]].z)
+    assert rows["owners"][0] == store.owner_key(client.cookies[serve.OWNER_COOKIE])
 
     native = np.asarray(png_image(client.get(kept.json()["image_url"])))
-    np.testing.assert_array_equal(native, b)  # regenerated from the ledger's latent
+    np.testing.assert_array_equal(native, b)  # regenerated from the stored noise
     big = png_image(client.get(kept.json()["image_url"], params={"size": 64, "resample": "nearest"}))
     assert big.size == (64, 64)
     np.testing.assert_array_equal(np.asarray(big)[::8, ::8], b)
@@ -106,27 +130,52 @@ def test_generate_rerolls_and_keep_claims_on_disk(client, studio, tmp_path):
 
     again = client.post("/api/keep", json={"candidate": second["id"]})
     assert again.status_code == 409 and avatar in again.json()["error"]
-    assert len(ledger_entries(tmp_path / "issued.npz")["z"]) == 1
+    assert len(stored(tmp_path / "avatars.db")["ids"]) == 1
+
+
+def test_avatars_are_their_owners_alone(client, stranger, tmp_path):
+    candidate = client.post("/api/candidates", json={"theme": "pets-cat"}).json()
+    assert stranger.get(candidate["image_url"]).status_code == 404  # not even its candidate
+    assert stranger.post("/api/keep", json={"candidate": candidate["id"]}).status_code == 404
+    kept = client.post("/api/keep", json={"candidate": candidate["id"]}).json()
+    mine = client.get("/api/me/avatars").json()["avatars"]
+    assert [(a["avatar"], a["theme"], a["title"]) for a in mine] == [(kept["avatar"], "pets-cat", "cat")]
+    assert stranger.get("/api/me/avatars").json() == {"avatars": []}
+    for who in (stranger, TestClient(client.app)):  # another visitor, and a client with no cookie
+        response = who.get(kept["image_url"])
+        assert response.status_code == 404 and response.json()["error"] == f"unknown avatar {kept['avatar']!r}"
+        assert who.post(f"/api/avatars/{kept['avatar']}/share").status_code == 404
+    # an id is 128 random bits: counting or guessing finds nothing
+    assert len(kept["avatar"]) == 32 and client.get("/api/avatars/0.png").status_code == 404
+
+
+def test_a_share_link_opens_one_avatar_to_anyone(client, stranger):
+    kept = []
+    for _ in range(2):
+        candidate = client.post("/api/candidates", json={"theme": "pets-dog"}).json()
+        kept.append(client.post("/api/keep", json={"candidate": candidate["id"]}).json())
+    link = client.post(f"/api/avatars/{kept[0]['avatar']}/share").json()["share_url"]
+    assert client.post(f"/api/avatars/{kept[0]['avatar']}/share").json()["share_url"] == link  # one link
+    own = np.asarray(png_image(client.get(kept[0]["image_url"])))
+    np.testing.assert_array_equal(np.asarray(png_image(stranger.get(link))), own)
+    assert png_image(stranger.get(link, params={"size": 32})).size == (32, 32)
+    assert stranger.get(kept[1]["image_url"]).status_code == 404  # the link opens that one only
+    listed = {a["avatar"]: a["share_url"] for a in client.get("/api/me/avatars").json()["avatars"]}
+    assert listed == {kept[0]["avatar"]: link, kept[1]["avatar"]: None}
+    assert stranger.get("/api/shared/" + "0" * 32 + ".png").status_code == 404
 
 
 def test_a_look_alike_kept_first_is_refused(client, studio):
     first = client.post("/api/candidates", json={"theme": "pets-cat"}).json()
     # A second candidate drawn before the first was kept, with the same latent: a look-alike.
-    twin = serve.Candidate(
-        "twin",
-        studio.themes["pets-cat"],
-        *(getattr(studio.candidate(first["id"]), f) for f in ("z", "features", "train_distance", "seed", "png")),
-    )
-    studio.candidates["twin"] = twin
+    studio.candidates["twin"] = dataclasses.replace(studio.candidates[first["id"]], id="twin")
     assert client.post("/api/keep", json={"candidate": first["id"]}).status_code == 200
     taken = client.post("/api/keep", json={"candidate": "twin"})
-    assert taken.status_code == 409 and "kept a look-alike first" in taken.json()["error"]
+    assert taken.status_code == 409 and "kept a look-alike of this one" in taken.json()["error"]
     # and candidates drawn after the keep are screened against it
     fresh = client.post("/api/candidates", json={"theme": "pets-cat"}).json()
-    assert (
-        uniqueness.nearest(studio.candidate(fresh["id"]).features[None], studio.sources["pets"].kept["features"])[0][0]
-        > MIN_DISTANCE
-    )
+    kept = studio.sources["pets"].index.features.astype(np.float64)
+    assert uniqueness.nearest(studio.candidates[fresh["id"]].features[None], kept)[0][0] > MIN_DISTANCE
 
 
 @pytest.mark.parametrize(
@@ -135,7 +184,7 @@ def test_a_look_alike_kept_first_is_refused(client, studio):
         ("post", "/api/candidates", {"theme": "unicorns"}, 404, "unknown theme 'unicorns'; themes: pets-cat, pets-dog"),
         ("post", "/api/keep", {"candidate": "nope"}, 404, "unknown or expired candidate 'nope'"),
         ("get", "/api/avatars/pets.7.png", None, 404, "unknown avatar 'pets.7'"),
-        ("get", "/api/avatars/zebras.0.png", None, 404, "unknown avatar"),
+        ("get", "/api/avatars/../../etc/passwd.png", None, 404, "Not Found"),
         ("get", "/api/candidates/nope.png", None, 404, "unknown or expired candidate"),
         ("post", "/v1/models/unicorns:predict", {"instances": [[0, 0, 0, 0]]}, 404, "unknown theme"),
         ("post", "/v1/models/pets-cat:predict", {"instances": [[0, 0]]}, 400, "each z needs 4 numbers"),
@@ -150,12 +199,13 @@ def test_a_look_alike_kept_first_is_refused(client, studio):
             "label must be",
         ),
         ("get", "/api/avatars/pets.\u00b2.png", None, 404, "unknown avatar"),
+        ("get", "/api/admin/export/unicorns.npz", None, 404, "unknown theme group 'unicorns'"),
     ],
 )
 def test_bad_requests_get_a_clear_json_error(client, method, path, body, status, message):
-    response = getattr(client, method)(path, **({"json": body} if body is not None else {}))
+    response = getattr(client, method)(path, headers=ADMIN, **({"json": body} if body is not None else {}))
     assert response.status_code == status
-    assert message in response.json()["error"]
+    assert message in (response.json().get("error") or response.json().get("detail"))
     assert client.get("/api/health").status_code == 200  # and the server keeps serving
 
 
@@ -173,24 +223,76 @@ def test_malformed_bodies_get_422_and_oversized_downloads_400(client):
     assert client.get(url, params={"resample": "bicubic"}).status_code == 422
 
 
-def test_an_exhausted_theme_answers_409_with_a_reason(tmp_path):
+def test_an_exhausted_theme_answers_409_in_words(tmp_path):
     studio = serve.Studio([stand_in_source(tmp_path)], min_distance=2.5, max_draws=16)  # distances are <= 2
     with TestClient(serve.create_app(studio)) as client:
         response = client.post("/api/candidates", json={"theme": "pets-cat"})
     assert response.status_code == 409
-    assert "theme 'pets-cat' is exhausted: none of 16 draws is farther than 2.5" in response.json()["error"]
+    assert response.json()["error"].startswith("The theme 'cat' has run out of new avatars: none of 16 fresh draws")
 
 
-def test_predict_follows_tf_serving_and_matches_the_generator(client, studio):
+def test_predict_and_the_operator_views_need_the_admin_token(studio, tmp_path):
     z = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
-    response = client.post("/v1/models/pets-dog:predict", json={"instances": z.tolist()})
-    predictions = np.array(response.json()["predictions"], np.float32)
-    sampler = studio.sources["pets"].sampler
-    np.testing.assert_allclose(predictions, sampler.images(z, np.ones(3, np.int32)), atol=1e-6)
-    as_cat = client.post("/v1/models/pets-dog:predict", json={"instances": [{"z": z[0].tolist(), "label": 0}]})
-    np.testing.assert_allclose(
-        as_cat.json()["predictions"][0], sampler.images(z[:1], np.zeros(1, np.int32))[0], atol=1e-6
-    )
+    body = {"instances": z.tolist()}
+    with TestClient(serve.create_app(studio)) as open_app:  # no --admin-token-file: off
+        off = open_app.post("/v1/models/pets-dog:predict", json=body)
+        assert off.status_code == 404 and "--admin-token-file" in off.json()["error"]
+        assert open_app.get("/api/admin/stats", headers=ADMIN).status_code == 404
+    with TestClient(serve.create_app(studio, ADMIN_TOKEN)) as app:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": ADMIN_TOKEN}):
+            refused = app.post("/v1/models/pets-dog:predict", json=body, headers=headers)
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+            assert app.get("/api/admin/stats", headers=headers).status_code == 401
+        response = app.post("/v1/models/pets-dog:predict", json=body, headers=ADMIN)
+        sampler = studio.sources["pets"].sampler
+        np.testing.assert_allclose(response.json()["predictions"], sampler.images(z, np.ones(3, np.int32)), atol=1e-6)
+        as_cat = app.post(
+            "/v1/models/pets-dog:predict", json={"instances": [{"z": z[0].tolist(), "label": 0}]}, headers=ADMIN
+        )
+        np.testing.assert_allclose(
+            as_cat.json()["predictions"][0], sampler.images(z[:1], np.zeros(1, np.int32))[0], atol=1e-6
+        )
+        candidate = app.post("/api/candidates", json={"theme": "pets-dog"}).json()
+        kept = app.post("/api/keep", json={"candidate": candidate["id"]}).json()["avatar"]
+        stats = app.get("/api/admin/stats", headers=ADMIN).json()["sources"]["pets"]
+        assert (stats["kept"], stats["owners"], stats["shared"]) == (1, 1, 0)
+        export = app.get("/api/admin/export/pets.npz", headers=ADMIN)
+        with np.load(io.BytesIO(export.content)) as columns:
+            assert columns["ids"].tolist() == [kept] and str(columns["feature_space"]) == "pixels"
+
+
+def test_fair_use_limits_answer_429_with_retry_after(tmp_path):
+    fair = serve.FairUse(generate="3/minute", generate_per_address="5/minute", keep="1/hour", keep_per_address="off")
+    studio = serve.Studio([stand_in_source(tmp_path)], MIN_DISTANCE, fair_use=fair)
+    app = serve.create_app(studio)
+    with TestClient(app) as alice, TestClient(app) as bob:
+        ids = [alice.post("/api/candidates", json={"theme": "pets-cat"}).json()["id"] for _ in range(3)]
+        over = alice.post("/api/candidates", json={"theme": "pets-cat"})
+        assert over.status_code == 429 and 1 <= int(over.headers["retry-after"]) <= 60
+        assert over.json()["error"].startswith("Too many new candidates: at most 3 a minute for you. Try again in")
+        assert bob.post("/api/candidates", json={"theme": "pets-cat"}).status_code == 200  # 4 from the address
+        assert bob.post("/api/candidates", json={"theme": "pets-cat"}).status_code == 200  # 5
+        by_address = bob.post("/api/candidates", json={"theme": "pets-cat"})
+        assert by_address.status_code == 429 and "from your network address" in by_address.json()["error"]
+        assert alice.post("/api/keep", json={"candidate": ids[0]}).status_code == 200
+        kept_again = alice.post("/api/keep", json={"candidate": ids[1]})
+        assert (
+            kept_again.status_code == 429 and "Too many keeps: at most 1 a hour for you" in kept_again.json()["error"]
+        )
+        assert 3500 <= int(kept_again.headers["retry-after"]) <= 3600
+    assert len(stored(tmp_path / "avatars.db")["ids"]) == 1
+    for text in ("10", "ten/hour", "5/fortnight", "0/hour"):
+        with pytest.raises(serve.ConfigError, match=f"--keep-limit {text}: expected COUNT/PERIOD"):
+            serve.FairUse(keep=text)
+
+
+def test_capacity_is_estimated_from_the_recent_rejections():
+    capacity = serve.Capacity(window=100)
+    assert capacity.estimate(0)["left"] is None
+    capacity.record([False] * 60)
+    assert capacity.estimate(10) == {"kept": 10, "left": 190, "bound": "more than"}  # p < 3/60
+    capacity.record([True] * 20 + [False] * 20)  # the window keeps the last 100: 20 of them too close
+    assert capacity.estimate(10) == {"kept": 10, "left": 40, "bound": "about"}  # 10 * 0.8 / 0.2
 
 
 def test_batcher_answers_concurrent_requests_in_fewer_model_calls():
@@ -230,32 +332,52 @@ def live_server(tmp_path):
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", studio, tmp_path / "issued.npz"
+    yield f"http://127.0.0.1:{port}", studio, tmp_path / "avatars.db"
     server.should_exit = True
     thread.join(timeout=10)
 
 
+def storm(url, theme, count):
+    """`count` visitors each draw a candidate, then all keep at once (some twice at once):
+    the replies and the cookies."""
+    visitors = [httpx2.Client(base_url=url, timeout=120) for _ in range(count)]
+    try:
+        drawn = [(visitor, visitor.post("/api/candidates", json={"theme": theme})) for visitor in visitors]
+        assert {reply.status_code for _, reply in drawn} <= {200, 409}  # 409: the theme is full for now
+        jobs = [(visitor, reply.json()["id"]) for visitor, reply in drawn if reply.status_code == 200]
+        jobs += jobs[:5]  # five candidates are kept twice at once
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            replies = list(pool.map(lambda job: job[0].post("/api/keep", json={"candidate": job[1]}), jobs))
+    finally:
+        for visitor in visitors:
+            visitor.close()
+    return replies
+
+
 def test_concurrent_keeps_over_loopback_never_hand_out_look_alikes(live_server):
-    url, studio, ledger = live_server
-    with httpx2.Client(base_url=url, timeout=60) as http:
-        ids = [http.post("/api/candidates", json={"theme": "pets"}).json()["id"] for _ in range(50)]
-    requests = ids + ids[:10]  # ten candidates are kept twice at once
-
-    def keep(candidate):
-        with httpx2.Client(base_url=url, timeout=60) as http:
-            return http.post("/api/keep", json={"candidate": candidate})
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(requests)) as pool:
-        responses = list(pool.map(keep, requests))
-    assert {r.status_code for r in responses} <= {200, 409}
-    kept = [r.json()["avatar"] for r in responses if r.status_code == 200]
-    entries = ledger_entries(ledger)
-    assert len(kept) == len(set(kept)) == len(entries["z"]) <= 50
+    url, studio, db = live_server
+    replies = storm(url, "pets", 40)
+    assert {r.status_code for r in replies} <= {200, 409}
+    kept = [r.json()["avatar"] for r in replies if r.status_code == 200]
+    rows = stored(db)
+    assert sorted(kept) == sorted(set(kept)) == sorted(rows["ids"].tolist())
     # candidates were drawn before any keep, so at 0.3 some collide: both paths were exercised
-    assert 0 < sum(r.status_code == 409 for r in responses[:50]) and len(kept) >= 10
-    features = entries["features"].astype(np.float64)
+    assert 0 < sum(r.status_code == 409 for r in replies[:40]) and len(kept) >= 10
+    features = rows["features"].astype(np.float64)
     distances, _ = uniqueness.nearest(features, features, exclude=np.arange(len(features)))
     assert distances.min() > 0.3
+
+
+def test_the_keep_storm_tool_checks_a_running_studio(live_server, capsys):
+    url, _, db = live_server
+    sys.path.insert(0, "tools")
+    try:
+        import keep_storm
+    finally:
+        sys.path.remove("tools")
+    assert keep_storm.main(["--url", url, "--theme", "pets", "--num", "20", "--db", str(db), "--source", "pets"]) == 0
+    out = capsys.readouterr().out
+    assert "20 keeps:" in out and out.strip().endswith("OK")
 
 
 # -- the command and a real trained run --------------------------------------------------------
@@ -279,18 +401,22 @@ def start_server(run, port, *extra):
             "--features",
             "pixels",
             "--min-distance",
-            "0.001",
+            "0.0001",
             *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_until_up(process, url):
     deadline = time.monotonic() + 120
     while True:
         try:
-            if httpx2.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                return process
+            if httpx2.get(f"{url}/api/health", timeout=1).status_code == 200:
+                return
         except httpx2.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
@@ -299,27 +425,62 @@ def start_server(run, port, *extra):
         time.sleep(0.2)
 
 
-def test_a_killed_server_loses_no_kept_avatar(cond_run):
-    port = free_port()
-    server = start_server(cond_run, port)
-    url = f"http://127.0.0.1:{port}"
+def started(run, *extra):
+    process, url = start_server(run, free_port(), *extra)
+    wait_until_up(process, url)
+    return process, url
+
+
+def test_a_killed_server_loses_no_kept_avatar(cond_run, tmp_path):
+    db = tmp_path / "studio.db"
+    server, url = started(cond_run, "--db", str(db))
+    visitor = httpx2.Client(base_url=url, timeout=60)
     try:
-        themes = httpx2.get(f"{url}/api/themes").json()["themes"]
+        themes = visitor.get("/api/themes").json()["themes"]
         assert [t["id"] for t in themes] == [f"digits-{k}" for k in range(10)]
-        candidate = httpx2.post(f"{url}/api/candidates", json={"theme": "digits-7"}).json()
-        before = np.asarray(png_image(httpx2.get(url + candidate["image_url"])))
-        kept = httpx2.post(f"{url}/api/keep", json={"candidate": candidate["id"]}).json()
+        candidate = visitor.post("/api/candidates", json={"theme": "digits-7"}).json()
+        before = np.asarray(png_image(visitor.get(candidate["image_url"])))
+        kept = visitor.post("/api/keep", json={"candidate": candidate["id"]}).json()
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()
-    assert ledger_entries(cond_run / "issued.npz")["labels"].tolist() == [7]
-    server = start_server(cond_run, port)
+    assert stored(db, "cond_toy")["labels"].tolist() == [7]
+    server, url = started(cond_run, "--db", str(db))
     try:
-        after = np.asarray(png_image(httpx2.get(url + kept["image_url"])))
+        visitor = httpx2.Client(base_url=url, timeout=60, cookies=visitor.cookies)  # the same browser, later
+        after = np.asarray(png_image(visitor.get(kept["image_url"])))
+        assert [a["avatar"] for a in visitor.get("/api/me/avatars").json()["avatars"]] == [kept["avatar"]]
     finally:
         server.terminate()
         server.wait()
     np.testing.assert_array_equal(after, before)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_two_servers_on_one_store_never_hand_out_look_alikes(cond_run, tmp_path, dialect, request):
+    """Two `tfgen serve` processes share one store (a SQLite file, or a PostgreSQL database),
+    and a crowd keeps through both at once; the toy GAN's pictures lie within about 0.002 of each
+    other, so at --min-distance 0.0015 look-alikes race across the two processes."""
+    db = str(tmp_path / "shared.db") if dialect == "sqlite" else request.getfixturevalue("postgres_db")
+    extra = ["--db", db, "--min-distance", "0.0015", "--keep-limit-per-address", "off"]
+    servers = [start_server(cond_run, free_port(), *extra) for _ in range(2)]
+    try:
+        for process, url in servers:
+            wait_until_up(process, url)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            replies = sum(pool.map(lambda server: storm(server[1], "digits-3", 12), servers), [])
+    finally:
+        for process, _ in servers:
+            process.terminate()
+            process.wait()
+    assert {r.status_code for r in replies} <= {200, 409}, [r.text for r in replies if r.status_code >= 500]
+    kept = [r.json()["avatar"] for r in replies if r.status_code == 200]
+    rows = stored(db, "cond_toy")
+    assert sorted(kept) == sorted(rows["ids"].tolist()) and len(kept) >= 2
+    assert sum(r.status_code == 409 for r in replies) > 5  # look-alikes were refused, not kept
+    features = rows["features"].astype(np.float64)
+    distances, _ = uniqueness.nearest(features, features, exclude=np.arange(len(features)))
+    assert distances.min() > 0.0015
 
 
 def test_a_folder_that_cannot_be_loaded_fails_at_start_up_naming_it(tmp_path, capsys):
@@ -331,6 +492,9 @@ def test_a_folder_that_cannot_be_loaded_fails_at_start_up_naming_it(tmp_path, ca
     )
     assert serve.main(["--theme", "no-equals-sign"]) == 2
     assert "expected NAME=PATH" in capsys.readouterr().err
+    (tmp_path / "token").write_text("short\n")
+    assert serve.main(["--theme", f"a={tmp_path}", "--admin-token-file", str(tmp_path / "token")]) == 2
+    assert "expected one token of at least 16 characters" in capsys.readouterr().err
 
 
 # -- the page in a real browser ---------------------------------------------------------------
@@ -339,31 +503,37 @@ def test_a_folder_that_cannot_be_loaded_fails_at_start_up_naming_it(tmp_path, ca
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
+def chromium(downloads):
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,1000"):
+        options.add_argument(flag)
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+
+
 @pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
     reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
 )
 def test_the_page_in_headless_chromium(cond_run, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver")
+    pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    port = free_port()
-    server = start_server(cond_run, port)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,1000"):
-        options.add_argument(flag)
+    server, url = started(cond_run, "--db", str(tmp_path / "studio.db"))
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    options.add_experimental_option(
-        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
-    )
-    browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    browser = chromium(downloads)
     wait = WebDriverWait(browser, 60)
+    other = None
     try:
-        browser.get(f"http://127.0.0.1:{port}/")
+        browser.get(f"{url}/")
         cards = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".card") or False)
         assert [c.text.split("\n")[0] for c in cards] == [str(k) for k in range(10)]
         wait.until(
@@ -387,9 +557,11 @@ def test_the_page_in_headless_chromium(cond_run, tmp_path):
 
         browser.find_element(By.ID, "keep").click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "Kept as avatar"))
-        gallery = browser.find_elements(By.CSS_SELECTOR, "#gallery figure")
-        assert len(gallery) == 1 and gallery[0].text == "3"
-        assert ledger_entries(cond_run / "issued.npz")["labels"].tolist()[-1] == 3
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#gallery figure")) == 1)
+        figure = browser.find_element(By.CSS_SELECTOR, "#gallery figure")
+        assert figure.text.split("\n") == ["3", "Share"]
+        avatar = figure.get_attribute("data-avatar")
+        assert stored(tmp_path / "studio.db", "cond_toy")["ids"].tolist() == [avatar]
 
         Select(browser.find_element(By.ID, "size")).select_by_value("512")
         Select(browser.find_element(By.ID, "resample")).select_by_value("nearest")
@@ -402,31 +574,44 @@ def test_the_page_in_headless_chromium(cond_run, tmp_path):
         (saved,) = downloads.glob("*.png")
         picture = Image.open(saved)
         assert picture.size == (512, 512)
-        # the download is the candidate the page showed, upscaled
-        shown = png_image(httpx2.get(f"http://127.0.0.1:{port}/api/candidates/{candidate}.png"))
+        # the download is the candidate the page showed, upscaled (asked for with the browser's cookie)
+        cookies = {c["name"]: c["value"] for c in browser.get_cookies()}
+        assert [c["httpOnly"] for c in browser.get_cookies() if c["name"] == serve.OWNER_COOKIE] == [True]
+        shown = png_image(httpx2.get(f"{url}/api/candidates/{candidate}.png", cookies=cookies))
         np.testing.assert_array_equal(np.asarray(picture)[::64, ::64], np.asarray(shown))
 
-        browser.refresh()  # the gallery lives in this browser
+        # the gallery comes from the server: after a reload, and in a new tab, it is still there
+        browser.refresh()
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#gallery figure")) == 1)
-        assert (tmp_path / "studio.png").stat().st_size > 0
+        browser.switch_to.new_window("tab")
+        browser.get(f"{url}/")
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#gallery figure")) == 1)
+        status = browser.execute_async_script(
+            "fetch(arguments[0]).then(r => arguments[1](r.status))", f"/api/avatars/{avatar}.png"
+        )
+        assert status == 200
+
+        browser.find_element(By.CSS_SELECTOR, "#gallery .share-button").click()
+        wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#gallery input.share").get_attribute("value"))
+        link = browser.find_element(By.CSS_SELECTOR, "#gallery input.share").get_attribute("value")
+
+        # a second browser profile is someone else: none of it is theirs, but the share link opens
+        other = chromium(tmp_path)
+        other.get(f"{url}/")
+        WebDriverWait(other, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".card") or False)
+        WebDriverWait(other, 60).until(lambda b: not b.find_element(By.ID, "gallery-empty").get_attribute("hidden"))
+        assert other.find_elements(By.CSS_SELECTOR, "#gallery figure") == []
+        fetch = "fetch(arguments[0]).then(r => arguments[1](r.status))"
+        assert other.execute_async_script(fetch, f"/api/avatars/{avatar}.png") == 404
+        assert other.execute_async_script(fetch, link) == 200
         if os.environ.get("TFGEN_SCREENSHOT"):
             shutil.copy(tmp_path / "studio.png", os.environ["TFGEN_SCREENSHOT"])
     finally:
         browser.quit()
+        if other is not None:
+            other.quit()
         server.terminate()
         server.wait()
-
-
-def test_keep_storm_tool_checks_a_running_studio(live_server, capsys):
-    url, _, ledger = live_server
-    sys.path.insert(0, "tools")
-    try:
-        import keep_storm
-    finally:
-        sys.path.remove("tools")
-    assert keep_storm.main(["--url", url, "--theme", "pets", "--num", "20", "--ledger", str(ledger)]) == 0
-    out = capsys.readouterr().out
-    assert "20 keeps:" in out and out.strip().endswith("OK")
 
 
 def test_an_export_and_a_run_serve_side_by_side(cond_run, tmp_path):
@@ -442,6 +627,8 @@ def test_an_export_and_a_run_serve_side_by_side(cond_run, tmp_path):
             "pixels",
             "--min-distance",
             "0",
+            "--db",
+            str(tmp_path / "one.db"),
         ]
     )
     studio = serve.build_studio(args)
@@ -450,8 +637,9 @@ def test_an_export_and_a_run_serve_side_by_side(cond_run, tmp_path):
         themes = {t["id"]: t for t in client.get("/api/themes").json()["themes"]}
         assert themes["digits-5"]["checks_training_set"] and not themes["exported-5"]["checks_training_set"]
         candidate = client.post("/api/candidates", json={"theme": "exported-5"}).json()
-        assert client.post("/api/keep", json={"candidate": candidate["id"]}).json()["avatar"] == "exported.0"
-    assert ledger_entries(export / "issued.npz")["labels"].tolist() == [5]
+        kept = client.post("/api/keep", json={"candidate": candidate["id"]}).json()
+        assert kept["title"] == "5" and client.get(kept["image_url"]).status_code == 200
+    assert stored(tmp_path / "one.db", "export")["labels"].tolist() == [5]
     same = serve.parse_args(["--theme", f"a={cond_run}", "--theme", f"b={cond_run}"])
     with pytest.raises(serve.ConfigError, match=f"--theme b={cond_run}: the folder is already the theme a"):
         serve.build_studio(same)
@@ -461,7 +649,7 @@ def test_a_folder_is_one_theme_however_it_is_spelled(tmp_path, monkeypatch):
     """A folder given twice is refused before any model loads, naming the theme that has it,
     also when the second spelling differs (`runs/x/../x`); distinct folders each load once."""
     loaded = []
-    monkeypatch.setattr(serve.Source, "load", classmethod(lambda cls, key, path, features: loaded.append(key)))
+    monkeypatch.setattr(serve.Source, "load", classmethod(lambda cls, key, path, *args: loaded.append(key)))
     monkeypatch.setattr(serve, "Studio", lambda sources, *args: sources)
     (tmp_path / "x").mkdir()
     twice = serve.parse_args(["--theme", f"a={tmp_path / 'x'}", "--theme", f"b={tmp_path / 'x' / '..' / 'x'}"])

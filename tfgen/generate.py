@@ -9,8 +9,9 @@ from `--seed`, so a seed reproduces its images exactly. Four modes:
   without either, each row of the grid is one class.
 - `--interpolate A B`: the path between the latents of seeds A and B, as a strip PNG and a GIF.
 - `--unique`: images farther than `--min-distance` from every training image (so none
-  copies the training set) and from every image issued before, which a ledger in the run
-  directory (`issued.npz`) remembers (so no two users get the same picture).
+  copies the training set) and from every image issued before, which the avatar store
+  (`avatars.db` in the run directory, or `--db`; `tfgen.store`) remembers, shared with the
+  avatar studio (so no two users get the same picture).
 - `--memorisation-report N`: how close N samples come to their nearest training images: a
   histogram beside the training set's own nearest-neighbour distances, and the closest pairs.
 
@@ -35,7 +36,7 @@ import yaml
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tfgen import cli, images, uniqueness  # noqa: E402
+from tfgen import cli, images, store, uniqueness  # noqa: E402
 from tfgen.errors import ConfigError  # noqa: E402
 from tfgen.files import atomic_path  # noqa: E402
 from tfgen.sampling import Sampler, labels_for, resolve_label  # noqa: E402
@@ -291,7 +292,10 @@ def parse_args(argv=None):
         default="auto",
         help="--unique / report: distance space (auto: classifier if the data has labels)",
     )
-    parser.add_argument("--ledger", help=f"--unique: the ledger file (default: <run>/{uniqueness.LEDGER_NAME})")
+    parser.add_argument(
+        "--db",
+        help=f"--unique: the avatar store, a file or a postgresql:// URL (default: <run>/{store.STORE_NAME})",
+    )
     parser.add_argument("--max-draws", type=int, help="--unique: give up after this many draws (default 100 x --num)")
     cli.add_verbose_argument(parser)
     return parser.parse_args(argv)
@@ -399,13 +403,16 @@ def _compare_with_training(args, sampler, label, options):
             "to a training image than any two training images are to each other"
         )
         return [Path(args.out) / n for n in ("distances.png", "closest_pairs.png", "memorisation.json")]
-    ledger_path = Path(args.ledger) if args.ledger else Path(args.run) / uniqueness.LEDGER_NAME
-    with uniqueness.Ledger(ledger_path, space.name, train_features.shape[1], sampler.noise_size) as ledger:
+    db, source = store.open_source(args.run, args.db, space.name, train_features.shape[1], sampler.noise_size)
+    kept = uniqueness.KeptIndex(train_features.shape[1], train_features)
+    with db.writing(source) as writer:
+        kept.refresh(writer)
         issued, rejected = uniqueness.issue_unique(
             sampler,
             space,
             train_features,
-            ledger,
+            kept,
+            writer,
             args.num,
             args.min_distance,
             args.seed,
@@ -414,25 +421,24 @@ def _compare_with_training(args, sampler, label, options):
             args.max_draws,
             options,
         )
-        # The ledger is written before the pictures: a crash in between leaves an image
-        # recorded but never handed out, which is harmless; the reverse could hand it out twice.
-        written = save_images(
-            np.stack([r["image"] for r in issued]),
-            args.out,
-            args.format,
-            args.individual,
-            names=[f"{r['id']:06d}" for r in issued],
-        )
-        total = len(ledger)
-    print(f"{'id':>8}  {'distance to training':>20}  {'nearest training image':>22}  {'distance to issued':>18}")
+    # Recorded (committed) before the pictures are written: a crash in between leaves an image
+    # recorded but never handed out, which is harmless; the reverse could hand it out twice.
+    written = save_images(
+        np.stack([r["image"] for r in issued]),
+        args.out,
+        args.format,
+        args.individual,
+        names=[r["id"] for r in issued],
+    )
+    print(f"{'id':<32}  {'distance to training':>20}  {'nearest training image':>22}  {'distance to issued':>18}")
     for r in issued:
         to_issued = f"{r['issued_distance']:.4f}" if np.isfinite(r["issued_distance"]) else "- (first)"
-        print(f"{r['id']:>8}  {r['train_distance']:>20.4f}  {r['train_index']:>22}  {to_issued:>18}")
+        print(f"{r['id']:<32}  {r['train_distance']:>20.4f}  {r['train_index']:>22}  {to_issued:>18}")
     copies = sum(r["reason"] == "training" for r in rejected)
     print(
         f"issued {len(issued)} images after {len(issued) + len(rejected)} draws ({copies} rejected as too close to "
         f"a training image, {len(rejected) - copies} to an issued one; --min-distance {args.min_distance}, "
-        f"{space.name} features); {total} issued in all, recorded in {ledger_path}"
+        f"{space.name} features); {db.count(source)} issued in all, recorded in {db.where}"
     )
     return written
 

@@ -2,16 +2,26 @@
 
 The avatar studio: a web page where a person picks a theme, generates and re-rolls candidates,
 and keeps the one they like, which nobody else will ever get. Served by FastAPI on uvicorn
-(`pip install -e ".[serve]"`), with a JSON API under `/api/` (OpenAPI page at `/docs`) and
-TF Serving's REST predict shape at `/v1/models/<theme>:predict`.
+(`pip install -e ".[serve]"`), with a JSON API under `/api/` (OpenAPI page at `/docs`).
 
 A theme is a run folder or an exported SavedModel; a conditional run gives one theme per
 class. Uniqueness is `tfgen.uniqueness`: a candidate is drawn only if it is farther than
-`--min-distance` from every training image and every kept avatar of its run; keeping it claims
-it in the run's ledger under the ledger's lock, which re-checks against avatars kept
-meanwhile, by this server or by anyone else. An avatar is reported kept only once the ledger
-is on disk, so a killed server loses none, and its picture is regenerated from the ledger's
-latent, so the ledger is the one record to back up.
+`--min-distance` from every training image and every kept avatar of its model; keeping it
+checks again, under the store's write lock, against the avatars kept since it was drawn (by
+this server or any other on the same store), and records it (`tfgen.store`: SQLite in the run
+folder or `--db PATH`, or PostgreSQL). An avatar is reported kept only once its row is
+committed, so a killed server loses none, and its picture is regenerated from the stored
+noise, so the store is the one record to back up.
+
+Who may do what:
+- A visitor is identified by an HttpOnly, SameSite cookie made on their first request (no
+  account). Their candidates and kept avatars are theirs: ids are unguessable, and anyone else
+  asking for one gets 404, as for an id that does not exist. An owner can make a share link
+  for one avatar.
+- Generates and keeps are limited per visitor and per address (`--generate-limit`,
+  `--keep-limit`, ...), answered with 429 and Retry-After, so no script empties a theme.
+- TF Serving's `/v1/models/<theme>:predict` (any noise, no uniqueness) and the operator's
+  views (`/api/admin/...`) need the token in `--admin-token-file`, and are off without it.
 
 Models are loaded once at start-up; generation runs in worker threads, batched across
 concurrent requests (`Batcher`), so the event loop keeps answering while a model runs.
@@ -22,16 +32,17 @@ import asyncio
 import collections
 import dataclasses
 import io
+import math
 import re
 import secrets
 import sys
-import threading
+import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from tfgen import cli, images, uniqueness
+from tfgen import cli, images, store, uniqueness
 from tfgen.errors import ConfigError, RunError, TfgenError
 from tfgen.sampling import Sampler
 
@@ -42,6 +53,10 @@ MAX_DOWNLOAD = 1024  # pixels a side: a 1024 px PNG is what avatar sites take
 MAX_CANDIDATES = 4096  # candidates remembered for Keep; older ones expire
 MAX_PREDICT = 256  # instances per :predict call
 DRAWS_PER_ROUND = 8  # latents screened per model call when drawing a candidate
+MAX_LISTED = 1000  # avatars listed per owner
+OWNER_COOKIE = "tfgen_owner"
+COOKIE_AGE = 2 * 365 * 24 * 3600  # seconds: a visitor's identity lasts two years in their browser
+CAPACITY_WINDOW = 2000  # recent draws the capacity estimate is made from
 
 
 # -- where avatars come from -----------------------------------------------------------------
@@ -102,28 +117,57 @@ class Batcher:
             start += len(job_z)
 
 
+class Capacity:
+    """About how many more distinct avatars a model can give at the current --min-distance.
+
+    Of the recent draws that were not copies of training images, the share `p` that were too
+    close to a kept avatar estimates the part of the model's output the `n` kept avatars
+    already cover, about n times what one covers: so about n * (1 - p) / p more fit. Without
+    any such rejection among m draws, p is below 3/m (the rule of three), so more than
+    n * (m / 3 - 1) fit. An estimate to plan with, not a promise: shown as "about".
+    """
+
+    def __init__(self, window=CAPACITY_WINDOW):
+        self.recent = collections.deque(maxlen=window)
+
+    def record(self, too_close):
+        self.recent.extend(bool(x) for x in too_close)
+
+    def estimate(self, kept):
+        draws = len(self.recent)
+        if not kept or draws < 20:
+            return {"kept": kept, "left": None, "bound": "unknown"}
+        rejected = sum(self.recent)
+        if not rejected:
+            return {"kept": kept, "left": int(kept * (draws / 3 - 1)), "bound": "more than"}
+        p = rejected / draws
+        return {"kept": kept, "left": int(kept * (1 - p) / p), "bound": "about"}
+
+
 class Source:
     """One generator (a run or an export) with its uniqueness state: the feature space, the
-    training images' features, its ledger and an in-memory copy of what the ledger holds.
+    training images' features, the store it keeps avatars in (under `name`) and this process's
+    index of their features.
 
     All themes of one run (a conditional run gives one per class) share its Source, so an
     avatar kept in one class counts for all. A folder is one Source: `build_studio` refuses a
     folder given twice.
     """
 
-    def __init__(self, key, sampler, space, train_features, ledger_path):
+    def __init__(self, key, sampler, space, train_features, avatar_store, name):
         self.key = key
         self.sampler = sampler
         self.space = space
         self.train_features = train_features
-        self.ledger_path = Path(ledger_path)
+        self.store = avatar_store
+        self.name = name
         self.generate = Batcher(sampler.images)
-        self.lock = threading.Lock()  # one writer per process; the ledger's file lock covers the rest
         self.feature_dim = space.features(np.zeros((1, *sampler.image_shape), np.float32)).shape[1]
-        self.kept = self._ledger_snapshot()
+        self.index = uniqueness.KeptIndex(self.feature_dim, train_features).refresh(avatar_store.reader(name))
+        self.capacity = Capacity()
 
     @classmethod
-    def load(cls, key, path, features="auto"):
+    def load(cls, key, path, features="auto", db=None, stores=None):
         """A run folder or SavedModel export; RunError naming the folder if it cannot be loaded."""
         path = Path(path)
         try:
@@ -140,18 +184,13 @@ class Source:
                 data = uniqueness.training_data(sampler)
                 space = uniqueness.feature_space(features, sampler, data)
                 train_features = uniqueness.training_features(data, space)
-            return cls(key, sampler, space, train_features, path / uniqueness.LEDGER_NAME)
+            feature_dim = space.features(np.zeros((1, *sampler.image_shape), np.float32)).shape[1]
+            avatar_store, name = store.open_source(path, db, space.name, feature_dim, sampler.noise_size, stores)
+            log.info("theme %s: avatars of %s in %s", key, name, avatar_store.where)
+            return cls(key, sampler, space, train_features, avatar_store, name)
         except TfgenError as exc:
             reason = re.sub(r"^--[\w-]+: ", "", str(exc))  # the flag named is --theme, not --run
             raise RunError(f"--theme {key}={path}: cannot be served: {reason}") from None
-
-    def ledger(self):
-        """The ledger, to be used as a context manager (it locks the file)."""
-        return uniqueness.Ledger(self.ledger_path, self.space.name, self.feature_dim, self.sampler.noise_size)
-
-    def _ledger_snapshot(self):
-        with self.ledger() as ledger:
-            return dict(ledger.entries)
 
     def train_distance(self, features):
         if self.train_features is None:
@@ -173,16 +212,19 @@ class Theme:
 
 @dataclasses.dataclass
 class Candidate:
-    """A drawn image that passed the screening: what Keep needs to claim it (its latent and
-    features), its PNG for the page, and once kept, the avatar id (so it is kept once only)."""
+    """A drawn image that passed the screening, and whose it is: what Keep needs to claim it
+    (its noise and features, and `watermark`, the last stored avatar it was screened
+    against), its PNG for the page, and once kept, the avatar id (so it is kept once only)."""
 
     id: str
     theme: Theme
+    owner: str
     z: np.ndarray
     features: np.ndarray
     train_distance: float
     seed: int
     png: bytes
+    watermark: int = 0
     kept: str | None = None
 
 
@@ -195,11 +237,110 @@ class Taken(Exception):
 
 
 class NotFound(Exception):
-    """An unknown theme, candidate or avatar: HTTP 404."""
+    """An unknown theme, candidate or avatar, or one that is someone else's: HTTP 404."""
 
 
 class BadRequest(Exception):
     """A well-formed request asking for something out of range: HTTP 400."""
+
+
+class TooMany(Exception):
+    """Over a fair-use limit: HTTP 429, with the seconds to wait (Retry-After)."""
+
+    def __init__(self, message, retry_after):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# -- fair use ----------------------------------------------------------------------------------
+
+
+PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclasses.dataclass(frozen=True)
+class Rate:
+    """At most `count` in any `period` seconds; `Rate.parse("10/hour")`, "off" for no limit."""
+
+    count: int
+    period: int
+    text: str
+
+    @classmethod
+    def parse(cls, text, flag):
+        if text in ("off", "0"):
+            return None
+        count, sep, unit = text.partition("/")
+        unit = {"s": "second", "sec": "second", "min": "minute", "h": "hour", "d": "day"}.get(unit, unit)
+        if not sep or not count.isdigit() or int(count) < 1 or unit not in PERIODS:
+            raise ConfigError(f"{flag} {text}: expected COUNT/PERIOD (e.g. 10/hour; minute, hour, day) or off")
+        return cls(int(count), PERIODS[unit], f"{int(count)} a {unit}")
+
+
+class Limiter:
+    """Sliding-window counts of one action per key (an owner, an address), in this process."""
+
+    def __init__(self, rate):
+        self.rate = rate
+        self.times = {}
+        self.checks = 0
+
+    def check(self, key, now):
+        """Seconds until `key` may act again (0: it may now, and this act is counted)."""
+        if self.rate is None:
+            return 0
+        self.checks += 1
+        if self.checks % 10_000 == 0:  # forget keys that have not acted within the window
+            self.times = {k: t for k, t in self.times.items() if t and t[-1] > now - self.rate.period}
+        times = self.times.setdefault(key, collections.deque())
+        while times and times[0] <= now - self.rate.period:
+            times.popleft()
+        if len(times) >= self.rate.count:
+            return max(1, math.ceil(times[0] + self.rate.period - now))
+        times.append(now)
+        return 0
+
+
+class FairUse:
+    """The studio's limits on generates and keeps, per owner and per address."""
+
+    ACTIONS = {"generate": "new candidates", "keep": "keeps"}
+
+    def __init__(
+        self, generate="60/minute", generate_per_address="600/minute", keep="10/hour", keep_per_address="100/hour"
+    ):
+        rates = {
+            ("generate", "owner"): (generate, "--generate-limit"),
+            ("generate", "address"): (generate_per_address, "--generate-limit-per-address"),
+            ("keep", "owner"): (keep, "--keep-limit"),
+            ("keep", "address"): (keep_per_address, "--keep-limit-per-address"),
+        }
+        self.limiters = {key: Limiter(Rate.parse(text, flag)) for key, (text, flag) in rates.items()}
+
+    def check(self, action, owner, address):
+        """TooMany, in words, if `owner` or `address` is over the limit for `action`."""
+        now = time.monotonic()
+        for who, key in (("owner", owner), ("address", address)):
+            limiter = self.limiters[action, who]
+            wait = limiter.check(key, now)
+            if wait:
+                whom = "for you" if who == "owner" else "from your network address"
+                raise TooMany(
+                    f"Too many {self.ACTIONS[action]}: at most {limiter.rate.text} {whom}. "
+                    f"Try again in {_duration(wait)}.",
+                    wait,
+                )
+
+
+def _duration(seconds):
+    if seconds < 90:
+        return f"{seconds} second{'s' * (seconds != 1)}"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} minutes"
+    return f"{round(seconds / 3600)} hours"
+
+
+# -- the studio --------------------------------------------------------------------------------
 
 
 def slug(text):
@@ -220,13 +361,16 @@ def png_bytes(picture, size=None, smooth=False):
 class Studio:
     """Themes, candidates and keeps: everything the web app does, without the web.
 
-    `themes` maps a theme id to its Theme. `generate` and `keep` are coroutines; the model
-    and the ledger run in worker threads.
+    `themes` maps a theme id to its Theme. `generate`, `keep` and the downloads are
+    coroutines; the model and the store run in worker threads. Every call that touches a
+    candidate or an avatar names its owner (`owner`: the store's key for the visitor), and
+    one that is not theirs is NotFound.
     """
 
-    def __init__(self, sources, min_distance=0.1, max_draws=256):
+    def __init__(self, sources, min_distance=0.1, max_draws=256, fair_use=None):
         self.min_distance = min_distance
         self.max_draws = max_draws
+        self.fair_use = fair_use or FairUse("off", "off", "off", "off")
         self.sources = {source.key: source for source in sources}
         self.themes = {}
         for source in sources:
@@ -257,110 +401,197 @@ class Studio:
             raise NotFound(f"unknown theme {theme_id!r}; themes: {', '.join(self.themes)}")
         return self.themes[theme_id]
 
+    def capacity(self, source):
+        return source.capacity.estimate(len(source.index))
+
     async def predict(self, theme, z, labels):
         """Raw images [-1, 1] for given latents (TF Serving's predict); no uniqueness involved."""
         return await theme.source.generate(z, labels)
 
-    async def generate(self, theme_id):
-        """A fresh Candidate of the theme, screened against the training set and kept avatars."""
+    async def generate(self, theme_id, owner):
+        """A fresh Candidate of the theme for `owner`, screened against the training set and
+        every avatar kept so far (in any process sharing the store)."""
         theme = self.theme(theme_id)
         source = theme.source
+        await asyncio.to_thread(source.index.refresh, source.store.reader(source.name))
         seed = secrets.randbits(62)
         rng = np.random.default_rng(seed)
         for _ in range(0, self.max_draws, DRAWS_PER_ROUND):
+            # read before the screening: the screening sees at least the avatars up to it
+            watermark = source.index.seq
             z = source.sampler.noise(rng, DRAWS_PER_ROUND)
             labels = None if theme.label is None else np.full(len(z), theme.label, np.int32)
             pictures = await source.generate(z, labels)
             features, train_distance, kept_distance = await asyncio.to_thread(self._screen, source, pictures)
-            for k in range(len(z)):
-                if not uniqueness.rejection(train_distance[k], kept_distance[k], self.min_distance):
+            reasons = [uniqueness.rejection(t, k, self.min_distance) for t, k in zip(train_distance, kept_distance)]
+            source.capacity.record(reason == "issued" for reason in reasons if reason != "training")
+            for k, reason in enumerate(reasons):
+                if reason is None:
                     candidate = Candidate(
-                        secrets.token_urlsafe(12),
+                        secrets.token_hex(12),
                         theme,
+                        owner,
                         z[k],
                         features[k],
                         float(train_distance[k]),
                         seed,
                         png_bytes(pictures[k]),
+                        watermark,
                     )
                     self._remember(candidate)
                     return candidate
         raise Exhausted(
-            f"theme {theme_id!r} is exhausted: none of {self.max_draws} draws is farther than {self.min_distance} "
-            f"from the training images and the {len(source.kept['z'])} avatars kept so far"
+            f"The theme {theme.title!r} has run out of new avatars: none of {self.max_draws} fresh draws differs "
+            f"enough (more than {self.min_distance}) from the training images and the {len(source.index)} avatars "
+            "kept so far. Try another theme."
         )
 
     def _screen(self, source, pictures):
         features = source.space.features(pictures)
-        return features, source.train_distance(features), uniqueness.nearest(features, source.kept["features"])[0]
+        kept = source.index.nearest(features, radius=self.min_distance)
+        return features, source.train_distance(features), kept
 
     def _remember(self, candidate):
         self.candidates[candidate.id] = candidate
         while len(self.candidates) > MAX_CANDIDATES:
             self.candidates.popitem(last=False)
 
-    def candidate(self, candidate_id):
-        if candidate_id not in self.candidates:
+    def candidate(self, candidate_id, owner):
+        found = self.candidates.get(candidate_id)
+        if found is None or not secrets.compare_digest(found.owner, owner):
             raise NotFound(f"unknown or expired candidate {candidate_id!r}; generate a new one")
-        return self.candidates[candidate_id]
+        return found
 
-    async def keep(self, candidate_id):
-        """Claim the candidate in its run's ledger: the avatar id, once the ledger is on disk."""
-        return await asyncio.to_thread(self._keep, self.candidate(candidate_id))
+    async def keep(self, candidate_id, owner):
+        """Claim the owner's candidate in the store: the avatar id, once it is committed."""
+        return await asyncio.to_thread(self._keep, self.candidate(candidate_id, owner))
 
     def _keep(self, candidate):
         source = candidate.theme.source
-        with source.lock:
-            if candidate.kept:
+        if candidate.kept:
+            raise Taken(f"candidate {candidate.id!r} is already kept, as avatar {candidate.kept}")
+        with source.store.writing(source.name) as writer:
+            if candidate.kept:  # kept by a concurrent request of the same owner meanwhile
                 raise Taken(f"candidate {candidate.id!r} is already kept, as avatar {candidate.kept}")
-            with source.ledger() as ledger:
-                label = -1 if candidate.theme.label is None else candidate.theme.label
-                ledger_id, distance = uniqueness.claim(
-                    ledger,
-                    candidate.features,
-                    candidate.z,
-                    label,
-                    candidate.train_distance,
-                    candidate.seed,
-                    self.min_distance,
-                )
-                source.kept = dict(ledger.entries)
-        if ledger_id is None:
-            raise Taken(
-                f"someone kept a look-alike first (distance {distance:.3f} <= {self.min_distance}); generate another"
+            source.index.refresh(writer)  # every avatar kept before this lock: no one adds one until commit
+            distance = float(
+                source.index.nearest(candidate.features[None], radius=self.min_distance, since=candidate.watermark)[0]
             )
-        candidate.kept = f"{source.key}.{ledger_id}"
-        return candidate.kept
+            if distance <= self.min_distance:
+                raise Taken(
+                    f"Someone kept a look-alike of this one a moment ago (distance {distance:.3f} <= "
+                    f"{self.min_distance}); generate another"
+                )
+            (avatar_id,) = writer.insert(
+                [
+                    {
+                        "owner": candidate.owner,
+                        "label": -1 if candidate.theme.label is None else candidate.theme.label,
+                        "features": candidate.features,
+                        "z": np.reshape(candidate.z, -1),
+                        "train_distance": candidate.train_distance,
+                        "seed": candidate.seed,
+                    }
+                ]
+            )
+            candidate.kept = avatar_id
+        return avatar_id
 
-    def avatar(self, avatar_id):
-        """(Source, ledger index) of a kept avatar id `<source>.<n>` (n: its row in the ledger)."""
-        key, _, index = avatar_id.rpartition(".")
-        if key not in self.sources or not (index.isascii() and index.isdigit()):  # "²".isdigit() too
-            raise NotFound(f"unknown avatar {avatar_id!r}")
-        source = self.sources[key]
-        if int(index) >= len(source.kept["z"]):
-            source.kept = source._ledger_snapshot()  # kept by another process since
-        if int(index) >= len(source.kept["z"]):
-            raise NotFound(f"unknown avatar {avatar_id!r}")
-        return source, int(index)
+    # -- kept avatars ----------------------------------------------------------------------
 
-    async def avatar_png(self, avatar_id, size=None, smooth=False):
-        """A kept avatar as PNG, regenerated from its ledger entry, at `size` px a side."""
-        source, index = self.avatar(avatar_id)
+    def _served(self, avatar):
+        """(Source, label) that regenerates a stored avatar; NotFound for a model not served here."""
+        for source in self.sources.values():
+            if source.name == avatar["source"]:
+                return source, avatar["label"]
+        raise NotFound(f"avatar {avatar['id']!r} is of {avatar['source']}, which this studio does not serve")
+
+    def theme_of(self, source_name, label):
+        """The Theme that draws (source, label), or None."""
+        for theme in self.themes.values():
+            if theme.source.name == source_name and (theme.label is None or theme.label == label):
+                return theme
+        return None
+
+    async def owned(self, owner):
+        """The owner's avatars, newest first (dicts: id, theme, title, created_at, share)."""
+        rows = []
+        for avatar in await asyncio.to_thread(self._any_store_call, "owned", owner, MAX_LISTED):
+            theme = self.theme_of(avatar["source"], avatar["label"])
+            rows.append(
+                {**avatar, "theme": theme.id if theme else None, "title": theme.title if theme else avatar["source"]}
+            )
+        return rows
+
+    def _any_store_call(self, method, *args):
+        """`method` on every distinct store this studio uses, results concatenated."""
+        out = []
+        for avatar_store in {id(s.store): s.store for s in self.sources.values()}.values():
+            out.extend(getattr(avatar_store, method)(*args))
+        return out
+
+    def _find(self, method, key):
+        for avatar_store in {id(s.store): s.store for s in self.sources.values()}.values():
+            found = getattr(avatar_store, method)(key)
+            if found is not None:
+                return avatar_store, found
+        return None, None
+
+    async def owned_avatar(self, avatar_id, owner):
+        """The stored avatar if it is `owner`'s; NotFound (the same as for no such id) if not."""
+        _, avatar = await asyncio.to_thread(self._find, "avatar", avatar_id)
+        if avatar is None or avatar["owner"] is None or not secrets.compare_digest(avatar["owner"], owner):
+            raise NotFound(f"unknown avatar {avatar_id!r}")
+        return avatar
+
+    async def share(self, avatar_id, owner):
+        """The share token of the owner's avatar (made on first call)."""
+        avatar = await self.owned_avatar(avatar_id, owner)
+        if avatar["share"]:
+            return avatar["share"]
+        avatar_store, _ = await asyncio.to_thread(self._find, "avatar", avatar_id)
+        return await asyncio.to_thread(avatar_store.share, avatar_id, owner)
+
+    async def shared(self, token):
+        _, avatar = await asyncio.to_thread(self._find, "shared", token)
+        if avatar is None:
+            raise NotFound("unknown share link")
+        return avatar
+
+    async def avatar_png(self, avatar, size=None, smooth=False):
+        """A stored avatar as PNG, regenerated from its noise and label, at `size` px a side."""
+        source, label = self._served(avatar)
         shape = source.sampler.image_shape
         if size is not None and not shape[0] <= size <= MAX_DOWNLOAD:
             raise BadRequest(f"size: expected {shape[0]} to {MAX_DOWNLOAD} pixels, got {size}")
-        z = source.kept["z"][index : index + 1]
-        label = int(source.kept["labels"][index])
+        z = np.reshape(avatar["z"], (1, *source.sampler.noise_shape))
         picture = (await source.generate(z, None if label < 0 else np.array([label], np.int32)))[0]
         return png_bytes(picture, size, smooth)
+
+    # -- the operator's view ---------------------------------------------------------------
+
+    async def stats(self):
+        """Per source: avatars kept, distinct owners, shared, and the capacity estimate."""
+        counts = {}
+        for source in self.sources.values():
+            counts.update(await asyncio.to_thread(source.store.stats))
+        return {
+            source.key: {
+                "store": source.store.where,
+                "source": source.name,
+                **counts.get(source.name, {"kept": 0, "owners": 0, "shared": 0}),
+                "capacity": self.capacity(source),
+            }
+            for source in self.sources.values()
+        }
 
 
 # -- the web app -----------------------------------------------------------------------------
 
 
-def create_app(studio):
-    """The FastAPI app serving `studio`: the page, the JSON API and TF Serving's predict."""
+def create_app(studio, admin_token=None):
+    """The FastAPI app serving `studio`: the page, the JSON API, and with `admin_token` TF
+    Serving's predict and the operator's views."""
     from fastapi import FastAPI, Query, Request  # noqa: PLC0415  (an optional extra)
     from fastapi.responses import FileResponse, JSONResponse, Response  # noqa: PLC0415
     from fastapi.staticfiles import StaticFiles  # noqa: PLC0415
@@ -368,19 +599,65 @@ def create_app(studio):
 
     app = FastAPI(
         title="tfgen avatar studio",
-        version="1",
-        description="Pick a theme, generate, re-roll, keep an avatar nobody else will get.",
+        version="2",
+        description=(
+            "Pick a theme, generate, re-roll, keep an avatar nobody else will get. Your avatars are "
+            f"tied to the `{OWNER_COOKIE}` cookie the first response sets. `/v1/models/...:predict` and "
+            "`/api/admin/...` need `Authorization: Bearer <token>` (the server's --admin-token-file) "
+            "and are off without it."
+        ),
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    def error(status, message):
-        return JSONResponse({"error": message}, status_code=status)
+    def error(status, message, headers=None):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     for exc_type, status in ((NotFound, 404), (Exhausted, 409), (Taken, 409), (BadRequest, 400)):
         app.add_exception_handler(exc_type, lambda request, exc, status=status: error(status, str(exc)))
+    app.add_exception_handler(TooMany, lambda request, exc: error(429, str(exc), {"Retry-After": str(exc.retry_after)}))
 
-    def png(data):
-        return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
+    @app.middleware("http")
+    async def owner_cookie(request: Request, call_next):
+        """Every visitor has an owner token in an HttpOnly cookie, made on their first request."""
+        token = request.cookies.get(OWNER_COOKIE, "")
+        fresh = not re.fullmatch(r"[0-9a-f]{32}", token)
+        if fresh:
+            token = store.new_id()
+        request.state.owner = store.owner_key(token)
+        response = await call_next(request)
+        if fresh:
+            response.set_cookie(
+                OWNER_COOKIE,
+                token,
+                max_age=COOKIE_AGE,
+                httponly=True,
+                samesite="lax",
+                secure=request.url.scheme == "https",
+            )
+        return response
+
+    def owner(request):
+        return request.state.owner
+
+    def address(request):
+        return request.client.host if request.client else "unknown"
+
+    def admin(request, what):
+        """Refuse an operator-only request: 404 when the server has no admin token, 401
+        without the right one. Compared in constant time."""
+        if admin_token is None:
+            raise NotFound(f"{what} is off: start tfgen serve with --admin-token-file to use it")
+        given = request.headers.get("authorization", "")
+        if not secrets.compare_digest(given.encode(), f"Bearer {admin_token}".encode()):
+            raise Unauthorized(f"{what} needs the admin token: Authorization: Bearer <token>")
+
+    app.add_exception_handler(Unauthorized, lambda request, exc: error(401, str(exc), {"WWW-Authenticate": "Bearer"}))
+
+    def png(data, filename=None, cache="no-store"):
+        headers = {"Cache-Control": cache}
+        if filename:
+            headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return Response(data, media_type="image/png", headers=headers)
 
     def theme_json(theme):
         source = theme.source
@@ -392,6 +669,17 @@ def create_app(studio):
             "image_shape": list(source.sampler.image_shape),
             "example_url": f"/api/themes/{theme.id}/example.png",
             "checks_training_set": source.train_features is not None,
+            "capacity": studio.capacity(source),
+        }
+
+    def avatar_json(avatar):
+        return {
+            "avatar": avatar["id"],
+            "theme": avatar.get("theme"),
+            "title": avatar.get("title"),
+            "image_url": f"/api/avatars/{avatar['id']}.png",
+            "created_at": avatar.get("created_at"),
+            "share_url": f"/api/shared/{avatar['share']}.png" if avatar.get("share") else None,
         }
 
     class GenerateRequest(BaseModel):
@@ -422,11 +710,13 @@ def create_app(studio):
     @app.get("/api/themes/{theme_id}/example.png", response_class=Response)
     async def example(theme_id: str):
         theme = studio.theme(theme_id)
-        return png(await studio.example(theme))
+        return png(await studio.example(theme), cache="public, max-age=3600")
 
     @app.post("/api/candidates")
-    async def generate(request: GenerateRequest):
-        candidate = await studio.generate(request.theme)
+    async def generate(body: GenerateRequest, request: Request):
+        studio.theme(body.theme)  # an unknown theme is 404 before it counts against a limit
+        studio.fair_use.check("generate", owner(request), address(request))
+        candidate = await studio.generate(body.theme, owner(request))
         distance = candidate.train_distance  # infinite (null) for an export: no training set to compare
         return {
             "id": candidate.id,
@@ -436,33 +726,68 @@ def create_app(studio):
         }
 
     @app.get("/api/candidates/{candidate_id}.png", response_class=Response)
-    def candidate_image(candidate_id: str):
-        return png(studio.candidate(candidate_id).png)
+    def candidate_image(candidate_id: str, request: Request):
+        return png(studio.candidate(candidate_id, owner(request)).png)
 
     @app.post("/api/keep")
-    async def keep(request: KeepRequest):
-        avatar_id = await studio.keep(request.candidate)
-        return {"avatar": avatar_id, "image_url": f"/api/avatars/{avatar_id}.png"}
+    async def keep(body: KeepRequest, request: Request):
+        candidate = studio.candidate(body.candidate, owner(request))  # 404 before it counts
+        if candidate.kept:
+            raise Taken(f"candidate {candidate.id!r} is already kept, as avatar {candidate.kept}")
+        studio.fair_use.check("keep", owner(request), address(request))
+        avatar_id = await studio.keep(body.candidate, owner(request))
+        return avatar_json({"id": avatar_id, "theme": candidate.theme.id, "title": candidate.theme.title})
+
+    @app.get("/api/me/avatars")
+    async def my_avatars(request: Request):
+        return {"avatars": [avatar_json(a) for a in await studio.owned(owner(request))]}
+
+    download_size = Query(None, description=f"pixels a side, up to {MAX_DOWNLOAD}")
+    download_resample = Query("nearest", pattern="^(nearest|smooth)$")
 
     @app.get("/api/avatars/{avatar_id}.png", response_class=Response)
-    async def avatar(
-        avatar_id: str,
-        size: int = Query(None, description=f"pixels a side, up to {MAX_DOWNLOAD}"),
-        resample: str = Query("nearest", pattern="^(nearest|smooth)$"),
-    ):
-        data = await studio.avatar_png(avatar_id, size, resample == "smooth")
-        return Response(
-            data,
-            media_type="image/png",
-            headers={"Content-Disposition": f'attachment; filename="avatar-{avatar_id}.png"'},
-        )
+    async def avatar(avatar_id: str, request: Request, size: int = download_size, resample: str = download_resample):
+        found = await studio.owned_avatar(avatar_id, owner(request))
+        data = await studio.avatar_png(found, size, resample == "smooth")
+        return png(data, f"avatar-{avatar_id}.png", cache="private, no-store")
+
+    @app.post("/api/avatars/{avatar_id}/share")
+    async def share(avatar_id: str, request: Request):
+        token = await studio.share(avatar_id, owner(request))
+        return {"avatar": avatar_id, "share_url": f"/api/shared/{token}.png"}
+
+    @app.get("/api/shared/{token}.png", response_class=Response)
+    async def shared(token: str, size: int = download_size, resample: str = download_resample):
+        found = await studio.shared(token)
+        return png(await studio.avatar_png(found, size, resample == "smooth"), cache="private, no-store")
 
     @app.post("/v1/models/{theme_id}:predict")
-    async def predict(theme_id: str, request: PredictRequest):
+    async def predict(theme_id: str, body: PredictRequest, request: Request):
+        admin(request, "predict")
         theme = studio.theme(theme_id)
-        z, labels = _instances(theme, request.instances)
+        z, labels = _instances(theme, body.instances)
         out = await studio.predict(theme, z, labels)
         return {"predictions": np.asarray(out).tolist()}
+
+    @app.get("/api/admin/stats")
+    async def admin_stats(request: Request):
+        admin(request, "/api/admin/stats")
+        return {"sources": await studio.stats(), "candidates_in_memory": len(studio.candidates)}
+
+    @app.get("/api/admin/export/{theme_group}.npz", response_class=Response)
+    async def admin_export(theme_group: str, request: Request):
+        admin(request, "/api/admin/export")
+        if theme_group not in studio.sources:
+            raise NotFound(f"unknown theme group {theme_group!r}; groups: {', '.join(studio.sources)}")
+        source = studio.sources[theme_group]
+        columns = await asyncio.to_thread(source.store.export, source.name)
+        buffer = io.BytesIO()
+        np.savez(buffer, feature_space=np.array(source.space.name), **columns)
+        return Response(
+            buffer.getvalue(),
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{source.name}.npz"'},
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
@@ -470,6 +795,10 @@ def create_app(studio):
         return error(500, f"internal error: {type(exc).__name__}")
 
     return app
+
+
+class Unauthorized(Exception):
+    """An operator-only request without the admin token: HTTP 401."""
 
 
 def _instances(theme, instances):
@@ -537,6 +866,24 @@ def parse_args(argv=None):
         default="auto",
         help="distance space (auto: classifier if the data has labels, else pixels)",
     )
+    parser.add_argument(
+        "--db",
+        help=f"the avatar store for every theme: a file, or a postgresql:// URL for several servers "
+        f"(default: {store.STORE_NAME} in each theme's run folder)",
+    )
+    parser.add_argument(
+        "--admin-token-file",
+        type=Path,
+        help="a file holding the operator's token; turns on /v1/models/<theme>:predict and /api/admin/... "
+        "for requests that send it (Authorization: Bearer <token>); off without it",
+    )
+    limits = parser.add_argument_group("fair use", "COUNT/PERIOD (second, minute, hour, day), or off")
+    limits.add_argument("--generate-limit", default="60/minute", help="new candidates per visitor (default 60/minute)")
+    limits.add_argument(
+        "--generate-limit-per-address", default="600/minute", help="new candidates per address (default 600/minute)"
+    )
+    limits.add_argument("--keep-limit", default="10/hour", help="keeps per visitor (default 10/hour)")
+    limits.add_argument("--keep-limit-per-address", default="100/hour", help="keeps per address (default 100/hour)")
     cli.add_verbose_argument(parser)
     return parser.parse_args(argv)
 
@@ -564,17 +911,36 @@ def build_studio(args):
         raise ConfigError(f"--min-distance: expected a number >= 0, got {args.min_distance}")
     if args.max_draws < DRAWS_PER_ROUND:
         raise ConfigError(f"--max-draws: expected an integer >= {DRAWS_PER_ROUND}, got {args.max_draws}")
+    fair_use = FairUse(
+        args.generate_limit, args.generate_limit_per_address, args.keep_limit, args.keep_limit_per_address
+    )
     folders = {}
     for name, path in parse_themes(args.theme):
         folder = path.resolve()
         if folder in folders:
             raise ConfigError(f"--theme {name}={path}: the folder is already the theme {folders[folder][0]}")
         folders[folder] = name, path
-    sources = {}
+    sources, stores = {}, {}
     for folder, (name, path) in folders.items():
         log.info("loading theme %s from %s", name, path)
-        sources[folder] = Source.load(name, path, args.features)
-    return Studio(list(sources.values()), args.min_distance, args.max_draws)
+        sources[folder] = Source.load(name, path, args.features, args.db, stores)
+    return Studio(list(sources.values()), args.min_distance, args.max_draws, fair_use)
+
+
+def read_admin_token(path):
+    """The token in --admin-token-file (at least 16 characters), or None without the flag."""
+    if path is None:
+        return None
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"--admin-token-file {path}: cannot read it ({exc.strerror})") from None
+    if len(token) < 16 or not token.isascii() or any(c.isspace() for c in token):
+        raise ConfigError(
+            f"--admin-token-file {path}: expected one token of at least 16 characters, no spaces "
+            "(e.g. python -c 'import secrets; print(secrets.token_hex(16))')"
+        )
+    return token
 
 
 def main(argv=None):
@@ -587,10 +953,15 @@ def _serve_command(args):
         import uvicorn  # noqa: PLC0415
     except ImportError:
         raise ConfigError('tfgen.serve needs FastAPI and uvicorn: pip install -e ".[serve]"') from None
+    admin_token = read_admin_token(args.admin_token_file)
     studio = build_studio(args)
     log.info("%d themes: %s", len(studio.themes), ", ".join(studio.themes))
+    log.info(
+        "predict and the operator's views are %s",
+        "on, for requests with the admin token" if admin_token else "off (no --admin-token-file)",
+    )
     log.info("the studio is at http://%s:%d/ (API docs at /docs)", args.host, args.port)
-    uvicorn.run(create_app(studio), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(studio, admin_token), host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -1,17 +1,15 @@
 """Uniqueness: images farther than a minimum distance from the training set and from every
-image handed out before, remembered in a ledger that survives crashes and concurrent callers.
+image handed out before, which the avatar store (`tfgen.store`) remembers.
 
-Two callers share it: `tfgen generate --unique` issues a batch of images at once,
-and the avatar studio (`tfgen.serve`) screens each candidate against the training set when it
-is drawn and claims it in the ledger only when the user keeps it (`claim`). Both measure in
-one `FeatureSpace`; one ledger per run covers every class (theme) of that run.
+Two callers share it: `tfgen generate --unique` issues a batch of images at once, and the
+avatar studio (`tfgen.serve`) screens each candidate against the training set and the kept
+avatars (`KeptIndex`) when it is drawn, and checks it again under the store's write lock when
+the user keeps it. Both measure in one `FeatureSpace`; one source per run covers every class
+(theme) of that run.
 """
 
-import fcntl
 import math
-import time
-import zipfile
-from pathlib import Path
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -20,14 +18,12 @@ from tfgen import cli, scoring
 from tfgen.data import build_dataset
 from tfgen.data.pipeline import to_signed_unit
 from tfgen.errors import ConfigError, RunError
-from tfgen.files import atomic_path
 from tfgen.sampling import labels_for
 
 log = cli.log
 
 FEATURES = ("auto", "classifier", "pixels")
 PIXEL_FEATURE_SIZE = 16
-LEDGER_NAME = "issued.npz"
 
 
 class FeatureSpace:
@@ -132,91 +128,140 @@ def nearest(queries, reference, exclude=None, chunk=512):
 # -- unique images ---------------------------------------------------------------------------
 
 
-class Ledger:
-    """Every image issued (by `--unique`) or kept (in the studio): features, latents, labels,
-    distances, seeds, times.
+class KeptIndex:
+    """The features of every image of one source kept so far, in this process's memory.
 
-    One .npz file, by default `issued.npz` in the run directory. Use it as a context manager:
-    an exclusive lock (fcntl, on `<ledger>.lock`) is held from reading the ledger to writing
-    it, and it is rewritten atomically (temp file + os.replace) and flushed to disk before
-    `append` returns, so two concurrent callers never both issue look-alikes and a crash never
-    loses or tears it. Entry i's image is
-    `generate(z[i], labels[i])`.
+    `refresh(reader)` loads only the rows written since it last looked (`reader`:
+    `Store.reader(source)`, or a `Store.writing` Writer holding the write lock), so a process
+    reads each row once; rows are never rewritten, so what is loaded stays true. `seq` is the
+    last row loaded.
+
+    `nearest` is exact. A scan in float32 picks the rows that may be nearest (within a slack
+    far above float32's rounding) and those are measured again in float64. With a `radius`,
+    the scan runs in a `PROJECTION`-dimensional orthonormal projection (the training features'
+    top principal components, else random directions): projecting onto orthonormal
+    directions never lengthens a distance, so no row within the radius is skipped, and a
+    million 256-d rows are scanned as 16-d ones.
     """
 
-    COLUMNS = ("features", "z", "labels", "train_distance", "seeds", "issued_at")
+    PROJECTION = 16
+    SLACK = 1e-3
+    CHUNK = 65_536  # rows scanned at once
 
-    def __init__(self, path, feature_space, feature_dim, latent_dim):
-        # latent_dim: the flattened noise length (`Sampler.noise_size`); z is stored flat
-        self.path = Path(path)
-        self.feature_space = feature_space
-        self.feature_dim = feature_dim
-        self.latent_dim = latent_dim
-        self.entries = None
-
-    def __enter__(self):
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = open(self.path.with_name(self.path.name + ".lock"), "a")
-        except OSError as exc:
-            raise RunError(f"--ledger: cannot write {self.path}: {exc.strerror}") from None
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
-        try:
-            self.entries = self._load()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc_info):
-        fcntl.flock(self._lock, fcntl.LOCK_UN)
-        self._lock.close()
-        return False
-
-    def _load(self):
-        empty = {
-            "features": np.zeros((0, self.feature_dim), np.float32),
-            "z": np.zeros((0, self.latent_dim), np.float32),
-            "labels": np.zeros(0, np.int32),
-            "train_distance": np.zeros(0, np.float32),
-            "seeds": np.zeros(0, np.int64),
-            "issued_at": np.zeros(0, np.float64),
+    def __init__(self, dim, reference=None):
+        self.dim = int(dim)
+        self.basis = _orthonormal_basis(self.dim, reference, self.PROJECTION)
+        self.seq = 0
+        self._lock = threading.Lock()
+        width = self.dim if self.basis is None else self.PROJECTION
+        self._buffers = {
+            "features": np.zeros((0, self.dim), np.float32),
+            "squares": np.zeros(0, np.float32),
+            "projected": np.zeros((0, width), np.float32),
+            "projected_squares": np.zeros(0, np.float32),
+            "seqs": np.zeros(0, np.int64),
         }
-        if not self.path.exists():
-            return empty
-        try:
-            with np.load(self.path, allow_pickle=False) as stored:
-                space = str(stored["feature_space"])
-                entries = {name: stored[name] for name in self.COLUMNS}
-        except (zipfile.BadZipFile, EOFError, KeyError, ValueError) as exc:
-            raise RunError(
-                f"--ledger: {self.path} is damaged ({type(exc).__name__}: {exc}); restore it from a backup. "
-                "Starting a new ledger would let images issued before be issued again"
-            ) from None
-        if space != self.feature_space or entries["features"].shape[1] != self.feature_dim:
-            raise RunError(
-                f"--ledger: {self.path} holds {space} features ({entries['features'].shape[1]}-d); "
-                f"pass --features {space}, or another --ledger"
-            )
-        return entries
+        self._snapshot = {name: buffer[:0] for name, buffer in self._buffers.items()}
 
     def __len__(self):
-        return len(self.entries["z"])
+        return len(self._snapshot["seqs"])
 
     @property
     def features(self):
-        return self.entries["features"]
+        return self._snapshot["features"]
 
-    def append(self, **columns):
-        """Add rows (one array per column) and rewrite the file; the new entries' ids."""
-        start = len(self)
-        self.entries = {name: np.concatenate([self.entries[name], columns[name]]) for name in self.COLUMNS}
-        try:
-            with atomic_path(self.path, durable=True) as tmp:
-                np.savez(tmp, feature_space=np.array(self.feature_space), **self.entries)
-        except OSError as exc:
-            raise RunError(f"--ledger: cannot write {self.path}: {exc.strerror}") from None
-        return list(range(start, len(self)))
+    def refresh(self, reader):
+        """Load the rows added since the last refresh; returns self."""
+        with self._lock:
+            seqs, features = reader.rows_since(self.seq)
+            if len(seqs):
+                self._append(seqs, np.asarray(features, np.float32).reshape(len(seqs), self.dim))
+        return self
+
+    def _append(self, seqs, features):
+        count = len(self._snapshot["seqs"])
+        total = count + len(seqs)
+        if total > len(self._buffers["seqs"]):  # grow by doubling; readers keep the old buffers
+            capacity = max(total, 2 * len(self._buffers["seqs"]), 1024)
+            for name, buffer in self._buffers.items():
+                grown = np.zeros((capacity, *buffer.shape[1:]), buffer.dtype)
+                grown[:count] = buffer[:count]
+                self._buffers[name] = grown
+        projected = features if self.basis is None else features @ self.basis
+        new = {
+            "features": features,
+            "squares": np.einsum("ij,ij->i", features, features),
+            "projected": projected,
+            "projected_squares": np.einsum("ij,ij->i", projected, projected),
+            "seqs": seqs,
+        }
+        for name, buffer in self._buffers.items():
+            buffer[count:total] = new[name]
+        # rows [0, count) are never written again, so a reader's snapshot stays valid
+        self._snapshot = {name: buffer[:total] for name, buffer in self._buffers.items()}
+        self.seq = int(seqs[-1])
+
+    def nearest(self, queries, radius=None, since=None):
+        """Distance [N] from each query to its nearest kept row (rows after seq `since` only, if
+        given). With `radius`, distances beyond it come back as inf (only "farther" is known)."""
+        rows = self._snapshot
+        if since is not None:
+            start = int(np.searchsorted(rows["seqs"], since, side="right"))
+            rows = {name: value[start:] for name, value in rows.items()}
+        queries = np.asarray(queries, np.float64).reshape(-1, self.dim)
+        out = np.full(len(queries), np.inf)
+        if not len(rows["seqs"]) or not len(queries):
+            return out
+        if radius is not None and self.basis is not None:
+            scan, reference, squares = queries @ self.basis, rows["projected"], rows["projected_squares"]
+        else:
+            scan, reference, squares = queries, rows["features"], rows["squares"]
+        scan = scan.astype(np.float32)
+        if radius is None:  # first pass: each query's approximate nearest distance
+            limits = np.sqrt(np.maximum(_scan(scan, reference, squares, self.CHUNK, None), 0)) + self.SLACK
+        else:
+            limits = np.full(len(queries), radius + self.SLACK)
+        for i, candidates in enumerate(_scan(scan, reference, squares, self.CHUNK, limits**2)):
+            if len(candidates):
+                distance = np.linalg.norm(rows["features"][candidates].astype(np.float64) - queries[i], axis=1).min()
+                if radius is None or distance <= radius:
+                    out[i] = distance
+        return out
+
+
+def _scan(queries, reference, squares, chunk, limits_sq):
+    """float32 squared distances, chunk by chunk: each query's minimum (limits_sq None), or
+    each query's row indices within its limit."""
+    query_squares = np.einsum("ij,ij->i", queries, queries)
+    best = np.full(len(queries), np.inf, np.float32)
+    hits = [[] for _ in queries]
+    for start in range(0, len(reference), chunk):
+        d2 = (
+            query_squares[:, None]
+            + squares[None, start : start + chunk]
+            - 2 * queries @ reference[start : start + chunk].T
+        )
+        if limits_sq is None:
+            best = np.minimum(best, d2.min(axis=1))
+            continue
+        for i, j in zip(*np.nonzero(d2 <= limits_sq[:, None])):
+            hits[i].append(start + j)
+    if limits_sq is None:
+        return best
+    return [np.array(h, np.int64) for h in hits]
+
+
+def _orthonormal_basis(dim, reference, size):
+    """[dim, size] orthonormal columns: the top principal directions of `reference` when it
+    has enough rows, else random ones; None when `dim` is too small for a projection to pay."""
+    if dim <= 2 * size:
+        return None
+    if reference is not None and len(reference) > size:
+        sample = np.asarray(reference, np.float64)[:10_000]
+        _, _, vt = np.linalg.svd(sample - sample.mean(axis=0), full_matrices=False)
+        return np.ascontiguousarray(vt[:size].T, np.float32)
+    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((dim, size)))
+    return q.astype(np.float32)
 
 
 def rejection(train_distance, issued_distance, min_distance):
@@ -229,30 +274,12 @@ def rejection(train_distance, issued_distance, min_distance):
     return None
 
 
-def claim(ledger, features, z, label, train_distance, seed, min_distance):
-    """Record one image in `ledger` (held open, so no one writes between the check and the
-    record) if no entry lies within `min_distance`: (its id, distance to the nearest entry);
-    (None, that distance) if one does. The id is valid once this returns: the file is on disk.
-    """
-    issued_distance = float(nearest(features[None], ledger.features)[0][0])
-    if rejection(train_distance, issued_distance, min_distance):
-        return None, issued_distance
-    (ledger_id,) = ledger.append(
-        features=np.asarray(features, np.float32)[None],
-        z=np.asarray(z, np.float32).reshape(1, -1),
-        labels=np.array([label], np.int32),
-        train_distance=np.array([train_distance], np.float32),
-        seeds=np.array([seed], np.int64),
-        issued_at=np.array([time.time()]),
-    )
-    return ledger_id, issued_distance
-
-
 def issue_unique(
     sampler,
     space,
     train_features,
-    ledger,
+    kept,
+    writer,
     num,
     min_distance,
     seed,
@@ -262,10 +289,11 @@ def issue_unique(
     options=None,
 ):
     """Draw until `num` images are each farther than `min_distance` from every training image,
-    every ledger entry and each other; record them in `ledger` (held open by the caller).
+    every image `kept` (a KeptIndex, refreshed under `writer`'s lock) and each other; record them
+    through `writer` (a `Store.writing` block held open by the caller).
 
     Returns (issued, rejected): lists of dicts with the draw index, the image (issued only),
-    the ledger id, the nearest training image and its distance, and for rejections the reason.
+    the avatar id, the nearest training image and its distance, and for rejections the reason.
     RunError, and nothing recorded, if `max_draws` draws do not give `num` images.
     """
     max_draws = max_draws or max(1000, 100 * num)
@@ -276,7 +304,7 @@ def issue_unique(
         if drawn >= max_draws:
             raise RunError(
                 f"--unique: only {len(issued)} of {num} images are farther than --min-distance "
-                f"{min_distance} from the {len(train_features)} training images and the {len(ledger)} "
+                f"{min_distance} from the {len(train_features)} training images and the {len(kept)} "
                 f"issued before, after {drawn} draws; lower --min-distance or raise --max-draws"
             )
         count = min(max(2 * (num - len(issued)), 16), max_draws - drawn)
@@ -285,7 +313,7 @@ def issue_unique(
         pictures = sampler.images(z, labels, **(options or {}))
         features = space.features(pictures)
         train_distance, train_index = nearest(features, train_features)
-        ledger_distance, _ = nearest(features, ledger.features)
+        ledger_distance = kept.nearest(features)
         for k in range(count):
             this_call = np.reshape([r["features"] for r in issued], (-1, features.shape[1]))
             issued_distance = min(ledger_distance[k], nearest(features[k : k + 1], this_call)[0][0])
@@ -317,14 +345,19 @@ def issue_unique(
             sum(r["reason"] == "training" for r in rejected),
             sum(r["reason"] == "issued" for r in rejected),
         )
-    ids = ledger.append(
-        features=np.stack([r["features"] for r in issued]).astype(np.float32),
-        z=np.stack([r["z"] for r in issued]).reshape(len(issued), -1),  # flattened: any noise shape
-        labels=np.array([r["label"] for r in issued], np.int32),
-        train_distance=np.array([r["train_distance"] for r in issued], np.float32),
-        seeds=np.full(len(issued), seed, np.int64),
-        issued_at=np.full(len(issued), time.time()),
+    ids = writer.insert(
+        [
+            {
+                "owner": None,
+                "label": r["label"],
+                "features": r["features"],
+                "z": np.reshape(r["z"], -1),  # flattened: any noise shape
+                "train_distance": r["train_distance"],
+                "seed": seed,
+            }
+            for r in issued
+        ]
     )
-    for record, ledger_id in zip(issued, ids):
-        record["id"] = ledger_id
+    for record, avatar_id in zip(issued, ids):
+        record["id"] = avatar_id
     return issued, rejected

@@ -1,7 +1,7 @@
-// The studio page: themes -> Generate / re-roll -> Keep -> download; kept avatars in localStorage.
+// The studio page: themes -> Generate / re-roll -> Keep -> download and share. "Your avatars"
+// comes from the server (GET /api/me/avatars): the avatars of this browser's owner cookie.
 "use strict";
 
-const GALLERY_KEY = "tfgen-avatars";
 const state = { theme: null, candidate: null, avatar: null, themes: [] };
 const $ = (id) => document.getElementById(id);
 
@@ -12,7 +12,10 @@ async function api(method, path, body) {
     body: body ? JSON.stringify(body) : undefined,
   });
   const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(data.error || `request failed (${response.status})`);
+  if (!response.ok) {
+    const message = data.error || (Array.isArray(data.detail) ? "That request was not understood." : null);
+    throw new Error(message || `The studio could not answer (HTTP ${response.status}). Try again in a moment.`);
+  }
   return data;
 }
 
@@ -21,12 +24,41 @@ function say(message, isError = false) {
   $("status").className = isError ? "error" : "";
 }
 
-function gallery() {
-  try { return JSON.parse(localStorage.getItem(GALLERY_KEY)) || []; } catch { return []; }
+function capacityText(capacity) {
+  if (!capacity || capacity.left === null) return "";
+  const left = capacity.left.toLocaleString("en");
+  return capacity.bound === "about" ? `about ${left} left` : `more than ${left} left`;
 }
 
-function showGallery() {
-  const kept = gallery();
+async function shareAvatar(item, figure) {
+  try {
+    const { share_url } = await api("POST", `/api/avatars/${item.avatar}/share`);
+    const url = new URL(share_url, window.location.href).href;
+    let input = figure.querySelector("input.share");
+    if (!input) {
+      input = document.createElement("input");
+      input.className = "share";
+      input.readOnly = true;
+      input.setAttribute("aria-label", "share link");
+      figure.append(input);
+    }
+    input.value = url;
+    input.select();
+    await navigator.clipboard?.writeText(url).catch(() => {});
+    say("Share link made: anyone with it can see this avatar (not your others).");
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+async function showGallery() {
+  let kept = [];
+  try {
+    ({ avatars: kept } = await api("GET", "/api/me/avatars"));
+  } catch (error) {
+    say(`Could not list your avatars: ${error.message}`, true);
+    return;
+  }
   $("gallery-empty").hidden = kept.length > 0;
   $("gallery").replaceChildren(...kept.map((item) => {
     const figure = document.createElement("figure");
@@ -39,7 +71,12 @@ function showGallery() {
     link.append(img);
     const caption = document.createElement("figcaption");
     caption.textContent = item.title;
-    figure.append(link, caption);
+    const share = document.createElement("button");
+    share.className = "share-button";
+    share.textContent = "Share";
+    share.title = "make a link anyone can open";
+    share.addEventListener("click", () => shareAvatar(item, figure));
+    figure.append(link, caption, share);
     figure.dataset.avatar = item.avatar;
     return figure;
   }));
@@ -75,6 +112,13 @@ async function loadThemes() {
       group.className = "group";
       group.textContent = theme.group;
       card.append(group);
+    }
+    const left = capacityText(theme.capacity);
+    if (left) {
+      const capacity = document.createElement("div");
+      capacity.className = "capacity";
+      capacity.textContent = left;
+      card.append(capacity);
     }
     card.addEventListener("click", () => chooseTheme(theme));
     return card;
@@ -126,10 +170,7 @@ async function keep() {
   try {
     const kept = await api("POST", "/api/keep", { candidate: state.candidate.id });
     state.avatar = kept;
-    const items = gallery();
-    items.unshift({ ...kept, title: state.theme.title });
-    localStorage.setItem(GALLERY_KEY, JSON.stringify(items));
-    showGallery();
+    await showGallery();
     $("download").hidden = false;
     updateDownload();
     say(`Kept as avatar ${kept.avatar}. It is yours alone.`);
