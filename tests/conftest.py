@@ -105,7 +105,7 @@ def toy_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cond_toy_run(tmp_path_factory):
     """The toy config as a cond_gan (digits labels 0-9), trained once for the tests that sample
-    it, serve it or keep avatars from it (the studio's ledger, issued.npz, is written there)."""
+    it, serve it or keep avatars from it (without --db, the store avatars.db is written there)."""
     from tfgen import train
 
     tmp = tmp_path_factory.mktemp("cond_toy_run")

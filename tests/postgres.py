@@ -3,6 +3,7 @@ folder, trust authentication on 127.0.0.1 only, run as the `postgres` user when 
 (PostgreSQL refuses to run as root).
 
     python tests/postgres.py start /tmp/tfgen-pg   # prints the URL; .ci/run exports it
+    python tests/postgres.py start /tmp/tfgen-pg --durable   # fsync on, for benchmarks
     python tests/postgres.py stop /tmp/tfgen-pg
 
 The tests use $TFGEN_TEST_POSTGRES when it is set, else start one with `start_server` and
@@ -31,8 +32,9 @@ def _as_server_user(command):
     return ["runuser", "-u", "postgres", "--", *command] if os.getuid() == 0 else command
 
 
-def start_server(folder):
-    """Start a server with its data in `folder` (created); its URL (database `postgres`)."""
+def start_server(folder, durable=False):
+    """Start a server with its data in `folder` (created); its URL (database `postgres`).
+    Tests run it with fsync off; `durable` (benchmarks) keeps PostgreSQL's default, fsync on."""
     bin_dir = binaries()
     if bin_dir is None:
         raise FileNotFoundError("PostgreSQL is not installed (no initdb)")
@@ -50,7 +52,9 @@ def start_server(folder):
         check=True,
         capture_output=True,
     )
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    if not durable:
+        options += " -c fsync=off"
     subprocess.run(
         _as_server_user(
             [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"]
@@ -73,6 +77,6 @@ def stop_server(folder):
 if __name__ == "__main__":
     action, folder = sys.argv[1:3]
     if action == "start":
-        print(start_server(folder))
+        print(start_server(folder, durable="--durable" in sys.argv))
     else:
         stop_server(folder)

@@ -140,6 +140,16 @@ def test_kept_index_is_exact_with_and_without_the_projection():
     # `since`: only rows after a seq count (the planted rows are the last 40)
     recent = index.nearest(queries, radius=radius, since=3000)
     np.testing.assert_array_equal(np.isfinite(recent), np.arange(40) % 2 == 0)
+    # stored in blocks (here of 1,000 rows), filled by refreshes of any size: the same answers
+    blocked = uniqueness.KeptIndex(dim, reference=rows[:1000])
+    blocked.BLOCK = 1000
+    for end in (1, 700, 1000, 2999, 3040):
+        blocked._append(np.arange(len(blocked) + 1, end + 1), rows[len(blocked) : end])
+    assert len(blocked._snapshot[0]) == 4 and len(blocked) == 3040
+    np.testing.assert_array_equal(blocked.features, rows)
+    np.testing.assert_allclose(blocked.nearest(queries), truth, atol=1e-9)
+    np.testing.assert_array_equal(blocked.nearest(queries, radius=radius), within)
+    np.testing.assert_array_equal(blocked.nearest(queries, radius=radius, since=3000), recent)
 
 
 def legacy_ledger(path, count, dim=4, latent=3):

@@ -398,24 +398,31 @@ class Writer(Reader):
     def insert(self, rows):
         """Append rows (dicts: owner, label, features, z, train_distance, seed, optional
         created_at); their ids, in order. Visible to others once the block commits."""
-        ids = []
-        for row in rows:
-            ids.append(new_id())
-            self.store._execute(
-                "INSERT INTO avatars (id, source, owner, label, features, z, train_distance, seed, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    ids[-1],
-                    self.source,
-                    row["owner"],
-                    int(row["label"]),
-                    _blob(row["features"]),
-                    _blob(row["z"]),
-                    float(row["train_distance"]),
-                    int(row["seed"]),
-                    float(row.get("created_at") or time.time()),
-                ),
+        ids = [new_id() for _ in rows]
+        now = time.time()
+        params = [
+            (
+                avatar_id,
+                self.source,
+                row["owner"],
+                int(row["label"]),
+                _blob(row["features"]),
+                _blob(row["z"]),
+                float(row["train_distance"]),
+                int(row["seed"]),
+                float(row.get("created_at") or now),
             )
+            for avatar_id, row in zip(ids, rows)
+        ]
+        sql = (
+            "INSERT INTO avatars (id, source, owner, label, features, z, train_distance, seed, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        if self.store.dialect == "postgres":
+            with self.store._connection().cursor() as cursor:
+                cursor.executemany(sql.replace("?", "%s"), params)
+        else:
+            self.store._connection().executemany(sql, params)
         return ids
 
 

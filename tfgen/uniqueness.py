@@ -146,29 +146,34 @@ class KeptIndex:
 
     PROJECTION = 16
     SLACK = 1e-3
-    CHUNK = 65_536  # rows scanned at once
+    BLOCK = 65_536  # rows per block: blocks are never copied once full, and scans go block by block
 
     def __init__(self, dim, reference=None):
         self.dim = int(dim)
         self.basis = _orthonormal_basis(self.dim, reference, self.PROJECTION)
+        self.width = self.dim if self.basis is None else self.PROJECTION
         self.seq = 0
         self._lock = threading.Lock()
-        width = self.dim if self.basis is None else self.PROJECTION
-        self._buffers = {
-            "features": np.zeros((0, self.dim), np.float32),
-            "squares": np.zeros(0, np.float32),
-            "projected": np.zeros((0, width), np.float32),
-            "projected_squares": np.zeros(0, np.float32),
-            "seqs": np.zeros(0, np.int64),
-        }
-        self._snapshot = {name: buffer[:0] for name, buffer in self._buffers.items()}
+        # (blocks, rows): what readers see, published as one tuple. Rows below `rows` are never
+        # written again; only the last block's free rows are, so a reader's snapshot stays valid.
+        self._snapshot = ((), 0)
+
+    @classmethod
+    def of(cls, features, reference=None):
+        """An index over a fixed array (e.g. the training images' features), rows numbered from 1."""
+        features = np.asarray(features, np.float32)
+        index = cls(features.shape[1], features if reference is None else reference)
+        if len(features):
+            index._append(np.arange(1, len(features) + 1), features)
+        return index
 
     def __len__(self):
-        return len(self._snapshot["seqs"])
+        return self._snapshot[1]
 
     @property
     def features(self):
-        return self._snapshot["features"]
+        parts = [part["features"] for part in self._parts()]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
 
     def refresh(self, reader):
         """Load the rows added since the last refresh; returns self."""
@@ -178,15 +183,18 @@ class KeptIndex:
                 self._append(seqs, np.asarray(features, np.float32).reshape(len(seqs), self.dim))
         return self
 
+    def _block(self, capacity):
+        return {
+            "features": np.zeros((capacity, self.dim), np.float32),
+            "squares": np.zeros(capacity, np.float32),
+            "projected": np.zeros((capacity, self.width), np.float32),
+            "projected_squares": np.zeros(capacity, np.float32),
+            "seqs": np.zeros(capacity, np.int64),
+        }
+
     def _append(self, seqs, features):
-        count = len(self._snapshot["seqs"])
-        total = count + len(seqs)
-        if total > len(self._buffers["seqs"]):  # grow by doubling; readers keep the old buffers
-            capacity = max(total, 2 * len(self._buffers["seqs"]), 1024)
-            for name, buffer in self._buffers.items():
-                grown = np.zeros((capacity, *buffer.shape[1:]), buffer.dtype)
-                grown[:count] = buffer[:count]
-                self._buffers[name] = grown
+        blocks, rows = self._snapshot
+        blocks = list(blocks)
         projected = features if self.basis is None else features @ self.basis
         new = {
             "features": features,
@@ -195,60 +203,72 @@ class KeptIndex:
             "projected_squares": np.einsum("ij,ij->i", projected, projected),
             "seqs": seqs,
         }
-        for name, buffer in self._buffers.items():
-            buffer[count:total] = new[name]
-        # rows [0, count) are never written again, so a reader's snapshot stays valid
-        self._snapshot = {name: buffer[:total] for name, buffer in self._buffers.items()}
+        done = 0
+        while done < len(seqs):
+            used = rows - self.BLOCK * max(len(blocks) - 1, 0)  # rows in the last block
+            if not blocks or used == self.BLOCK:
+                blocks.append(self._block(min(self.BLOCK, max(1024, len(seqs) - done))))
+                used = 0
+            last = blocks[-1]
+            if used == len(last["seqs"]):  # the first block grows by doubling up to BLOCK rows
+                grown = self._block(min(self.BLOCK, 2 * used))
+                for name, array in last.items():
+                    grown[name][:used] = array[:used]
+                blocks[-1] = last = grown
+            n = min(len(last["seqs"]) - used, len(seqs) - done)
+            for name, array in last.items():
+                array[used : used + n] = new[name][done : done + n]
+            rows += n
+            done += n
+        self._snapshot = (tuple(blocks), rows)
         self.seq = int(seqs[-1])
+
+    def _parts(self, since=None):
+        """The published rows, block by block (dicts of arrays), after seq `since` if given."""
+        blocks, rows = self._snapshot
+        parts = []
+        for k, block in enumerate(blocks):
+            valid = min(len(block["seqs"]), rows - k * self.BLOCK)
+            part = {name: array[:valid] for name, array in block.items()}
+            if since is not None:
+                if valid == 0 or part["seqs"][-1] <= since:
+                    continue
+                start = int(np.searchsorted(part["seqs"], since, side="right"))
+                part = {name: array[start:] for name, array in part.items()}
+            if len(part["seqs"]):
+                parts.append(part)
+        return parts
 
     def nearest(self, queries, radius=None, since=None):
         """Distance [N] from each query to its nearest kept row (rows after seq `since` only, if
         given). With `radius`, distances beyond it come back as inf (only "farther" is known)."""
-        rows = self._snapshot
-        if since is not None:
-            start = int(np.searchsorted(rows["seqs"], since, side="right"))
-            rows = {name: value[start:] for name, value in rows.items()}
+        parts = self._parts(since)
         queries = np.asarray(queries, np.float64).reshape(-1, self.dim)
         out = np.full(len(queries), np.inf)
-        if not len(rows["seqs"]) or not len(queries):
+        if not parts or not len(queries):
             return out
-        if radius is not None and self.basis is not None:
-            scan, reference, squares = queries @ self.basis, rows["projected"], rows["projected_squares"]
-        else:
-            scan, reference, squares = queries, rows["features"], rows["squares"]
-        scan = scan.astype(np.float32)
+        projected = radius is not None and self.basis is not None
+        scan = (queries @ self.basis if projected else queries).astype(np.float32)
+        key, squares = ("projected", "projected_squares") if projected else ("features", "squares")
+        scan_squares = np.einsum("ij,ij->i", scan, scan)
         if radius is None:  # first pass: each query's approximate nearest distance
-            limits = np.sqrt(np.maximum(_scan(scan, reference, squares, self.CHUNK, None), 0)) + self.SLACK
+            best = np.min([_distances(scan, scan_squares, p[key], p[squares]).min(axis=1) for p in parts], axis=0)
+            limits = np.sqrt(np.maximum(best, 0)) + self.SLACK
         else:
             limits = np.full(len(queries), radius + self.SLACK)
-        for i, candidates in enumerate(_scan(scan, reference, squares, self.CHUNK, limits**2)):
-            if len(candidates):
-                distance = np.linalg.norm(rows["features"][candidates].astype(np.float64) - queries[i], axis=1).min()
-                if radius is None or distance <= radius:
-                    out[i] = distance
+        for part in parts:
+            near = _distances(scan, scan_squares, part[key], part[squares]) <= (limits**2)[:, None]
+            for i in np.flatnonzero(near.any(axis=1)):
+                rows = part["features"][near[i]].astype(np.float64)
+                out[i] = min(out[i], np.linalg.norm(rows - queries[i], axis=1).min())
+        if radius is not None:
+            out[out > radius] = np.inf
         return out
 
 
-def _scan(queries, reference, squares, chunk, limits_sq):
-    """float32 squared distances, chunk by chunk: each query's minimum (limits_sq None), or
-    each query's row indices within its limit."""
-    query_squares = np.einsum("ij,ij->i", queries, queries)
-    best = np.full(len(queries), np.inf, np.float32)
-    hits = [[] for _ in queries]
-    for start in range(0, len(reference), chunk):
-        d2 = (
-            query_squares[:, None]
-            + squares[None, start : start + chunk]
-            - 2 * queries @ reference[start : start + chunk].T
-        )
-        if limits_sq is None:
-            best = np.minimum(best, d2.min(axis=1))
-            continue
-        for i, j in zip(*np.nonzero(d2 <= limits_sq[:, None])):
-            hits[i].append(start + j)
-    if limits_sq is None:
-        return best
-    return [np.array(h, np.int64) for h in hits]
+def _distances(queries, query_squares, reference, squares):
+    """float32 squared distances [queries, rows] (rounding far below KeptIndex.SLACK)."""
+    return query_squares[:, None] + squares[None, :] - 2 * queries @ reference.T
 
 
 def _orthonormal_basis(dim, reference, size):
