@@ -220,6 +220,9 @@ DISTINCT = {
     "g_upsample": "resize",
     "d_minibatch_std": True,
     "d_depth": 2,
+    "instance_noise": 0.05,
+    "instance_noise_steps": 123,
+    "reset_d_every": 4,
 }
 REFUSED = {"wgan_gp": ("label_smoothing",)}  # a Wasserstein critic takes no label smoothing
 GANS = sorted(name for name, cls in MODELS.items() if issubclass(cls, DCGAN) and cls.__module__.startswith("tfgen."))

@@ -35,7 +35,7 @@ def test_models_lists_options_and_defaults_from_the_constructors(capsys):
 def test_unknown_model_or_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         command.main(["models", "dcgna"])
-    assert exit_.value.code == 2 and "unknown model 'dcgna'; registered: biggan" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "unknown model 'dcgna'; registered: aae, biggan" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         command.main(["trian"])
     assert exit_.value.code == 2 and "invalid choice: 'trian'" in capsys.readouterr().err

@@ -5,6 +5,7 @@ headless Chromium."""
 import asyncio
 import concurrent.futures
 import dataclasses
+import importlib.util
 import io
 import os
 import shutil
@@ -556,7 +557,7 @@ def test_the_page_in_headless_chromium(cond_run, tmp_path):
         candidate = browser.find_element(By.ID, "candidate").get_attribute("data-candidate")
 
         browser.find_element(By.ID, "keep").click()
-        wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "Kept as avatar"))
+        wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "Kept as your avatar"))
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#gallery figure")) == 1)
         figure = browser.find_element(By.CSS_SELECTOR, "#gallery figure")
         assert figure.text.split("\n") == ["3", "Share"]
@@ -658,3 +659,46 @@ def test_a_folder_is_one_theme_however_it_is_spelled(tmp_path, monkeypatch):
     assert loaded == []
     serve.build_studio(serve.parse_args(["--theme", f"a={tmp_path / 'x'}", "--theme", f"b={tmp_path / 'y'}"]))
     assert loaded == ["a", "b"]
+
+
+# -- the load-test tools -------------------------------------------------------------------------
+
+
+def test_the_load_tool_drives_a_studio_and_verifies_every_keep(live_server, tmp_path):
+    if importlib.util.find_spec("locust") is None:  # not imported here: it patches the standard library
+        pytest.skip('the load test needs locust: pip install -e ".[load]"')
+    url, _, db = live_server
+    record = tmp_path / "kept.jsonl"
+    run = [sys.executable, "tools/studio_load.py", "--url", url]
+    load = subprocess.run(
+        [*run, "--users", "4", "--seconds", "3", "--record", str(record), "--out", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert load.returncode == 0, load.stderr[-2000:]
+    assert "POST /api/keep" in load.stdout and "requests/s" in load.stdout
+    reported = record.read_text().splitlines()
+    assert len(reported) >= 3 and len(stored(db)["ids"]) >= len(reported)
+    verify = subprocess.run([*run, "--verify", str(record)], capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0 and f"{len(reported)} listed and downloadable" in verify.stdout
+    record.write_text(record.read_text().replace('"avatar": "', '"avatar": "0'))  # ids nobody has
+    assert subprocess.run([*run, "--verify", str(record)], capture_output=True, timeout=120).returncode == 1
+
+
+def test_the_prefill_tool_fills_a_store_the_studio_then_screens_against(cond_run, tmp_path):
+    db = tmp_path / "filled.db"
+    result = subprocess.run(
+        [sys.executable, "tools/studio_prefill.py", "--run", str(cond_run), "--count", "2500", "--db", str(db)]
+        + ["--batch", "1000", "--measure", "5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "cond_toy in" in result.stdout and "2,500 avatars kept (pixels features, 64-d)" in result.stdout
+    assert "keep: p50" in result.stdout
+    rows = stored(db, "cond_toy")
+    assert len(rows["ids"]) >= 2500 and set(rows["labels"][:2500]) <= set(range(10))
+    studio = serve.build_studio(serve.parse_args(["--theme", f"d={cond_run}", "--features", "pixels", "--db", str(db)]))
+    assert len(studio.sources["d"].index) == len(rows["ids"])  # loaded at start-up

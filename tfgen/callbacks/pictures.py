@@ -56,7 +56,7 @@ class SampleGrid(keras.callbacks.Callback):
         self.columns = None
         if num_classes:
             self.columns = max(1, len(latent) // num_classes)
-            latent = np.tile(latent[: self.columns], (num_classes, 1))
+            latent = np.concatenate([latent[: self.columns]] * num_classes)  # any noise shape
             self.labels = np.repeat(np.arange(num_classes), self.columns)
         self.latent = latent
         self.writer = None  # TensorBoard's, opened at the first grid

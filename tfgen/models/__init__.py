@@ -1,12 +1,15 @@
 """Model zoo. Each module defines one registered `keras.Model` subclass."""
 
 from tfgen.models import (  # noqa: F401,E402
+    aae,
     biggan,
     cond_gan,
     cond_vae,
     conv_vae,
     cyclegan,
     dcgan,
+    ddpm,
+    flow_matching,
     sdpc,
     sdpc_gan,
     sngan,

@@ -8,15 +8,18 @@ through hooks, not by copying it: its networks (`build_generator_network`,
 labels), `discriminator_penalty` (WGAN-GP's gradient penalty), `generator_loss` (top-k, the
 threshold rule, BigGAN's orthogonal regularisation) and `augment` (DiffAugment).
 The classic stabilisers are options: the loss, D's normalisation, dropout, one-sided label
-smoothing, an exponential moving average of G (used for samples and export) and DiffAugment.
+smoothing, an exponential moving average of G (used for samples and export), DiffAugment,
+instance noise on D's inputs and resetting D every few epochs.
 """
 
+import random
 from typing import Literal
 
 import keras
 import tensorflow as tf
 
 from tfgen import augment, layers, losses
+from tfgen.models import ema
 from tfgen.models.base import GenerativeModel
 from tfgen.models.registry import register
 
@@ -58,6 +61,12 @@ class DCGAN(GenerativeModel):
         d_depth: convolutions per D resolution stage: 1 is DCGAN's; more adds stride-1 3x3
             convolutions after each downsampling, as the SNGAN paper's D has (see
             `tfgen.layers.discriminator_body` for what they did on the Pokemon art).
+        instance_noise: std of Gaussian noise added to every image D sees, real and fake
+            (Sonderby et al. 2017; Arjovsky & Bottou 2017), falling linearly to 0 over
+            `instance_noise_steps` G updates; 0 disables it.
+        reset_d_every: re-initialise D and its optimizer's state every this many epochs
+            (`reset_discriminator`), so a D that has won starts over against the current G;
+            0 never resets it.
     """
 
     # Options every GAN built on this class accepts through **kwargs (the registry adds them
@@ -71,6 +80,9 @@ class DCGAN(GenerativeModel):
         "g_upsample",
         "d_minibatch_std",
         "d_depth",
+        "instance_noise",
+        "instance_noise_steps",
+        "reset_d_every",
     )
 
     optimizer_names = {"d_optimizer": ("discriminator",), "g_optimizer": ("generator",)}
@@ -99,6 +111,9 @@ class DCGAN(GenerativeModel):
         g_upsample: Literal["transposed", "resize"] = "transposed",
         d_minibatch_std: bool = False,
         d_depth: int = 1,
+        instance_noise: float = 0.0,
+        instance_noise_steps: int = 10000,
+        reset_d_every: int = 0,
         **kwargs,
     ):
         super().__init__(
@@ -126,6 +141,17 @@ class DCGAN(GenerativeModel):
         self.g_upsample = g_upsample
         self.d_minibatch_std = d_minibatch_std
         self.d_depth = d_depth
+        if instance_noise < 0:
+            raise ValueError(f"instance_noise must be a standard deviation >= 0 (0 disables it), got {instance_noise}")
+        if instance_noise_steps < 1:
+            raise ValueError(f"instance_noise_steps must be an integer >= 1, got {instance_noise_steps}")
+        if reset_d_every < 0:
+            raise ValueError(f"reset_d_every must be a number of epochs >= 0 (0 never resets D), got {reset_d_every}")
+        self.instance_noise = instance_noise
+        self.instance_noise_steps = instance_noise_steps
+        self.reset_d_every = reset_d_every
+        if reset_d_every:  # the epoch D was last reset at (checkpointed, so a resume does not repeat it)
+            self.last_d_reset = keras.Variable(0, dtype="int64", trainable=False, name="last_d_reset")
         if top_k:  # the fraction of the batch kept this epoch (set by begin_epoch; checkpointed)
             self.top_k_fraction = keras.Variable(1.0, trainable=False, name="top_k_fraction")
         for name, value in (("g_width", g_width), ("d_width", d_width), ("d_steps", d_steps), ("d_depth", d_depth)):
@@ -239,8 +265,13 @@ class DCGAN(GenerativeModel):
     # -- the step's hooks: what a GAN built on this class overrides ------------------------
 
     def augment(self, images):
-        """DiffAugment with a fresh seed (identity when no policy is set)."""
-        return augment.diff_augment(images, self._policy, self.next_seed()) if self._policy else images
+        """What D sees of a batch: DiffAugment with a fresh seed (when a policy is set), then
+        instance noise of std `instance_noise_std()` (when `instance_noise` is set)."""
+        images = augment.diff_augment(images, self._policy, self.next_seed()) if self._policy else images
+        if self.instance_noise:  # on every image D sees, in D's updates and in G's
+            noise = tf.random.stateless_normal(tf.shape(images), seed=self.next_seed(), dtype=images.dtype)
+            images = images + tf.cast(self.instance_noise_std(), images.dtype) * noise
+        return images
 
     def discriminate_pair(self, real, fake, labels):
         """D's logits on the real and the fake batch, from one D pass over both concatenated.
@@ -290,40 +321,58 @@ class DCGAN(GenerativeModel):
         targets = tf.broadcast_to(targets[:, None], tf.shape(flat))
         return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=flat), axis=1)
 
-    def begin_epoch(self, epoch):
-        """Top-k's k for the 0-based `epoch`: top_k_decay ** epoch of the batch, at least top_k_min."""
-        if self.top_k:
-            self.top_k_fraction.assign(max(self.top_k_min, self.top_k_decay**epoch))
-
     def update_ema(self):
-        """ema <- decay * ema + (1 - decay) * weights, for every generator weight (BN statistics too),
-        with the warm-up of `ema_decay_at`; nothing when `ema_decay` is 0.
-
-        Done in cross-replica context (`merge_call`) so it is one update of each mirrored
-        variable, not one per replica.
-        """
-        if not self.ema_decay:
-            return
-        decay = self.ema_decay_at(self.g_optimizer.iterations)
-
-        def update(strategy):
-            for ema, weight in zip(self.ema_generator.weights, self.generator.weights):
-                strategy.extended.update(
-                    ema.value, lambda e, w: e.assign(decay * e + (1.0 - decay) * w), args=(weight.value,)
-                )
-
-        tf.distribute.get_replica_context().merge_call(update)
+        """Move the EMA generator toward G (`tfgen.models.ema.update`), with the warm-up of
+        `ema_decay_at`; nothing when `ema_decay` is 0."""
+        if self.ema_decay:
+            ema.update(self.ema_generator, self.generator, self.ema_decay_at(self.g_optimizer.iterations))
 
     def ema_decay_at(self, updates):
-        """The decay after `updates` G updates: min(ema_decay, (1 + n) / (10 + n)).
+        """The decay after `updates` G updates (`tfgen.models.ema.decay_at`)."""
+        return ema.decay_at(self.ema_decay, updates)
 
-        The warm-up of `tf.train.ExponentialMovingAverage(num_updates=...)`: with a fixed
-        0.999 the EMA would still be 79% initial weights after 230 steps, so early sample
-        grids (the epochs users look at) would show a flat grey square instead of what G
-        has learned.
+    # -- stabilisers: instance noise and discriminator resets ------------------------------
+
+    def instance_noise_std(self):
+        """The std of the instance noise this step: `instance_noise` at the first G update,
+        falling linearly to 0 at `instance_noise_steps` G updates (and 0 from then on)."""
+        if not self.instance_noise:
+            return tf.constant(0.0)
+        done = tf.cast(self.g_optimizer.iterations, tf.float32) / float(self.instance_noise_steps)
+        return self.instance_noise * tf.maximum(0.0, 1.0 - done)
+
+    def begin_epoch(self, epoch):
+        """Top-k's k for the 0-based `epoch` (top_k_decay ** epoch of the batch, at least
+        top_k_min), and D's reset every `reset_d_every` epochs."""
+        if self.top_k:
+            self.top_k_fraction.assign(max(self.top_k_min, self.top_k_decay**epoch))
+        # the epoch of the last reset is checkpointed, so a run resumed inside a reset epoch
+        # does not reset D a second time
+        if self.reset_d_every and epoch and not epoch % self.reset_d_every and int(self.last_d_reset.numpy()) < epoch:
+            self.reset_discriminator(epoch)
+            self.last_d_reset.assign(epoch)
+
+    def reset_discriminator(self, epoch=0):
+        """Re-initialise D's weights and its optimizer's state, leaving G (and its optimizer) alone.
+
+        The new weights are those a freshly built D draws, from a seed fixed by the model's
+        seed and `epoch` (so a resumed run resets to the same D); the optimizer's moments and
+        update count are those of a new optimizer of the same configuration, its learning
+        rate (set by the run's schedule) kept. Under mixed_float16 the loss scale is kept too.
         """
-        n = tf.cast(updates, tf.float32)
-        return tf.minimum(tf.constant(self.ema_decay, tf.float32), (1.0 + n) / (10.0 + n))
+        state = random.getstate()
+        random.seed(f"tfgen-reset-d-{self.seed}-{epoch}")  # Keras draws unseeded initializers' seeds here
+        try:
+            fresh = self.build_discriminator_network()
+        finally:
+            random.setstate(state)
+        self.discriminator.set_weights(fresh.get_weights())
+        optimizer = getattr(self.d_optimizer, "inner_optimizer", self.d_optimizer)
+        new = type(optimizer).from_config(optimizer.get_config())
+        new.build(self.discriminator.trainable_variables)
+        for variable, initial in zip(optimizer.variables, new.variables):
+            if not variable.path.endswith("/learning_rate"):
+                variable.assign(initial)
 
     # -- sampling and export ---------------------------------------------------------------
 
@@ -356,6 +405,9 @@ class DCGAN(GenerativeModel):
             "g_upsample": self.g_upsample,
             "d_minibatch_std": self.d_minibatch_std,
             "d_depth": self.d_depth,
+            "instance_noise": self.instance_noise,
+            "instance_noise_steps": self.instance_noise_steps,
+            "reset_d_every": self.reset_d_every,
         }
 
 

@@ -173,7 +173,7 @@ async function keep() {
     await showGallery();
     $("download").hidden = false;
     updateDownload();
-    say(`Kept as avatar ${kept.avatar}. It is yours alone.`);
+    say("Kept as your avatar. Nobody else will be given it, or one that looks like it.");
   } catch (error) {
     say(error.message, true);
   }
