@@ -136,6 +136,9 @@ TOY_RUN = [
     "--set",
     "train.mixed_precision=none",
 ]
+# diffusion and flow matching at toy size: a narrow U-Net and two sampling steps (their
+# 25-step sampling loops, traced for the pictures and the export, took a minute a config)
+TOY_DENOISER = ["--set", "model.width=8", "--set", "model.block_depth=1", "--set", "model.sampling_steps=2"]
 OFFLINE_CONFIGS = [name for name in shipped_configs() if name.startswith(("digits_", "mnist5k_"))]
 
 
@@ -148,7 +151,8 @@ def toy_size_run(tmp_path_factory):
     def run(config):
         if config not in runs:
             root = tmp_path_factory.mktemp("toy_size")
-            assert train.main(["--config", config, "--set", f"run_dir={root}", *TOY_RUN]) == 0
+            extra = TOY_DENOISER if "ddpm" in config or "flow_matching" in config else []
+            assert train.main(["--config", config, "--set", f"run_dir={root}", *TOY_RUN, *extra]) == 0
             runs[config] = root / config[: -len(".yaml")]
         return runs[config]
 
