@@ -148,6 +148,11 @@ class Capacity:
         return {"kept": kept, "left": int(kept * (1 - p) / p), "bound": "about"}
 
 
+def feature_size(space, sampler):
+    """How many numbers `space` measures one of `sampler`'s images with."""
+    return space.features(np.zeros((1, *sampler.image_shape), np.float32)).shape[1]
+
+
 class Source:
     """One generator (a run or an export) with its uniqueness state: the feature space, the
     training images' features, the store it keeps avatars in (under `name`) and this process's
@@ -168,7 +173,7 @@ class Source:
         self.generate = Batcher(sampler.images)
         self.draw = Batcher(self._draw)  # generate and screen in one thread hop, batched
         self.min_distance = 0.0  # the Studio's, set when it takes this source
-        self.feature_dim = space.features(np.zeros((1, *sampler.image_shape), np.float32)).shape[1]
+        self.feature_dim = feature_size(space, sampler)
         self.index = uniqueness.KeptIndex(self.feature_dim, train_features).refresh(avatar_store.reader(name))
         self.training = None if train_features is None else uniqueness.KeptIndex.of(train_features)
         self.capacity = Capacity()
@@ -215,8 +220,9 @@ class Source:
                 data = uniqueness.training_data(sampler)
                 space = uniqueness.feature_space(features, sampler, data)
                 train_features = uniqueness.training_features(data, space)
-            feature_dim = space.features(np.zeros((1, *sampler.image_shape), np.float32)).shape[1]
-            avatar_store, name = store.open_source(path, db, space.name, feature_dim, sampler.noise_size, stores)
+            avatar_store, name = store.open_source(
+                path, db, space.name, feature_size(space, sampler), sampler.noise_size, stores
+            )
             log.info("theme %s: avatars of %s in %s", key, name, avatar_store.where)
             return cls(key, sampler, space, train_features, avatar_store, name)
         except TfgenError as exc:
@@ -539,14 +545,14 @@ class Studio:
         """Claim candidates of one source in one transaction: per candidate, its avatar id or
         the Taken exception that refuses it."""
         source = candidates[0].theme.source
-        answers, accepted = [None] * len(candidates), []
+        answers, accepted = [None] * len(candidates), []  # accepted: (index, candidate)
         with source.store.writing(source.name) as writer:
             source.index.refresh(writer)  # every avatar kept before this lock: no one adds one until commit
             for i, candidate in enumerate(candidates):
                 if candidate.kept:
                     answers[i] = Taken(f"candidate {candidate.id!r} is already kept, as avatar {candidate.kept}")
                     continue
-                if any(c is candidate for c in accepted):
+                if any(c is candidate for _, c in accepted):
                     answers[i] = Taken(f"candidate {candidate.id!r} is already being kept, by another request")
                     continue
                 distance = float(
@@ -555,7 +561,7 @@ class Studio:
                     ]
                 )
                 if accepted:
-                    group = np.stack([c.features for c in accepted]).astype(np.float64)
+                    group = np.stack([c.features for _, c in accepted]).astype(np.float64)
                     distance = min(distance, float(np.linalg.norm(group - candidate.features, axis=1).min()))
                 if distance <= self.min_distance:
                     answers[i] = Taken(
@@ -563,7 +569,7 @@ class Studio:
                         f"{self.min_distance}); generate another"
                     )
                     continue
-                accepted.append(candidate)
+                accepted.append((i, candidate))
             ids = writer.insert(
                 [
                     {
@@ -574,13 +580,13 @@ class Studio:
                         "train_distance": candidate.train_distance,
                         "seed": candidate.seed,
                     }
-                    for candidate in accepted
+                    for _, candidate in accepted
                 ]
             )
-        for candidate, avatar_id in zip(accepted, ids):  # committed
+        for (i, candidate), avatar_id in zip(accepted, ids):  # committed
             candidate.kept = avatar_id
             source.remember_picture(avatar_id, candidate.picture)
-            answers[next(i for i, c in enumerate(candidates) if c is candidate and answers[i] is None)] = avatar_id
+            answers[i] = avatar_id
         return answers
 
     # -- kept avatars ----------------------------------------------------------------------
@@ -609,33 +615,38 @@ class Studio:
             )
         return rows
 
+    def _stores(self):
+        """The distinct stores of this studio's sources (sources may share one)."""
+        return list({id(source.store): source.store for source in self.sources.values()}.values())
+
     def _any_store_call(self, method, *args):
-        """`method` on every distinct store this studio uses, results concatenated."""
-        out = []
-        for avatar_store in {id(s.store): s.store for s in self.sources.values()}.values():
-            out.extend(getattr(avatar_store, method)(*args))
-        return out
+        """`method` on every store, results concatenated."""
+        return [row for avatar_store in self._stores() for row in getattr(avatar_store, method)(*args)]
 
     def _find(self, method, key):
-        for avatar_store in {id(s.store): s.store for s in self.sources.values()}.values():
+        """(store, row) of the first store whose `method(key)` finds a row, else (None, None)."""
+        for avatar_store in self._stores():
             found = getattr(avatar_store, method)(key)
             if found is not None:
                 return avatar_store, found
         return None, None
 
-    async def owned_avatar(self, avatar_id, owner):
-        """The stored avatar if it is `owner`'s; NotFound (the same as for no such id) if not."""
-        _, avatar = await asyncio.to_thread(self._find, "avatar", avatar_id)
+    async def _owned(self, avatar_id, owner):
+        """(store, avatar) if the avatar is `owner`'s; NotFound (as for no such id) if not."""
+        avatar_store, avatar = await asyncio.to_thread(self._find, "avatar", avatar_id)
         if avatar is None or avatar["owner"] is None or not secrets.compare_digest(avatar["owner"], owner):
             raise NotFound(f"unknown avatar {avatar_id!r}")
-        return avatar
+        return avatar_store, avatar
+
+    async def owned_avatar(self, avatar_id, owner):
+        """The stored avatar if it is `owner`'s; NotFound (the same as for no such id) if not."""
+        return (await self._owned(avatar_id, owner))[1]
 
     async def share(self, avatar_id, owner):
         """The share token of the owner's avatar (made on first call)."""
-        avatar = await self.owned_avatar(avatar_id, owner)
+        avatar_store, avatar = await self._owned(avatar_id, owner)
         if avatar["share"]:
             return avatar["share"]
-        avatar_store, _ = await asyncio.to_thread(self._find, "avatar", avatar_id)
         return await asyncio.to_thread(avatar_store.share, avatar_id, owner)
 
     async def shared(self, token):
