@@ -7,7 +7,7 @@ ARGS ?= --overwrite
 # worker at a time, so a module's trained fixtures are trained once)
 TEST_WORKERS ?= 2
 
-.PHONY: train test lint clean
+.PHONY: train test notebooks lint clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,7 +19,12 @@ train: $(VENV)/.installed
 	$(PY) -m tfgen.train --config $(CONFIG) $(ARGS)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/test_notebooks.py
+
+# the three notebooks in notebooks/, executed top to bottom with small settings (CI runs it
+# after `make test`; tests/test_notebooks.py)
+notebooks: $(VENV)/.installed
+	$(PY) -m pytest -q -n $(TEST_WORKERS) tests/test_notebooks.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

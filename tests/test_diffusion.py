@@ -2,17 +2,23 @@
 the schedule, the prediction targets, the samplers and their options, and that a short fit
 learns. The contract (fit moves the U-Net, save/reload, export) is tests/test_contract.py's."""
 
+import asyncio
+import io
+import json
 import math
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import toy_model
+from helpers import run_tool, toy_model
+from PIL import Image
 
-from tfgen.export import export_saved_model
+from tfgen import evaluate, images, serve, train
+from tfgen.export import export_run, export_saved_model
 from tfgen.models import ddpm, flow_matching
 from tfgen.models.unet import build_unet
+from tfgen.sampling import Sampler
 
 TOY = dict(width=8, levels=2, block_depth=1, sampling_steps=4)
 SHAPE = (8, 8, 1)
@@ -179,3 +185,63 @@ def test_the_unet_takes_28_px_without_padding_and_checks_its_levels():
     assert keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(unet)).count_params() == (
         unet.count_params()
     )
+
+
+# -- a run of the shipped config, end to end ------------------------------------------------
+
+TOY_RUN = [
+    *("--set", "data.image_size=8", "--set", "data.limit=64", "--set", "data.batch_size=8"),
+    *("--set", "train.epochs=1", "--set", "train.steps_per_epoch=2", "--set", "train.jit_compile=false"),
+    *("--set", "train.mixed_precision=none", "--set", "train.conv_kernel_grad=native"),
+    *("--set", "model.width=8", "--set", "model.levels=2", "--set", "model.block_depth=1"),
+    *("--set", "model.sampling_steps=3"),
+]
+
+
+@pytest.fixture(scope="module")
+def cond_run(tmp_path_factory):
+    """mnist5k_cond_ddpm.yaml trained by `tfgen train` at toy size (8 px, 2 steps)."""
+    root = tmp_path_factory.mktemp("cond_ddpm")
+    assert train.main(["--config", "mnist5k_cond_ddpm.yaml", "--set", f"run_dir={root}", *TOY_RUN]) == 0
+    return root / "mnist5k_cond_ddpm"
+
+
+def test_a_fixed_noise_is_the_same_image_in_python_the_saved_model_and_the_studio(cond_run, tmp_path):
+    sampler = Sampler.from_run(cond_run)
+    z, labels = sampler.noise(np.random.default_rng(7), 3), np.array([2, 5, 9], np.int32)
+    ours = images.to_uint8(sampler.images(z, labels))
+    exported = export_run(cond_run, uint8=True, out=tmp_path / "export")
+    signature = tf.saved_model.load(str(exported)).signatures["generate_uint8"]
+    (pixels,) = signature(z=tf.constant(z), label=tf.constant(labels)).values()
+    np.testing.assert_array_equal(pixels.numpy(), ours)
+
+    # the studio keeps what it drew (in a batch of draws), then regenerates it from the stored noise alone
+    studio = serve.build_studio(
+        serve.parse_args(["--theme", f"d={cond_run}", "--min-distance", "0", "--db", str(tmp_path / "a.db")])
+    )
+    theme_id = next(t for t, theme in studio.themes.items() if theme.label == 5)
+
+    async def keep_then_download():
+        candidate = await studio.generate(theme_id, "owner")
+        avatar = await studio.owned_avatar(await studio.keep(candidate.id, "owner"), "owner")
+        studio.sources["d"].pictures.clear()  # no cached picture: the download regenerates it
+        return candidate, avatar, await studio.avatar_png(avatar)
+
+    candidate, avatar, png = asyncio.run(keep_then_download())
+    downloaded = np.asarray(Image.open(io.BytesIO(png)))
+    kept_z = np.reshape(avatar["z"], (1, *sampler.noise_shape))
+    by_python = images.to_uint8(sampler.images(kept_z, np.array([5], np.int32)))[0]
+    np.testing.assert_array_equal(downloaded.reshape(by_python.shape), by_python)
+    np.testing.assert_array_equal(images.to_uint8(candidate.picture), by_python)
+
+
+def test_evaluate_and_the_steps_tool_take_the_number_of_sampling_steps(cond_run, capsys):
+    assert evaluate.main(["--run", str(cond_run), "--metric", "fid", "--num", "20", "--option", "steps=2"]) == 0
+    assert json.loads((cond_run / "eval.json").read_text())["sampling_options"] == {"steps": 2}
+    capsys.readouterr()
+    result = run_tool("sampling_steps.py", "--run", cond_run, "--steps", 1, 4, "--num", 20)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((cond_run / "sampling_steps.json").read_text())["results"]
+    assert [r["steps"] for r in rows] == [1, 4] and all(r["images_per_s"] > 0 and r["fid"] >= 0 for r in rows)
+    strip = np.asarray(Image.open(cond_run / "sampling_steps.png"))
+    assert strip.shape[0] < strip.shape[1]  # two rows of ten

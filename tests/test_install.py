@@ -108,6 +108,9 @@ def wheel(tmp_path_factory):
     (path,) = dist.glob("tfgen-*.whl")
     names = zipfile.ZipFile(path).namelist()
     assert "tfgen/configs/mnist5k_dcgan.yaml" in names and "tfgen/studio/index.html" in names
+    for part in ("preset.json", "samples.png", "saved_model/saved_model.pb", "saved_model/tfgen.json"):
+        assert f"tfgen/presets/mnist5k_dcgan/{part}" in names, part
+    assert any(n.startswith("tfgen/presets/mnist5k_cond_gan/saved_model/variables/variables.data") for n in names)
     assert any(n.endswith("entry_points.txt") for n in names)
     return path
 
@@ -144,9 +147,12 @@ def test_the_wheel_works_in_a_fresh_venv_from_any_folder(python, wheel, tmp_path
     # so they run side by side: each spends seconds importing TensorFlow on one core.
     (work / "example.py").write_text(readme_example())
     example = start([new_python, "example.py"], cwd=work, env=env)
-    version, configs, models = (
-        start(["tfgen", *command], cwd=work, env=env) for command in (["--version"], ["configs"], ["models", "dcgan"])
+    version, configs, models, listed = (
+        start(["tfgen", *command], cwd=work, env=env)
+        for command in (["--version"], ["configs"], ["models", "dcgan"], ["presets"])
     )
+    # a preset from the wheel: images without training
+    from_preset = start(["tfgen", "generate", "--preset", "mnist5k_dcgan", "--num", "4", "--out", "p.png"], work, env)
 
     # a bare config name from the package data; quiet like every command, exports included
     trained = run(["tfgen", "train", "--config", "mnist5k_dcgan.yaml", *TOY], cwd=work, env=env)
@@ -162,3 +168,6 @@ def test_the_wheel_works_in_a_fresh_venv_from_any_folder(python, wheel, tmp_path
     assert "mnist5k_dcgan.yaml" in configs and "DCGAN on real MNIST" in configs
     assert "    latent_dim: int = 100" in finish(models).stdout
     assert "(16, 16, 16, 1) uint8" in finish(example).stdout
+    assert "  mnist5k_dcgan: " in finish(listed).stdout
+    finish(from_preset)
+    assert (work / "p.png").is_file()

@@ -135,6 +135,8 @@ TOY_RUN = [
     "train.jit_compile=false",
     "--set",
     "train.mixed_precision=none",
+    "--set",
+    "train.conv_kernel_grad=native",  # not what these tests are about: no timing of candidates
 ]
 # diffusion and flow matching at toy size: a narrow U-Net and two sampling steps (their
 # 25-step sampling loops, traced for the pictures and the export, took a minute a config)

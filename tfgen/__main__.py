@@ -3,11 +3,12 @@
     tfgen train --config digits_dcgan.yaml        (= python -m tfgen.train --config ...)
     tfgen configs                                  the shipped configs, one line each
     tfgen models [NAME ...]                        the registered models, their options and defaults
+    tfgen presets                                  the pretrained presets shipped inside tfgen
     tfgen --version
 
 A command is one row of `COMMANDS`: its name, the module whose `main(argv)` runs it, and a
-line of help; `python -m tfgen.<module>` keeps working. `configs` and `models` only read what
-tfgen ships, so they live here.
+line of help; `python -m tfgen.<module>` keeps working. `configs`, `models` and `presets` only
+read what tfgen ships, so they live here.
 """
 
 import argparse
@@ -18,7 +19,7 @@ import typing
 
 import yaml
 
-from tfgen import __version__, cli
+from tfgen import __version__, cli, presets
 from tfgen.config import CONFIG_DIR, config_description, first_sentence, shipped_configs
 from tfgen.models import registry
 
@@ -64,6 +65,28 @@ def models_command(argv):
     return 0
 
 
+def presets_command(argv):
+    """`tfgen presets`: each shipped preset, what it is, its scores and how to use it."""
+    argparse.ArgumentParser(prog="tfgen presets", description=LISTINGS["presets"][1]).parse_args(argv)
+    shipped = presets.shipped()
+    if not shipped:
+        print(f"no presets in this install ({presets.PRESET_DIR} is missing)")
+        return 0
+    print(f"presets shipped with tfgen {__version__} (in {presets.PRESET_DIR}):")
+    for name, preset in shipped.items():
+        meta, trained = preset.meta, preset.meta.get("trained", {})
+        shape = "x".join(map(str, meta.get("image_shape", ())))
+        print(f"  {name}: {meta.get('description', '')}")
+        print(f"      {meta['config']['model']['name']}, {shape} px; {preset.scores() or 'not scored'}")
+        if trained:
+            print(f"      trained {trained['seconds'] / 60:.0f} min on {trained['machine']}: {meta.get('rebuild', '')}")
+    print(
+        "use: tfgen generate --preset NAME | tfgen serve --theme T=preset:NAME | "
+        "tfgen.load('preset:NAME').sample(16, seed=1)"
+    )
+    return 0
+
+
 def type_name(annotation):
     """An annotation as a config user reads it: `int`, `hinge | least_squares`, `float | null`."""
     args = typing.get_args(annotation)
@@ -86,6 +109,7 @@ def yaml_text(value):
 LISTINGS = {
     "configs": (configs_command, "list the shipped configs, one line each"),
     "models": (models_command, "list the registered models with their options and defaults"),
+    "presets": (presets_command, "list the pretrained presets shipped with tfgen, with their scores"),
 }
 
 

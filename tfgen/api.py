@@ -1,6 +1,7 @@
 """tfgen from other Python code: `tfgen.load` a trained model, `tfgen.build` one to train.
 
     sampler = tfgen.load("runs/digits_dcgan")            # or a .keras file, or a SavedModel folder
+    sampler = tfgen.load("preset:mnist5k_dcgan")         # a pretrained preset (`tfgen presets`)
     images = sampler.sample(16, seed=1)                   # float32 [16, H, W, C] in [-1, 1]
     experiment = tfgen.build("digits_dcgan.yaml", train={"learning_rate": 1e-4})
     experiment.model.fit(experiment.dataset, steps_per_epoch=experiment.steps_per_epoch, epochs=3)
@@ -23,13 +24,18 @@ def load(path):
     - a run folder (`runs/<name>`, with its config.yaml and model.keras),
     - a `.keras` file (a run's model.keras, or a `tfgen export --format keras` folder's),
     - an exported SavedModel folder (`runs/<name>/saved_model`, `tfgen export`), which needs
-      no tfgen model code.
+      no tfgen model code,
+    - a preset: `"preset:NAME"` for one shipped with tfgen (`tfgen presets` lists them), or a
+      preset folder (preset.json and saved_model/; see `tfgen.presets`).
 
     Returns a `tfgen.sampling.Sampler`; its `model` is the `keras.Model` (run, .keras) whose
     networks (`model.generator`, ...) other Keras code can reuse, or the loaded SavedModel.
     """
-    from tfgen.sampling import Sampler  # noqa: PLC0415  (keeps `import tfgen` light)
+    from tfgen import presets  # noqa: PLC0415  (keeps `import tfgen` light)
+    from tfgen.sampling import Sampler  # noqa: PLC0415
 
+    if presets.is_handle(path) or (Path(path) / presets.METADATA).is_file():
+        return presets.resolve(path).sampler()
     path = Path(path)
     if path.is_dir() and (path / "config.yaml").is_file():
         return Sampler.from_run(path)
@@ -40,8 +46,9 @@ def load(path):
     if path.is_file() and path.suffix == ".keras":
         return Sampler.from_keras(path)
     raise RunError(
-        f"tfgen.load: {path} is not a run folder (config.yaml), a .keras file or an exported "
-        "SavedModel folder (saved_model.pb)" + ("" if path.exists() else "; it does not exist")
+        f"tfgen.load: {path} is not a run folder (config.yaml), a .keras file, an exported "
+        "SavedModel folder (saved_model.pb) or a preset (preset:NAME; tfgen presets lists them)"
+        + ("" if path.exists() else "; it does not exist")
     )
 
 

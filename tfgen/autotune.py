@@ -25,7 +25,6 @@ CPUs stay at float32 without measuring.
 
 import json
 import logging
-import os
 import platform
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tfgen.files import write_text
+from tfgen.files import user_cache_dir, write_text
 
 log = logging.getLogger("tfgen")
 
@@ -91,8 +90,7 @@ def half_precision_candidate():
 
 
 def cache_path():
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "tfgen" / "autotune.json"
+    return user_cache_dir() / "autotune.json"
 
 
 def read_cache(path):

@@ -281,7 +281,7 @@ def sampling_throughput(model, steps, batch=256):
     with tempfile.TemporaryDirectory() as folder:
         export_saved_model(model, Path(folder) / "sm")
         generate = tf.saved_model.load(str(Path(folder) / "sm")).signatures["generate"]
-        z = tf.random.normal([batch, model.latent_dim])
+        z = tf.random.normal([batch, *model.noise_shape])
         seconds = _timed_steps(lambda: list(generate(z=z).values())[0].numpy(), steps)
         return steps * batch / seconds
 

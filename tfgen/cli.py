@@ -9,6 +9,7 @@ its log level once, when it is imported, which `import tfgen` does before any pa
 `tfgen/__init__.py` therefore asks `hides_tensorflow_logs()`, which reads the command line itself.
 """
 
+import argparse
 import contextlib
 import logging
 import os
@@ -16,6 +17,8 @@ import re
 import subprocess
 import sys
 import time
+
+import yaml
 
 from tfgen.errors import TfgenError
 
@@ -38,6 +41,14 @@ def setup_logging():
     log.handlers = [handler]
     log.propagate = False  # absl may have given the root logger a handler too
     log.setLevel(logging.INFO)
+
+
+def sampling_option(text):
+    """argparse type of --option: 'steps=50' -> ('steps', 50), the value read as YAML (safe_load)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), yaml.safe_load(value)
 
 
 def add_verbose_argument(parser):

@@ -1,4 +1,4 @@
-"""`tfgen evaluate --run runs/X [--metric fid,kid,is,pr] [--num 10000]`
+"""`tfgen evaluate --run runs/X [--metric fid,kid,is,pr] [--num 10000] [--option steps=10]`
 
 Scores a trained run against its own training data and prints a table beside the
 real-vs-real floor: the same metrics between two disjoint halves of the real images, the
@@ -23,6 +23,14 @@ def main(argv=None):
     parser.add_argument("--num", type=int, default=10000, help="generated samples (and real images, at most)")
     parser.add_argument("--extractor", default="classifier", choices=metrics.EXTRACTORS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=cli.sampling_option,
+        metavar="NAME=VALUE",
+        help="a sampling option of the model (e.g. steps=10 for diffusion; tfgen models lists them)",
+    )
     cli.add_verbose_argument(parser)
     args = parser.parse_args(argv)
     return cli.run(_evaluate_command, args)
@@ -35,7 +43,7 @@ def _evaluate_command(args):
         names = metrics.parse_metric_names(args.metric)
     except ValueError as exc:
         raise ConfigError(f"--metric: {exc}") from None
-    result = evaluate_run(args.run, names, args.num, args.extractor, args.seed)
+    result = evaluate_run(args.run, names, args.num, args.extractor, args.seed, dict(args.option))
     print(format_table(result))
     print(f"written: {Path(args.run) / 'eval.json'}")
     return 0

@@ -11,6 +11,12 @@ import secrets
 from pathlib import Path
 
 
+def user_cache_dir():
+    """tfgen's folder in the user's cache (`$XDG_CACHE_HOME/tfgen`, else `~/.cache/tfgen`): what is
+    measured or trained once per machine (auto settings, a preset's feature extractor)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tfgen"
+
+
 def make_temp_beside(path, directory=False):
     """Create an empty file (or, with `directory`, folder) with a fresh hidden name beside `path`.
 

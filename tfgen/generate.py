@@ -1,7 +1,8 @@
 """`tfgen generate --run runs/X --num 64 --out grid.png`
 
-Pictures from a trained run, or with `--export DIR` from a SavedModel that tfgen wrote (its
-`tfgen.json` says what the signatures take; no tfgen model class is loaded). The latents come
+Pictures from a trained run, with `--export DIR` from a SavedModel that tfgen wrote (its
+`tfgen.json` says what the signatures take; no tfgen model class is loaded), or with
+`--preset NAME` from a pretrained model shipped with tfgen (`tfgen presets`). The latents come
 from `--seed`, so a seed reproduces its images exactly. Four modes:
 
 - default: `--num` images as one grid (`--individual`: one file each; `--format npy`: the
@@ -31,12 +32,11 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tfgen import cli, images, store, uniqueness  # noqa: E402
+from tfgen import cli, images, presets, store, uniqueness  # noqa: E402
 from tfgen.errors import ConfigError  # noqa: E402
 from tfgen.files import atomic_path  # noqa: E402
 from tfgen.sampling import Sampler, labels_for, resolve_label  # noqa: E402
@@ -93,14 +93,6 @@ def grid_labels(sampler, num, label):
     if columns is None:
         return labels_for(sampler, num, label)
     return (np.arange(num) // columns).astype(np.int32)
-
-
-def sampling_option(text):
-    """argparse type of --option: 'steps=50' -> ('steps', 50), the value read as YAML (safe_load)."""
-    name, sep, value = text.partition("=")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return name.strip(), yaml.safe_load(value)
 
 
 # -- interpolation ---------------------------------------------------------------------------
@@ -237,7 +229,7 @@ def memorisation_report(
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="tfgen generate",
-        description="Generate images from a trained run or an exported model.",
+        description="Generate images from a trained run, an exported model or a preset.",
         epilog="Distances (--min-distance) are in [0, 2]; --memorisation-report shows the training "
         "set's own nearest-neighbour distances to choose one.",
     )
@@ -245,6 +237,9 @@ def parse_args(argv=None):
     source.add_argument("--run", help="a finished run directory, e.g. runs/digits_dcgan")
     source.add_argument(
         "--export", metavar="DIR", help="a SavedModel folder with its tfgen.json (no tfgen model needed)"
+    )
+    source.add_argument(
+        "--preset", metavar="NAME", help="a pretrained preset shipped with tfgen (tfgen presets), or a preset folder"
     )
     parser.add_argument("--num", type=int, default=64, help="images to generate (default 64)")
     parser.add_argument("--out", help="output file, or folder with --individual (default: generated.<format>)")
@@ -257,7 +252,7 @@ def parse_args(argv=None):
         "--option",
         action="append",
         default=[],
-        type=sampling_option,
+        type=cli.sampling_option,
         metavar="NAME=VALUE",
         help="a sampling option the model declares (e.g. steps=50 for a diffusion model); repeatable",
     )
@@ -345,12 +340,15 @@ def check_args(args):
         )
     if (args.unique or args.memorisation_report is not None) and not args.run:
         flag = "--unique" if args.unique else "--memorisation-report"
-        raise ConfigError(f"{flag} compares with the training images and needs --run, not --export")
+        raise ConfigError(f"{flag} compares with the training images and needs --run, not --export or --preset")
 
 
 def _generate_command(args):
     check_args(args)
-    sampler = Sampler.from_run(args.run) if args.run else Sampler.from_export(args.export)
+    if args.preset:
+        sampler = presets.resolve(args.preset).sampler()
+    else:
+        sampler = Sampler.from_run(args.run) if args.run else Sampler.from_export(args.export)
     label = resolve_label(sampler, args.label, args.class_name)
     if args.seed is None and not args.interpolate:
         args.seed = secrets.randbelow(2**31)

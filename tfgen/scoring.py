@@ -19,7 +19,7 @@ import numpy as np
 
 from tfgen import images, metrics
 from tfgen.data import build_dataset
-from tfgen.errors import RunError
+from tfgen.errors import ConfigError, RunError
 from tfgen.files import atomic_path, write_text
 from tfgen.runs import load_run
 
@@ -93,8 +93,9 @@ def real_summary(data, extractor, num, cache_dir, key):
     return summary
 
 
-def generated_summary(model, extractor, num, seed, want_probabilities):
-    """FeatureSummary (and class probabilities) of `num` samples drawn with a fixed seed."""
+def generated_summary(model, extractor, num, seed, want_probabilities, options=None):
+    """FeatureSummary (and class probabilities) of `num` samples drawn with a fixed seed and
+    the model's sampling `options` (e.g. a diffusion model's `steps`)."""
     rng = np.random.default_rng(seed)
     summary = FeatureSummary(extractor.dim)
     probabilities = []
@@ -102,7 +103,7 @@ def generated_summary(model, extractor, num, seed, want_probabilities):
         count = min(BATCH, num - start)
         z = model.sample_noise(count, rng)
         labels = np.arange(start, start + count) % model.num_classes if model.needs_labels else None
-        images = np.asarray(model.generate(z, labels))
+        images = np.asarray(model.generate(z, labels, **(options or {})))
         if not np.isfinite(images).all():
             # a classifier maps NaN images to finite features: without this a broken model
             # would only score badly
@@ -164,7 +165,7 @@ def reconstruction_errors(model, data, num, seed=0):
     return {name: total / count for name, total in totals.items()}
 
 
-def evaluate_model(model, data, names, num, extractor, cache_dir, key, seed=0, floor=False):
+def evaluate_model(model, data, names, num, extractor, cache_dir, key, seed=0, floor=False, options=None):
     """Score `model` against `data`'s images; a dict of metric -> value.
 
     Sample metrics (FID, KID, IS, precision / recall) on `num` samples, for models that
@@ -175,8 +176,10 @@ def evaluate_model(model, data, names, num, extractor, cache_dir, key, seed=0, f
     sample_names = [n for n in names if n in metrics.SAMPLE_METRICS]
     if sample_names and model.samples_from_noise:
         real = real_summary(data, extractor, num, cache_dir, key)
-        fake, probabilities = generated_summary(model, extractor, num, seed, "is" in names)
+        fake, probabilities = generated_summary(model, extractor, num, seed, "is" in names, options)
         result.update({"num_samples": num, "num_real": real.stats.count, "extractor": extractor.name})
+        if options:
+            result["sampling_options"] = dict(options)
         result.update(scores(real, fake, probabilities, sample_names))
         if floor:
             result["real_vs_real"] = real_floor(real, sample_names)
@@ -207,15 +210,20 @@ def format_table(result):
     return "\n".join(lines)
 
 
-def evaluate_run(run, names, num, extractor_name, seed=0):
-    """Evaluate a run directory; writes and returns its eval.json contents."""
+def evaluate_run(run, names, num, extractor_name, seed=0, options=None):
+    """Evaluate a run directory, sampling with `options` (the model's sampling_options: a
+    diffusion model's `steps`, ...); writes and returns its eval.json contents."""
     run = Path(run)
     cfg, model = load_run(run)
+    unknown = sorted(set(options or {}) - set(model.sampling_options))
+    if unknown:
+        valid = ", ".join(f"{k} (default {v})" for k, v in model.sampling_options.items()) or "none"
+        raise ConfigError(f"--option {unknown[0]}: {cfg.model.name} has no such sampling option; its options: {valid}")
     data = build_dataset(cfg.data, seed=cfg.train.seed)
     key = dataset_key(cfg.data)
     samples = model.samples_from_noise and any(n in metrics.SAMPLE_METRICS for n in names)
     # no feature network (nor classifier training) when only reconstructions are scored
     extractor = make_extractor(extractor_name, data, run.parent / ".cache", key) if samples else None
-    result = evaluate_model(model, data, names, num, extractor, run.parent / ".cache", key, seed, floor=True)
+    result = evaluate_model(model, data, names, num, extractor, run.parent / ".cache", key, seed, True, options)
     write_text(run / "eval.json", json.dumps(result, indent=2))
     return result

@@ -4,14 +4,14 @@ The avatar studio: a web page where a person picks a theme, generates and re-rol
 and keeps the one they like, which nobody else will ever get. Served by FastAPI on uvicorn
 (`pip install -e ".[serve]"`), with a JSON API under `/api/` (OpenAPI page at `/docs`).
 
-A theme is a run folder or an exported SavedModel; a conditional run gives one theme per
-class. Uniqueness is `tfgen.uniqueness`: a candidate is drawn only if it is farther than
-`--min-distance` from every training image and every kept avatar of its model; keeping it
-checks again, under the store's write lock, against the avatars kept since it was drawn (by
-this server or any other on the same store), and records it (`tfgen.store`: SQLite in the run
-folder or `--db PATH`, or PostgreSQL). An avatar is reported kept only once its row is
-committed, so a killed server loses none, and its picture is regenerated from the stored
-noise, so the store is the one record to back up.
+A theme is a run folder, an exported SavedModel or a preset (`preset:NAME`, `tfgen presets`); a
+conditional model gives one theme per class. Uniqueness is `tfgen.uniqueness`: a candidate is
+drawn only if it is farther than `--min-distance` from every training image and every kept
+avatar of its model; keeping it checks again, under the store's write lock, against the avatars
+kept since it was drawn (by this server or any other on the same store), and records it
+(`tfgen.store`: SQLite in the run folder or `--db PATH`, or PostgreSQL). An avatar is reported
+kept only once its row is committed, so a killed server loses none, and its picture is
+regenerated from the stored noise, so the store is the one record to back up.
 
 Who may do what:
 - A visitor is identified by an HttpOnly, SameSite cookie made on their first request (no
@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tfgen import cli, images, store, uniqueness
+from tfgen import cli, images, presets, store, uniqueness
 from tfgen.errors import ConfigError, RunError, TfgenError
 from tfgen.sampling import Sampler
 
@@ -204,20 +204,32 @@ class Source:
 
     @classmethod
     def load(cls, key, path, features="auto", db=None, stores=None):
-        """A run folder or SavedModel export; RunError naming the folder if it cannot be loaded."""
+        """A run folder, SavedModel export or preset folder; RunError naming the folder if it
+        cannot be loaded.
+
+        A run's avatars are screened against its training images; a preset's too where its
+        training data is at hand (mnist5k is, in every install), else, as an export's, only
+        against each other. A shipped preset's store defaults to avatars.db in the working
+        directory, not inside the installed package."""
         path = Path(path)
         try:
-            if (path / "saved_model.pb").is_file():
+            preset = (path / presets.METADATA).is_file()
+            if preset:
+                sampler = presets.read(path).sampler()
+                db = Path.cwd() / store.STORE_NAME if db is None and path.parent == presets.PRESET_DIR else db
+            elif (path / "saved_model.pb").is_file():
                 sampler = Sampler.from_export(path)
-                log.info(
-                    "theme %s: %s is an export without its training set; avatars are compared with each other only",
-                    key,
-                    path,
-                )
-                space, train_features = uniqueness.FeatureSpace("pixels"), None
             else:
                 sampler = Sampler.from_run(path)
+            try:
                 data = uniqueness.training_data(sampler)
+            except TfgenError as exc:
+                if not preset and sampler.cfg is not None:
+                    raise  # a run whose training data is gone: say so rather than screen less
+                why = "an export without its training set" if sampler.cfg is None else str(exc)
+                log.info("theme %s: %s: %s; avatars are compared with each other only", key, path, why)
+                space, train_features = uniqueness.FeatureSpace("pixels"), None
+            else:
                 space = uniqueness.feature_space(features, sampler, data)
                 train_features = uniqueness.training_features(data, space)
             avatar_store, name = store.open_source(
@@ -1007,7 +1019,8 @@ def parse_args(argv=None):
 
 
 def parse_themes(values):
-    """[(name, Path)] from NAME=PATH strings; ConfigError for a malformed one."""
+    """[(name, Path)] from NAME=PATH strings (PATH may be a preset: preset:NAME); ConfigError for a
+    malformed one or an unknown preset."""
     themes = []
     for value in values:
         name, sep, path = value.partition("=")
@@ -1015,7 +1028,7 @@ def parse_themes(values):
             raise ConfigError(f"--theme {value}: expected NAME=PATH, e.g. digits=runs/mnist5k_cond_gan")
         if slug(name) != name:
             raise ConfigError(f"--theme {value}: the name may hold letters, digits, '_', '.' and '-' only")
-        themes.append((name, Path(path)))
+        themes.append((name, presets.resolve(path).path if presets.is_handle(path) else Path(path)))
     return themes
 
 

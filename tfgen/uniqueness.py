@@ -18,6 +18,7 @@ from tfgen import cli, scoring
 from tfgen.data import build_dataset
 from tfgen.data.pipeline import to_signed_unit
 from tfgen.errors import ConfigError, RunError
+from tfgen.files import user_cache_dir
 from tfgen.sampling import labels_for
 
 log = cli.log
@@ -67,7 +68,8 @@ def feature_space(name, sampler, data):
         return FeatureSpace("pixels")
     if not labelled:
         raise ConfigError(f"--features classifier: {data.description} has no class labels; use --features pixels")
-    cache = sampler.run.parent / ".cache"
+    # beside the runs, as `tfgen evaluate` keeps it; a preset's (no run folder) in the user's cache
+    cache = sampler.run.parent / ".cache" if sampler.run else user_cache_dir()
     extractor = scoring.make_extractor("classifier", data, cache, scoring.dataset_key(sampler.cfg.data))
     return FeatureSpace("classifier", extractor)
 
