@@ -37,7 +37,13 @@ from tfgen.generate import grid_columns, save_images  # noqa: E402
 from tfgen.runs import load_run  # noqa: E402
 from tfgen.training import train_from_config  # noqa: E402
 
-SAMPLES = 80  # the grid in samples.png: 8 per class of a 10-class model
+
+def write_samples(folder):
+    """samples.png: a fixed-seed grid of the preset, as `tfgen generate` draws it (8 x 8, or 8
+    per class in a row each for a conditional model)."""
+    sampler = presets.read(folder).sampler()
+    count = 8 * len(sampler.class_names) if sampler.conditional else 64
+    save_images(sampler.sample(count, seed=0), folder / "samples.png", columns=grid_columns(sampler, count, None))
 
 
 def machine():
@@ -81,9 +87,7 @@ def package(run, name, description, seconds, num, rebuild, out_dir):
             "rebuild": rebuild,
         }
         (staging / presets.METADATA).write_text(json.dumps(meta, indent=1) + "\n")
-        sampler = presets.read(staging).sampler()
-        pictures = sampler.sample(SAMPLES, seed=0)
-        save_images(pictures, staging / "samples.png", columns=grid_columns(sampler, SAMPLES, None))
+        write_samples(staging)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
