@@ -93,60 +93,6 @@ def checkpoint_values(path):
     }
 
 
-def test_two_workers_train_and_score_like_mirrored_strategy(toy_config, tmp_path):
-    """One 2-worker run, scored during training: the chief's run folder alone, the same
-    weights and training metrics as MirroredStrategy's, and FID with the best checkpoint kept."""
-    runs = tmp_path / "multi"
-    scored = ["eval.every_epochs=1", "eval.num_samples=32", "eval.metrics=fid"]
-    argv = worker_argv(toy_config, runs, [*SETTINGS, *scored])
-    scratch = tmp_path / "scratch"  # the workers' TMPDIR: where the non-chief writes
-    scratch.mkdir()
-    started = time.monotonic()
-    codes, logs = run_workers(argv, tmp_path, env={"TMPDIR": str(scratch)})
-    print(f"two workers: {time.monotonic() - started:.1f} s")
-    assert codes == [0, 0], "\n\n".join(text[-3000:] for text in logs)
-
-    # Only the chief's run directory exists, complete; the other worker's went with it.
-    # (.cache: the feature extractor FID is scored with, beside the runs)
-    run_dir = runs / "toy"
-    assert sorted(p.name for p in runs.iterdir()) == [".cache", "toy"]
-    for name in ("config.yaml", "metrics.csv", "curves.png", "model.keras", "saved_model", "samples/epoch_002.png"):
-        assert (run_dir / name).exists(), name
-    assert not any(scratch.iterdir())  # the non-chief wrote there and cleaned up
-
-    # scored every epoch: a finite FID in each row, and the best epoch's checkpoint kept
-    header, *rows = (run_dir / "metrics.csv").read_text().splitlines()
-    fid = [float(r.split(",")[header.split(",").index("fid")]) for r in rows]
-    assert len(fid) == 2 and all(np.isfinite(fid)) and min(fid) > 0
-    best = json.loads((run_dir / "best.json").read_text())
-    assert best["value"] == min(fid)
-    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints" / "best"))
-
-    # The reference is not scored: scoring reads the weights and changes none (nor any RNG state).
-    cfg = load_config(str(toy_config), ["train.distribute=mirrored", *SETTINGS])
-    started = time.monotonic()
-    training.train(cfg, prepare_run_dir(cfg, resume=False, overwrite=False))
-    print(f"in-process MirroredStrategy reference: {time.monotonic() - started:.1f} s")
-    expected = checkpoint_values(tmp_path / "runs" / "toy" / "checkpoints" / "ckpt-4")
-    actual = checkpoint_values(run_dir / "checkpoints" / "ckpt-4")
-    assert sorted(actual) == sorted(expected)
-    for name, value in expected.items():
-        np.testing.assert_allclose(actual[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
-    # the metrics the workers logged are the global ones too
-    with open(run_dir / "metrics.csv", newline="") as f:
-        chief_rows = list(csv.DictReader(f))
-    with open(tmp_path / "runs" / "toy" / "metrics.csv", newline="") as f:
-        reference_rows = list(csv.DictReader(f))
-    assert [k for k in chief_rows[0] if k not in ("fid", "val_fid")] == list(reference_rows[0])
-    assert len(chief_rows) == len(reference_rows) == 2
-
-    def numbers(row):
-        return [float("nan") if x in ("", "NA") else float(x) for x in row]
-
-    for mine, theirs in zip(chief_rows, reference_rows):
-        np.testing.assert_allclose(numbers(mine[k] for k in theirs), numbers(theirs.values()), rtol=1e-6)
-
-
 def worker_argv(toy_config, runs, settings):
     return [
         sys.executable,
@@ -169,16 +115,19 @@ def mirrored_reference(toy_config, settings):
     return Path(cfg.run_dir) / cfg.name
 
 
-def test_sigterm_to_one_worker_stops_both_at_one_step_and_they_resume_exactly(toy_config, tmp_path):
-    """A stop request on one worker is agreed by all at a step boundary: both save that step
-    and exit 130 (none dies waiting for the other), and the resumed run, both workers from
-    the chief's checkpoint, matches an uninterrupted one."""
+def test_two_workers_stop_together_on_sigterm_resume_exactly_and_train_and_score_like_mirrored(toy_config, tmp_path):
+    """A 2-worker run, scored during training. A stop request on one worker is agreed by all
+    at a step boundary: both save that step and exit 130 (none dies waiting for the other).
+    Resumed, both from the chief's checkpoint, the run ends as MirroredStrategy's
+    uninterrupted one (weights and training metrics), in the chief's run folder alone, with
+    FID in every row and the best checkpoint kept."""
+    scored = ["eval.every_epochs=1", "eval.num_samples=32", "eval.metrics=fid"]
     settings = [*SETTINGS, "train.epochs=3", "train.steps_per_epoch=10", "train.sample_every=3"]
     runs = tmp_path / "multi"
-    scratch = tmp_path / "scratch"
+    scratch = tmp_path / "scratch"  # the workers' TMPDIR: where the non-chief writes
     scratch.mkdir()
     env = {"TMPDIR": str(scratch)}
-    argv = worker_argv(toy_config, runs, settings)
+    argv = worker_argv(toy_config, runs, [*settings, *scored])
     procs, logs = start_workers(argv, tmp_path, env=env)
     first = runs / "toy" / "checkpoints" / "ckpt-10.index"
     end = time.monotonic() + WORKER_TIMEOUT
@@ -196,14 +145,42 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_they_resume_exactly(to
     assert codes == [0, 0], "\n\n".join(text[-3000:] for text in texts)
     for text in texts:  # the non-chief restored too, from its copy of the chief's run
         assert "resumed from" in text and f"ckpt-{stopped[0]} at " in text, text[-3000:]
+
+    # Only the chief's run directory exists, complete; the other worker's went with it.
+    # (.cache: the feature extractor FID is scored with, beside the runs)
+    run_dir = runs / "toy"
+    assert sorted(p.name for p in runs.iterdir()) == [".cache", "toy"]
+    for name in ("config.yaml", "metrics.csv", "curves.png", "model.keras", "saved_model", "samples/epoch_003.png"):
+        assert (run_dir / name).exists(), name
+    assert not any(scratch.iterdir())  # the non-chief wrote there and cleaned up
+    # scored every epoch: a finite FID in each row, and the best epoch's checkpoint kept
+    header, *rows = (run_dir / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["0", "1", "2"]
+    fid = [float(r.split(",")[header.split(",").index("fid")]) for r in rows]
+    assert all(np.isfinite(fid)) and min(fid) > 0
+    assert json.loads((run_dir / "best.json").read_text())["value"] == min(fid)
+    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints" / "best"))
+
+    # The reference is not scored: scoring reads the weights and changes none (nor any RNG state).
     reference = mirrored_reference(toy_config, settings)
     expected = checkpoint_values(reference / "checkpoints" / "ckpt-30")
-    actual = checkpoint_values(runs / "toy" / "checkpoints" / "ckpt-30")
+    actual = checkpoint_values(run_dir / "checkpoints" / "ckpt-30")
     assert sorted(actual) == sorted(expected)
     for name, value in expected.items():
         np.testing.assert_allclose(actual[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
-    rows = (runs / "toy" / "metrics.csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
+    # the metrics the workers logged are the global ones too
+    with open(run_dir / "metrics.csv", newline="") as f:
+        chief_rows = list(csv.DictReader(f))
+    with open(reference / "metrics.csv", newline="") as f:
+        reference_rows = list(csv.DictReader(f))
+    assert [k for k in chief_rows[0] if k not in ("fid", "val_fid")] == list(reference_rows[0])
+    assert len(chief_rows) == len(reference_rows) == 3
+
+    def numbers(row):
+        return [float("nan") if x in ("", "NA") else float(x) for x in row]
+
+    for mine, theirs in zip(chief_rows, reference_rows):
+        np.testing.assert_allclose(numbers(mine[k] for k in theirs), numbers(theirs.values()), rtol=1e-5)
 
 
 def test_nan_rollback_under_two_workers(toy_config, tmp_path):
