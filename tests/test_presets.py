@@ -41,7 +41,7 @@ def test_the_tool_writes_the_export_a_grid_and_what_the_preset_is(preset, cond_t
     assert meta["config"]["model"]["name"] == "cond_gan" and meta["config"]["data"]["source"] == "digits"
     assert meta["trained"]["seconds"] == 12 and meta["trained"]["machine"]
     assert meta["tfgen_version"] == tfgen.__version__
-    assert set(meta["scores"]) >= {"fid", "precision", "recall"} and meta["scores"]["num_samples"] == 20
+    assert set(meta["scores"]) >= {"fid", "fid_floor", "precision", "recall"} and meta["scores"]["num_samples"] == 20
     assert "--config" in meta["rebuild"] and "--seed 0" in meta["rebuild"]
     assert meta["class_names"] == [str(i) for i in range(10)]
     assert (preset / "saved_model" / "saved_model.pb").is_file()
@@ -136,4 +136,4 @@ def test_every_shipped_preset_loads_samples_and_all_fit_the_wheel_budget(capsys)
     assert tfgen_main.main(["presets"]) == 0
     listing = capsys.readouterr().out
     for name, preset in shipped.items():
-        assert f"  {name}: " in listing and f"fid {preset.meta['scores']['fid']:.3g}" in listing
+        assert f"  {name}: " in listing and f"FID {preset.meta['scores']['fid']:.2f} (floor " in listing

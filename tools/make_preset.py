@@ -63,6 +63,7 @@ def package(run, name, description, seconds, num, rebuild, out_dir):
     cfg, model = load_run(run)
     result = scoring.evaluate_run(run, ["fid", "pr"], num, "classifier", seed=0)
     scores = {k: round(float(result[k]), 4) for k in ("fid", "precision", "recall") if k in result}
+    scores["fid_floor"] = round(float(result["real_vs_real"]["fid"]), 4)  # real vs real at this sample size
     scores["num_samples"] = result.get("num_samples", num)
     class_names = run_class_names(run, cfg, model)
     target = Path(out_dir) / name
