@@ -26,6 +26,8 @@ SLOWEST_FIRST = (
     "test_train.py",
     "test_sweep.py",
     "test_cyclegan.py",
+    "test_serve.py",
+    "test_contract.py",
 )
 
 

@@ -30,6 +30,11 @@ NUM_CLASSES = 3
 TOY_OPTIONS = {
     "sdpc": {"channels": [4, 4], "iterations": 5},
     "sdpc_gan": {"channels": [4, 4], "iterations": 5},
+    # the U-Net denoisers: a sampling loop of 25 U-Net calls is traced for every signature
+    **{
+        name: {"levels": 2, "block_depth": 1, "sampling_steps": 2}
+        for name in ("ddpm", "cond_ddpm", "flow_matching", "cond_flow_matching")
+    },
 }
 
 

@@ -30,23 +30,23 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfgen  # noqa: E402
-from tfgen import autotune, cli, presets, scoring  # noqa: E402
+from tfgen import autotune, cli, images, presets, scoring  # noqa: E402
 from tfgen.config import load_config  # noqa: E402
 from tfgen.errors import ConfigError  # noqa: E402
 from tfgen.export import export_saved_model, run_class_names  # noqa: E402
-from tfgen.generate import grid_columns, grid_labels, save_images  # noqa: E402
 from tfgen.runs import load_run  # noqa: E402
 from tfgen.training import train_from_config  # noqa: E402
 
 
 def write_samples(folder):
-    """samples.png: a fixed-seed grid of the preset as `tfgen generate --seed 0` draws it (8 x 8,
-    or for a conditional model 8 per class, a row each)."""
+    """samples.png: a fixed-seed grid of the preset as `tfgen generate --seed 0` draws it: 8 x 8,
+    or for a conditional model 8 per class, a row each."""
     sampler = presets.read(folder).sampler()
     count = 8 * len(sampler.class_names) if sampler.conditional else 64
     z = sampler.noise(np.random.default_rng(0), count)
-    pictures = sampler.images(z, grid_labels(sampler, count, None))
-    save_images(pictures, folder / "samples.png", columns=grid_columns(sampler, count, None))
+    labels = (np.arange(count) // 8).astype(np.int32) if sampler.conditional else None
+    grid = images.make_grid(images.to_uint8(sampler.images(z, labels)), columns=8)
+    images.save_png(folder / "samples.png", grid)
 
 
 def machine():
