@@ -51,6 +51,21 @@ def sampling_option(text):
     return name.strip(), yaml.safe_load(value)
 
 
+def add_option_argument(parser):
+    """Give a command's `parser` the repeatable `--option NAME=VALUE`: the model's sampling
+    options (a diffusion model's `steps`, ...), collected as (name, value) pairs."""
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=sampling_option,
+        metavar="NAME=VALUE",
+        help="a sampling option the model declares (e.g. steps=50 for a diffusion model; tfgen models lists "
+        "them); repeatable",
+    )
+    return parser
+
+
 def add_verbose_argument(parser):
     """Give a command's argparse `parser` the `--verbose` flag; returns the parser.
 

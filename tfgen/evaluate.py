@@ -23,14 +23,7 @@ def main(argv=None):
     parser.add_argument("--num", type=int, default=10000, help="generated samples (and real images, at most)")
     parser.add_argument("--extractor", default="classifier", choices=metrics.EXTRACTORS)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        type=cli.sampling_option,
-        metavar="NAME=VALUE",
-        help="a sampling option of the model (e.g. steps=10 for diffusion; tfgen models lists them)",
-    )
+    cli.add_option_argument(parser)
     cli.add_verbose_argument(parser)
     args = parser.parse_args(argv)
     return cli.run(_evaluate_command, args)

@@ -248,14 +248,7 @@ def parse_args(argv=None):
     which.add_argument("--label", type=int, help="class index, for conditional models")
     which.add_argument("--class", dest="class_name", metavar="NAME", help="class name (from tfgen.json)")
     parser.add_argument("--truncation", type=float, metavar="T", help="redraw noise entries with |z| > T (T > 0)")
-    parser.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        type=cli.sampling_option,
-        metavar="NAME=VALUE",
-        help="a sampling option the model declares (e.g. steps=50 for a diffusion model); repeatable",
-    )
+    cli.add_option_argument(parser)
     parser.add_argument("--format", choices=("png", "npy"), help="png (default) or npy (float32 in [-1, 1])")
     parser.add_argument("--individual", action="store_true", help="one file per image in the folder --out")
     mode = parser.add_mutually_exclusive_group()
