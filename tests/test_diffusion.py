@@ -243,5 +243,6 @@ def test_evaluate_and_the_steps_tool_take_the_number_of_sampling_steps(cond_run,
     assert result.returncode == 0, result.stderr
     rows = json.loads((cond_run / "sampling_steps.json").read_text())["results"]
     assert [r["steps"] for r in rows] == [1, 4] and all(r["images_per_s"] > 0 and r["fid"] >= 0 for r in rows)
+    assert json.loads((cond_run / "eval.json").read_text())["sampling_options"] == {"steps": 2}  # left alone
     strip = np.asarray(Image.open(cond_run / "sampling_steps.png"))
     assert strip.shape[0] < strip.shape[1]  # two rows of ten

@@ -63,7 +63,8 @@ def test_cli_prints_table_with_real_floor_and_writes_eval_json(trained_run, caps
     [
         (["--metric", "fidd"], "unknown metric 'fidd'"),
         (["--num", "3"], "--num"),
-        (["--option", "steps=3"], "--option steps: dcgan has no such sampling option; its options: none"),
+        (["--option", "steps=3"], "--option: dcgan in "),
+        (["--option", "steps=3"], "toy: no sampling option steps; its options: none"),
     ],
 )
 def test_cli_errors(trained_run, capsys, args, message):

@@ -2,7 +2,6 @@
 line, from Python, from plain Keras and in the studio; the shipped ones load and fit the wheel."""
 
 import json
-import shutil
 
 import keras
 import numpy as np
@@ -105,8 +104,7 @@ def test_the_studio_serves_a_preset_screened_against_its_training_images(preset,
 
 def test_a_shipped_preset_keeps_its_store_in_the_working_directory(preset, tmp_path, monkeypatch):
     monkeypatch.setattr(presets, "PRESET_DIR", preset.parent)
-    shutil.rmtree(preset / "avatars.db", ignore_errors=True)
-    (preset / "avatars.db").unlink(missing_ok=True)
+    (preset / "avatars.db").unlink(missing_ok=True)  # the earlier test's
     monkeypatch.chdir(tmp_path)
     assert [n for n, _ in serve.parse_themes(["d=preset:toy_digits"])] == ["d"]
     serve.build_studio(serve.parse_args(["--theme", "d=preset:toy_digits"]))

@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tfgen import cli, images, presets, store, uniqueness  # noqa: E402
 from tfgen.errors import ConfigError  # noqa: E402
 from tfgen.files import atomic_path  # noqa: E402
-from tfgen.sampling import Sampler, labels_for, resolve_label  # noqa: E402
+from tfgen.sampling import Sampler, grid_columns, grid_labels, labels_for, resolve_label  # noqa: E402
 
 log = cli.log
 # suffixes that name a file format: --out may not promise another than the one written
@@ -78,21 +78,6 @@ def _save_one(path, pictures, fmt, columns, grid):
         images.save_png(path, images.make_grid(images.to_uint8(pictures), columns))
     else:  # a single picture at its own size: the file an app hands out
         images.save_png(path, images.to_uint8(pictures[0]))
-
-
-def grid_columns(sampler, num, label):
-    """Columns of a grid: with cycling labels, one row per class."""
-    if sampler.conditional and label is None:
-        return math.ceil(num / len(sampler.class_names))
-    return None
-
-
-def grid_labels(sampler, num, label):
-    """Labels laid out one class per row (matching `grid_columns`), or `labels_for`."""
-    columns = grid_columns(sampler, num, label)
-    if columns is None:
-        return labels_for(sampler, num, label)
-    return (np.arange(num) // columns).astype(np.int32)
 
 
 # -- interpolation ---------------------------------------------------------------------------

@@ -181,11 +181,7 @@ class Sampler:
 
     def check_options(self, options):
         """`options` completed with the defaults; ConfigError naming an option the model does not take."""
-        unknown = sorted(set(options) - set(self.sampling_options))
-        if unknown:
-            valid = ", ".join(f"{k} (default {v})" for k, v in self.sampling_options.items()) or "none"
-            raise ConfigError(f"{self.description}: no sampling option {', '.join(unknown)}; its options: {valid}")
-        return {**self.sampling_options, **options}
+        return check_options(self.sampling_options, options, self.description)
 
     def images(self, z, labels=None, **options):
         """Float32 images [N, H, W, C] in [-1, 1], generated BATCH at a time (progress for long runs).
@@ -201,6 +197,16 @@ class Sampler:
             out.append(self._fn(z[start : start + BATCH], batch_labels, **options))
             progress("generated %d/%d images", min(start + BATCH, len(z)), len(z))
         return np.concatenate(out) if out else np.zeros((0, *self.image_shape), np.float32)
+
+
+def check_options(declared, options, description):
+    """`options` completed with the `declared` defaults ({name: default}, a model's
+    `sampling_options`); ConfigError naming `description` and an option it does not take."""
+    unknown = sorted(set(options) - set(declared))
+    if unknown:
+        valid = ", ".join(f"{k} (default {v})" for k, v in declared.items()) or "none"
+        raise ConfigError(f"{description}: no sampling option {', '.join(unknown)}; its options: {valid}")
+    return {**declared, **options}
 
 
 def resolve_label(sampler, label=None, class_name=None):
@@ -229,3 +235,18 @@ def labels_for(sampler, count, label, start=0):
     if label is not None:
         return np.full(count, label, np.int32)
     return (np.arange(start, start + count) % len(sampler.class_names)).astype(np.int32)
+
+
+def grid_columns(sampler, num, label):
+    """Columns of a grid: with cycling labels, one row per class."""
+    if sampler.conditional and label is None:
+        return math.ceil(num / len(sampler.class_names))
+    return None
+
+
+def grid_labels(sampler, num, label):
+    """Labels laid out one class per row (matching `grid_columns`), or `labels_for`."""
+    columns = grid_columns(sampler, num, label)
+    if columns is None:
+        return labels_for(sampler, num, label)
+    return (np.arange(num) // columns).astype(np.int32)

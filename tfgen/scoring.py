@@ -19,9 +19,10 @@ import numpy as np
 
 from tfgen import images, metrics
 from tfgen.data import build_dataset
-from tfgen.errors import ConfigError, RunError
+from tfgen.errors import RunError
 from tfgen.files import atomic_path, write_text
 from tfgen.runs import load_run
+from tfgen.sampling import check_options
 
 MAX_KEPT = 10000
 BATCH = 250
@@ -215,10 +216,7 @@ def evaluate_run(run, names, num, extractor_name, seed=0, options=None):
     diffusion model's `steps`, ...); writes and returns its eval.json contents."""
     run = Path(run)
     cfg, model = load_run(run)
-    unknown = sorted(set(options or {}) - set(model.sampling_options))
-    if unknown:
-        valid = ", ".join(f"{k} (default {v})" for k, v in model.sampling_options.items()) or "none"
-        raise ConfigError(f"--option {unknown[0]}: {cfg.model.name} has no such sampling option; its options: {valid}")
+    check_options(model.sampling_options, options or {}, f"--option: {cfg.model.name} in {run}")
     data = build_dataset(cfg.data, seed=cfg.train.seed)
     key = dataset_key(cfg.data)
     samples = model.samples_from_noise and any(n in metrics.SAMPLE_METRICS for n in names)

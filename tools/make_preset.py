@@ -35,6 +35,7 @@ from tfgen.config import load_config  # noqa: E402
 from tfgen.errors import ConfigError  # noqa: E402
 from tfgen.export import export_saved_model, run_class_names  # noqa: E402
 from tfgen.runs import load_run  # noqa: E402
+from tfgen.sampling import grid_columns, grid_labels  # noqa: E402
 from tfgen.training import train_from_config  # noqa: E402
 
 
@@ -44,8 +45,8 @@ def write_samples(folder):
     sampler = presets.read(folder).sampler()
     count = 8 * len(sampler.class_names) if sampler.conditional else 64
     z = sampler.noise(np.random.default_rng(0), count)
-    labels = (np.arange(count) // 8).astype(np.int32) if sampler.conditional else None
-    grid = images.make_grid(images.to_uint8(sampler.images(z, labels)), columns=8)
+    pictures = sampler.images(z, grid_labels(sampler, count, None))
+    grid = images.make_grid(images.to_uint8(pictures), columns=grid_columns(sampler, count, None) or 8)
     images.save_png(folder / "samples.png", grid)
 
 

@@ -2,8 +2,9 @@
 
     python tools/sampling_steps.py --run runs/mnist5k_ddpm --steps 5 10 25 50 100 --num 2000
 
-For each step count: FID, precision and recall (`tfgen evaluate --option steps=N`, classifier
-features, the same seed, so only the steps differ), and sampling images/second of the run's
+For each step count: FID, precision and recall (as `tfgen evaluate --option steps=N` scores them:
+classifier features, the same seed, so only the steps differ; the run is loaded once and its
+eval.json is left alone), and sampling images/second of the run's
 model in this process (float32 [-1, 1] images from noise, batches of 256, after a warm-up
 batch that traces the loop). Writes `<run>/sampling_steps.json` and `<run>/sampling_steps.png`:
 the same noise (and labels) sampled at every step count, a row each, so the pictures show what
@@ -19,8 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from tfgen import cli, images, scoring
+from tfgen.data import build_dataset
 from tfgen.errors import ConfigError
+from tfgen.export import run_class_names
 from tfgen.files import write_text
+from tfgen.runs import load_run
 from tfgen.sampling import Sampler, labels_for
 
 ROW = 10  # images per row of the picture: one of each class for a 10-class model
@@ -38,14 +42,23 @@ def images_per_second(sampler, steps, count=256):
 
 
 def measure(args):
-    sampler = Sampler.from_run(args.run)
+    run = Path(args.run)
+    cfg, model = load_run(run)
+    sampler = Sampler.from_model(model, run_class_names(run, cfg, model), str(run), run, cfg)
     if "steps" not in sampler.sampling_options:
-        raise ConfigError(f"--run: {args.run} holds a model without a steps option ({sampler.cfg.model.name})")
+        raise ConfigError(f"--run: {args.run} holds a model without a steps option ({cfg.model.name})")
+    # the data, its features and the extractor once, for every step count (as tfgen evaluate
+    # would load them), and the run's own eval.json left as it is
+    data = build_dataset(cfg.data, seed=cfg.train.seed)
+    key, cache = scoring.dataset_key(cfg.data), run.parent / ".cache"
+    extractor = scoring.make_extractor("classifier", data, cache, key)
     z = sampler.noise(np.random.default_rng(0), ROW)
     labels = labels_for(sampler, ROW, None)
     rows, results = [], []
     for steps in args.steps:
-        scores = scoring.evaluate_run(args.run, ["fid", "pr"], args.num, "classifier", 0, {"steps": steps})
+        scores = scoring.evaluate_model(
+            model, data, ["fid", "pr"], args.num, extractor, cache, key, options={"steps": steps}
+        )
         rate = images_per_second(sampler, steps)
         results.append({"steps": steps, "images_per_s": rate, **{k: scores[k] for k in ("fid", "precision", "recall")}})
         print(
@@ -54,7 +67,6 @@ def measure(args):
             flush=True,
         )
         rows.append(sampler.images(z, labels, steps=steps))
-    run = Path(args.run)
     write_text(run / "sampling_steps.json", json.dumps({"num": args.num, "results": results}, indent=1))
     grid = images.make_grid(images.to_uint8(np.concatenate(rows)), ROW)
     images.save_png(run / "sampling_steps.png", grid)
