@@ -18,8 +18,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 train: $(VENV)/.installed
 	$(PY) -m tfgen.train --config $(CONFIG) $(ARGS)
 
+# --durations: the 25 slowest tests listed at the end, so every CI log says where the time goes
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/test_notebooks.py
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 --ignore=tests/test_notebooks.py
 
 # the three notebooks in notebooks/, executed top to bottom with small settings (CI runs it
 # after `make test`; tests/test_notebooks.py)

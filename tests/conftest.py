@@ -14,6 +14,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Caches tfgen writes for the user (the auto-setting measurements) go to a throw-away folder.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="tfgen-test-cache-")
 atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
+# Under `make test` each core already runs a worker: TensorFlow's own pool of one thread per core
+# in every worker (and in the trainings and servers the tests start, which inherit this) would
+# put two threads on each core, which costs more than it gives at toy sizes.
+if "PYTEST_XDIST_WORKER" in os.environ and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) >= (
+    os.cpu_count() or 1
+):
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import pytest  # noqa: E402
 

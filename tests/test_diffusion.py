@@ -14,7 +14,7 @@ import tensorflow as tf
 from helpers import run_tool, toy_model
 from PIL import Image
 
-from tfgen import evaluate, images, serve, train
+from tfgen import evaluate, generate, images, serve, store, train
 from tfgen.export import export_run, export_saved_model
 from tfgen.models import ddpm, flow_matching
 from tfgen.models.unet import build_unet
@@ -246,3 +246,44 @@ def test_evaluate_and_the_steps_tool_take_the_number_of_sampling_steps(cond_run,
     assert json.loads((cond_run / "eval.json").read_text())["sampling_options"] == {"steps": 2}  # left alone
     strip = np.asarray(Image.open(cond_run / "sampling_steps.png"))
     assert strip.shape[0] < strip.shape[1]  # two rows of ten
+
+
+def checkpoint_values(path):
+    reader = tf.train.load_checkpoint(str(path))
+    names = [n for n in reader.get_variable_to_shape_map() if not n.startswith(("save_counter", "_CHECKPOINTABLE"))]
+    return {n: reader.get_tensor(n) for n in names}
+
+
+def test_a_stopped_and_resumed_run_ends_like_the_uninterrupted_one(cond_run, tmp_path):
+    """Diffusion draws its noise levels, noise and dropped labels inside `train_step` from the
+    model's seed state: stopped after its first step and resumed, the run ends bit for bit as
+    `cond_run` (the same config, uninterrupted)."""
+    split = [*TOY_RUN, "--set", f"run_dir={tmp_path}", "--set", "name=split", "--set", "export.saved_model=false"]
+    assert train.main(["--config", "mnist5k_cond_ddpm.yaml", *split, "--max-minutes", "0.0001"]) == 0
+    run = tmp_path / "split"
+    assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-1")
+    assert not (run / "model.keras").exists()
+    assert train.main(["--config", str(run / "config.yaml"), "--resume"]) == 0
+    want = checkpoint_values(cond_run / "checkpoints" / "ckpt-2")
+    got = checkpoint_values(run / "checkpoints" / "ckpt-2")
+    assert got.keys() == want.keys()  # weights, EMA, optimizer moments, the seed state, the step
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_generate_unique_issues_avatars_the_store_can_regenerate(cond_run, tmp_path, capsys):
+    """`tfgen generate --unique` on a conditional diffusion run: the store keeps each avatar's
+    noise in the model's noise shape (flattened) and its label, and that alone gives back the
+    written image."""
+    out, db = tmp_path / "avatars", tmp_path / "avatars.db"
+    args = ["--run", str(cond_run), "--unique", "--num", "2", "--label", "3", "--features", "pixels"]
+    args += ["--min-distance", "1e-5", "--individual", "--out", str(out), "--seed", "4", "--db", str(db)]
+    assert generate.main(args) == 0
+    assert "2 issued in all" in capsys.readouterr().out
+    rows = store.Store(db).export(cond_run.name)
+    sampler = Sampler.from_run(cond_run)
+    assert rows["z"].shape == (2, int(np.prod(sampler.noise_shape))) and rows["labels"].tolist() == [3, 3]
+    again = images.to_uint8(sampler.images(rows["z"].reshape(2, *sampler.noise_shape), rows["labels"]))
+    for avatar, pixels in zip(rows["ids"], again):
+        written = np.asarray(Image.open(out / f"{avatar}.png"))
+        np.testing.assert_array_equal(written.reshape(pixels.shape), pixels)
