@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TF_LINE = re.compile(r"^[IWEF]\d{4} .*\] |absl::InitializeLog|oneDNN|cuInit", re.IGNORECASE)
+TF_LINE = re.compile(r"^[IWEF]\d{4} .*\] |absl::InitializeLog|oneDNN|cuda|cuInit", re.IGNORECASE)
 NOT_SHIPPED = (".git", ".venv", "runs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache")
 TOY = [
     "--set",
@@ -160,8 +160,6 @@ def test_the_wheel_works_in_a_fresh_venv_from_any_folder(python, wheel, tmp_path
     assert [line for line in trained.stderr.splitlines() if TF_LINE.search(line)] == []
     run_dir = work / "runs" / "mnist5k_dcgan"
     assert (run_dir / "model.keras").is_file() and (run_dir / "saved_model" / "tfgen.json").is_file()
-    run(["tfgen", "generate", "--run", run_dir, "--num", "4", "--seed", "1", "--out", "grid.png"], cwd=work, env=env)
-    assert (work / "grid.png").is_file()
 
     assert finish(version).stdout.strip() == f"tfgen {wheel.name.split('-')[1]}"
     configs = finish(configs).stdout
