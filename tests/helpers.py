@@ -46,6 +46,14 @@ def assert_keras_round_trip(model, tmp_path, *inputs):
     return loaded
 
 
+def checkpoint_values(path):
+    """{name: value} of a checkpoint's training state, without its bookkeeping (the object
+    graph, and save_counter, which counts saves: a stop adds one)."""
+    reader = tf.train.load_checkpoint(str(path))
+    names = [n for n in reader.get_variable_to_shape_map() if not n.startswith(("save_counter", "_CHECKPOINTABLE"))]
+    return {n: reader.get_tensor(n) for n in names}
+
+
 def real_images(model, n=4):
     return tf.random.stateless_uniform((n, *model.image_shape), seed=(5, 0), minval=-1, maxval=1)
 

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import run_tool, toy_model
+from helpers import checkpoint_values, run_tool, toy_model
 from PIL import Image
 
 from tfgen import callbacks, train, training, translate
@@ -353,15 +353,8 @@ def test_a_stopped_and_resumed_run_ends_like_an_uninterrupted_one(trained_cycleg
     assert 0 < stopped < 10 and not (split / "model.keras").exists()
     assert train.main(["--config", str(split / "config.yaml"), "--resume"]) == 0
 
-    def values(run):
-        reader = tf.train.load_checkpoint(str(run / "checkpoints" / "ckpt-10"))
-        return {
-            k: reader.get_tensor(k)
-            for k in reader.get_variable_to_shape_map()
-            if not k.startswith(("save_counter", "_CHECKPOINTABLE"))
-        }
-
-    want, got = values(trained_cyclegan), values(split)
+    want = checkpoint_values(trained_cyclegan / "checkpoints" / "ckpt-10")
+    got = checkpoint_values(split / "checkpoints" / "ckpt-10")
     assert got.keys() == want.keys() and any("pool_a_images" in k for k in want)
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5, err_msg=key)

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import run_tool, toy_model
+from helpers import checkpoint_values, run_tool, toy_model
 from PIL import Image
 
 from tfgen import evaluate, generate, images, serve, store, train
@@ -246,12 +246,6 @@ def test_evaluate_and_the_steps_tool_take_the_number_of_sampling_steps(cond_run,
     assert json.loads((cond_run / "eval.json").read_text())["sampling_options"] == {"steps": 2}  # left alone
     strip = np.asarray(Image.open(cond_run / "sampling_steps.png"))
     assert strip.shape[0] < strip.shape[1]  # two rows of ten
-
-
-def checkpoint_values(path):
-    reader = tf.train.load_checkpoint(str(path))
-    names = [n for n in reader.get_variable_to_shape_map() if not n.startswith(("save_counter", "_CHECKPOINTABLE"))]
-    return {n: reader.get_tensor(n) for n in names}
 
 
 def test_a_stopped_and_resumed_run_ends_like_the_uninterrupted_one(cond_run, tmp_path):

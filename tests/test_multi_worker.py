@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from helpers import checkpoint_values
 
 from tfgen import training
 from tfgen.config import load_config
@@ -82,15 +83,6 @@ def run_workers(argv, logs_dir, n=2, env=None, attempts=3):
         if any(codes) and any("Could not start gRPC server" in t for t in texts) and attempt + 1 < attempts:
             continue  # a port was taken between free_ports and the bind: new ports
         return codes, texts
-
-
-def checkpoint_values(path):
-    reader = tf.train.load_checkpoint(str(path))
-    return {
-        name: reader.get_tensor(name)
-        for name in reader.get_variable_to_shape_map()
-        if name not in ("_CHECKPOINTABLE_OBJECT_GRAPH",) and not name.startswith("save_counter")
-    }
 
 
 def worker_argv(toy_config, runs, settings):

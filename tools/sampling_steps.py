@@ -22,9 +22,7 @@ import numpy as np
 from tfgen import cli, images, scoring
 from tfgen.data import build_dataset
 from tfgen.errors import ConfigError
-from tfgen.export import run_class_names
 from tfgen.files import write_text
-from tfgen.runs import load_run
 from tfgen.sampling import Sampler, labels_for
 
 ROW = 10  # images per row of the picture: one of each class for a 10-class model
@@ -43,8 +41,8 @@ def images_per_second(sampler, steps, count=256):
 
 def measure(args):
     run = Path(args.run)
-    cfg, model = load_run(run)
-    sampler = Sampler.from_model(model, run_class_names(run, cfg, model), str(run), run, cfg)
+    sampler = Sampler.from_run(run)
+    cfg, model = sampler.cfg, sampler.model
     if "steps" not in sampler.sampling_options:
         raise ConfigError(f"--run: {args.run} holds a model without a steps option ({cfg.model.name})")
     # the data, its features and the extractor once, for every step count (as tfgen evaluate
