@@ -288,3 +288,24 @@ def test_warm_up_compiles_then_times_a_warm_step():
 
     assert 10 < autotune.warm_up(step, "it", warmup=3) < 100 and calls == ["it"] * 3
     assert 10 < autotune.steps_per_second(step, "it", steps=4) < 100 and len(calls) == 7
+
+
+def test_a_slow_step_is_timed_fewer_times_a_round(monkeypatch):
+    """A round times up to 8 steps, but no more than fit in ROUND_SECONDS by the first step's
+    time, and always one: a 4-second step is timed once a round, not 8 times."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(autotune.time, "perf_counter", lambda: clock["now"])
+
+    def train_function(seconds, calls):
+        def step(iterator):
+            clock["now"] += seconds
+            calls.append(iterator)
+            return {"loss": tf.constant(1.0)}
+
+        return step
+
+    for seconds, expected in ((0.01, 8), (0.5, 4), (4.0, 1)):
+        calls = []
+        rate = autotune.steps_per_second(train_function(seconds, calls), "batches", seconds=2.0)
+        assert len(calls) == expected and calls[0] == "batches"
+        assert rate == pytest.approx(1.0 / seconds)
