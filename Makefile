@@ -18,9 +18,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 train: $(VENV)/.installed
 	$(PY) -m tfgen.train --config $(CONFIG) $(ARGS)
 
+# --no-loadscope-reorder: the modules go out in tests/conftest.py's order (slowest first), not
+# pytest-xdist's default of most tests first, which left the two slowest modules for last;
 # --durations: the 25 slowest tests listed at the end, so every CI log says where the time goes
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 --ignore=tests/test_notebooks.py
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 --ignore=tests/test_notebooks.py
 
 # the three notebooks in notebooks/, executed top to bottom with small settings (CI runs it
 # after `make test`; tests/test_notebooks.py)

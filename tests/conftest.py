@@ -25,7 +25,9 @@ if "PYTEST_XDIST_WORKER" in os.environ and int(os.environ.get("PYTEST_XDIST_WORK
 import pytest  # noqa: E402
 
 # The modules that take longest (subprocesses, several trainings), started first: `make test`'s
-# workers take a module at a time in this order, so they finish at about the same time.
+# workers take a module at a time in this order, so they finish at about the same time. (Only
+# with --no-loadscope-reorder: by default pytest-xdist hands out the modules with the most tests
+# first, which put the two slowest, with one and two tests, last.)
 SLOWEST_FIRST = (
     "test_multi_worker.py",
     "test_reliability.py",
