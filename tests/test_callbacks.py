@@ -123,3 +123,32 @@ def test_guard_follows_the_workers_agreement():
     with pytest.raises(callbacks.Interrupted, match="another worker received a signal") as stop:
         run_steps(guard, 1)
     assert stop.value.signalled
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, sampled",
+    [
+        ("dcgan", dict(latent_dim=4, g_width=4, d_width=4), [1, 2, 3, 4]),  # one pass: every epoch
+        ("ddpm", dict(width=8, levels=2, block_depth=1, sampling_steps=3), [1, 3, 4]),  # the grids' epochs only
+    ],
+)
+def test_a_many_step_sampler_draws_the_fixed_batch_only_for_the_grids(tmp_path, name, kwargs, sampled):
+    model = toy_model(name, **kwargs)
+    latent = model.sample_noise(4, np.random.default_rng(0))
+    grids = callbacks.SampleGrid(tmp_path, latent, every=3, last_epoch=4)
+    grids.set_model(model)
+    calls = []
+    generate = model.generate
+    model.generate = lambda *args, **kw: calls.append(grids.epoch) or generate(*args, **kw)
+    diversity = {}
+    for epoch in range(4):
+        grids.epoch, logs = epoch + 1, {}
+        grids.on_epoch_end(epoch, logs)
+        diversity[epoch + 1] = logs["sample_diversity"]
+    assert calls == sampled
+    assert all(np.isfinite(diversity[e]) == (e in sampled) for e in diversity)
+    assert sorted(p.name for p in (tmp_path / "samples").glob("epoch_*.png")) == [
+        "epoch_001.png",
+        "epoch_003.png",
+        "epoch_004.png",
+    ]

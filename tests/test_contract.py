@@ -114,6 +114,7 @@ def check_declarations(model):
     )
     assert tuple(model.noise_shape) and model.noise_size == int(np.prod(model.noise_shape))
     assert isinstance(model.sampling_options, dict)
+    assert isinstance(model.sampling_calls, int) and model.sampling_calls >= 1
     generate_params = inspect.signature(model.generate).parameters
     for option in model.sampling_options:
         assert option in generate_params or any(p.kind == p.VAR_KEYWORD for p in generate_params.values())

@@ -46,6 +46,9 @@ Sampling, not tied to a flat latent:
   the defaults.
 - `generate(noise, labels=None, training=False, **options)`: images in [-1, 1]; `model(noise)`
   calls it.
+- `sampling_calls`: network calls per image with the default options: 1 for a one-pass
+  generator, a diffusion sampler's steps. The sample grid draws its fixed batch (and
+  `sample_diversity`) every epoch where that is cheap, only on the grids' epochs otherwise.
 """
 
 import math
@@ -132,6 +135,11 @@ class GenerativeModel(keras.Model):
     def noise_size(self):
         """Numbers in one example's noise (its flattened length, as ledgers store it)."""
         return math.prod(self.noise_shape)
+
+    @property
+    def sampling_calls(self):
+        """Network calls per generated image with the default `sampling_options` (1: one pass)."""
+        return 1
 
     def sample_noise(self, count, rng=None, truncation=None):
         """Standard normal noise [count, *noise_shape] (float32 numpy) from `rng`; see `draw_noise`."""

@@ -124,6 +124,10 @@ class DenoisingModel(GenerativeModel):
         return options
 
     @property
+    def sampling_calls(self):
+        return self.sampling_steps
+
+    @property
     def export_networks(self):
         return ("ema_unet",) if self.ema_decay else ("unet",)
 
