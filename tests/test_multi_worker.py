@@ -114,14 +114,14 @@ def test_two_workers_stop_together_on_sigterm_resume_exactly_and_train_and_score
     uninterrupted one (weights and training metrics), in the chief's run folder alone, with
     FID in every row and the best checkpoint kept."""
     scored = ["eval.every_epochs=1", "eval.num_samples=32", "eval.metrics=fid"]
-    settings = [*SETTINGS, "train.epochs=3", "train.steps_per_epoch=10", "train.sample_every=3"]
+    settings = [*SETTINGS, "train.epochs=3", "train.steps_per_epoch=5", "train.sample_every=3"]
     runs = tmp_path / "multi"
     scratch = tmp_path / "scratch"  # the workers' TMPDIR: where the non-chief writes
     scratch.mkdir()
     env = {"TMPDIR": str(scratch)}
     argv = worker_argv(toy_config, runs, [*settings, *scored])
     procs, logs = start_workers(argv, tmp_path, env=env)
-    first = runs / "toy" / "checkpoints" / "ckpt-10.index"
+    first = runs / "toy" / "checkpoints" / "ckpt-5.index"
     end = time.monotonic() + WORKER_TIMEOUT
     while not first.exists() and time.monotonic() < end and all(p.poll() is None for p in procs):
         time.sleep(0.05)
@@ -131,7 +131,7 @@ def test_two_workers_stop_together_on_sigterm_resume_exactly_and_train_and_score
     assert codes == [130, 130], "\n\n".join(text[-3000:] for text in texts)
     assert "SIGTERM received" in texts[1] and "another worker received a signal" in texts[0]
     stopped = [int(t.split("stopped at", 1)[1].split("ckpt-", 1)[1].split(";")[0].split()[0]) for t in texts]
-    assert stopped[0] == stopped[1] and 10 <= stopped[0] < 30, stopped
+    assert stopped[0] == stopped[1] and 5 <= stopped[0] < 15, stopped
 
     codes, texts = run_workers([*argv, "--resume"], tmp_path, env=env)
     assert codes == [0, 0], "\n\n".join(text[-3000:] for text in texts)
@@ -155,8 +155,8 @@ def test_two_workers_stop_together_on_sigterm_resume_exactly_and_train_and_score
 
     # The reference is not scored: scoring reads the weights and changes none (nor any RNG state).
     reference = mirrored_reference(toy_config, settings)
-    expected = checkpoint_values(reference / "checkpoints" / "ckpt-30")
-    actual = checkpoint_values(run_dir / "checkpoints" / "ckpt-30")
+    expected = checkpoint_values(reference / "checkpoints" / "ckpt-15")
+    actual = checkpoint_values(run_dir / "checkpoints" / "ckpt-15")
     assert sorted(actual) == sorted(expected)
     for name, value in expected.items():
         np.testing.assert_allclose(actual[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
