@@ -26,6 +26,7 @@ SLOW = """\
 model: {name: dcgan, latent_dim: 4, g_width: 8, d_width: 8, d_dropout: 0.2}
 data: {source: digits, image_size: 16, batch_size: 16, limit: 480}
 train: {epochs: 6, sample_every: 1, checkpoint_every: 1, keep_checkpoints: 10, jit_compile: false, distribute: none}
+export: {saved_model: false}
 """
 
 
