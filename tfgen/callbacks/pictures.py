@@ -426,12 +426,17 @@ def plot_curves(rows, path):
 
 def set_margins(fig, columns=1, left=0.7, right=0.25, bottom=0.55, top=0.4, gap=0.8):
     """Fixed margins (inches) around `columns` panels side by side, for the pictures redrawn
-    every epoch: `tight_layout` measured every tick label first, 0.6 of the 0.9 s a curves.png
-    took (most of a toy run's time)."""
+    every epoch: `tight_layout` measures every tick label first, about half of a curves.png's
+    CPU time (0.52 s against 0.29 s without it; such redraws are most of a toy run)."""
     width, height = fig.get_size_inches()
     axes_width = (width - left - right - gap * (columns - 1)) / columns
-    fig.subplots_adjust(left=left / width, right=1 - right / width, wspace=gap / axes_width)
-    fig.subplots_adjust(bottom=bottom / height, top=1 - top / height)
+    fig.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        bottom=bottom / height,
+        top=1 - top / height,
+        wspace=gap / axes_width,
+    )
 
 
 def _number(text):
