@@ -260,6 +260,41 @@ class ReflectionPadding2D(keras.layers.Layer):
         return {**super().get_config(), "padding": self.padding}
 
 
+@keras.saving.register_keras_serializable(package="tfgen")
+class InstanceNormalization(keras.layers.Layer):
+    """Instance normalisation (Ulyanov et al. 2016): each image's channels normalised over
+    height and width, then scaled and shifted per channel (CycleGAN's generators and critics).
+
+    Keras' GroupNormalization with one group per channel computes the same through reshapes
+    into groups: 74 graph ops a layer with its gradient against 24 here, 81% of a CycleGAN
+    generator's graph, so a toy CycleGAN's step took 10 s to trace. Statistics in float32,
+    as Keras' normalisation layers keep them under mixed precision.
+    """
+
+    def __init__(self, epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+
+    def call(self, x):
+        x32 = keras.ops.cast(x, "float32")
+        centred = x32 - keras.ops.mean(x32, axis=[1, 2], keepdims=True)
+        variance = keras.ops.mean(keras.ops.square(centred), axis=[1, 2], keepdims=True)
+        scale = keras.ops.rsqrt(variance + self.epsilon) * keras.ops.cast(self.gamma, "float32")
+        y = centred * scale + keras.ops.cast(self.beta, "float32")
+        return keras.ops.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
 def instance_norm():
-    """Instance normalisation: Keras' GroupNormalization with one group per channel."""
-    return keras.layers.GroupNormalization(groups=-1, epsilon=1e-5)
+    """Instance normalisation, `InstanceNormalization` with the paper's epsilon."""
+    return InstanceNormalization(epsilon=1e-5)
