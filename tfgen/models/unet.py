@@ -21,7 +21,7 @@ import math
 
 import keras
 
-from tfgen import fastconv
+from tfgen import fastconv, layers
 
 
 @keras.saving.register_keras_serializable(package="tfgen")
@@ -61,7 +61,7 @@ def check_levels(image_size, levels, option="levels"):
 
 
 def _group_norm(channels):
-    return keras.layers.GroupNormalization(groups=math.gcd(8, channels), epsilon=1e-5)
+    return layers.GroupNormalization(groups=math.gcd(8, channels), epsilon=1e-5)
 
 
 def _residual_block(h, embedding, channels):
