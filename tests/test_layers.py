@@ -54,3 +54,19 @@ def test_a_checkpoint_of_keras_layer_restores_into_ours_and_the_config_round_tri
 def test_channels_that_do_not_split_into_the_groups_are_refused():
     with pytest.raises(ValueError, match="6 channels do not split into 4 groups"):
         GroupNormalization(groups=4).build((None, 4, 4, 6))
+
+
+def test_under_mixed_precision_statistics_and_weights_stay_float32():
+    """bfloat16 in and out, as Keras' layer; gamma and beta are not rounded to bfloat16 in the sum."""
+    x = tf.constant(np.random.default_rng(2).normal(2.0, 3.0, (2, 4, 4, 8)), tf.float32)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        ours, theirs = GroupNormalization(groups=4), keras.layers.GroupNormalization(groups=4, epsilon=1e-5)
+        for layer in (ours, theirs):
+            layer.build(x.shape)
+            layer.gamma.assign(np.full(8, 1.0 + 2.0**-10))  # not a bfloat16 value
+        mine, keras_values = ours(tf.cast(x, tf.bfloat16)), theirs(tf.cast(x, tf.bfloat16))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert mine.dtype == keras_values.dtype == tf.bfloat16 and ours.gamma.dtype == "float32"
+    np.testing.assert_array_equal(tf.cast(mine, tf.float32), tf.cast(keras_values, tf.float32))

@@ -276,6 +276,7 @@ class GroupNormalization(keras.layers.Layer):
 
     def __init__(self, groups=32, epsilon=1e-5, **kwargs):
         super().__init__(**kwargs)
+        self.autocast = False  # gamma and beta read in float32 under mixed precision, as Keras' are
         self.groups = int(groups)
         self.epsilon = float(epsilon)
 
@@ -285,8 +286,8 @@ class GroupNormalization(keras.layers.Layer):
         if channels % groups:
             raise ValueError(f"{channels} channels do not split into {groups} groups")
         self._size = channels // groups  # channels a group
-        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
-        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma", autocast=False)
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta", autocast=False)
 
     def call(self, x):
         x32 = keras.ops.cast(x, "float32")
