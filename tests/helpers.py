@@ -13,19 +13,20 @@ import numpy as np
 import tensorflow as tf
 
 import tfgen  # noqa: F401  (registers the models for load_model)
+from tfgen import optimizers
 from tfgen.config import DataConfig
 from tfgen.data import build_dataset
 from tfgen.models import get_model_class
 
 
 def toy_model(name, image_shape=(8, 8, 1), lr=1e-3, **kwargs):
-    """A registered model at toy size, compiled with one Adam per optimizer name."""
+    """A registered model at toy size, compiled with one Adam (tfgen's, as training uses) per optimizer name."""
     cls = get_model_class(name)
     params = dict(image_shape=image_shape, seed=1, **kwargs)
     if cls.needs_labels:
         params.setdefault("num_classes", 10)
     model = cls(**params)
-    model.compile(jit_compile=False, **{n: keras.optimizers.Adam(lr) for n in cls.optimizer_names})
+    model.compile(jit_compile=False, **{n: optimizers.Adam(lr) for n in cls.optimizer_names})
     return model
 
 

@@ -14,6 +14,7 @@ from tfgen import autotune, distribute, fastconv
 from tfgen.data import build_dataset
 from tfgen.errors import ConfigError
 from tfgen.models import get_model_class
+from tfgen.optimizers import Adam
 
 
 def prepare(cfg, strategy):
@@ -69,7 +70,7 @@ def build_model(cfg, image_shape, num_classes, jit_compile, policy="none"):
     train = cfg.train
     optimizers = {}
     for name in cls.optimizer_names:
-        optimizer = keras.optimizers.Adam(learning_rate_for(name, train), beta_1=train.beta_1, beta_2=train.beta_2)
+        optimizer = Adam(learning_rate_for(name, train), beta_1=train.beta_1, beta_2=train.beta_2)
         if policy == "mixed_float16":  # float16 gradients need loss scaling
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizers[name] = optimizer
