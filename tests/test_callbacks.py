@@ -38,6 +38,45 @@ def test_curves_draw_losses_scores_and_diversity_panels(tmp_path):
     assert width == 3 * 6 * 100 and height == 400  # three panels, 6x4 inches each at 100 dpi
 
 
+def test_curves_are_redrawn_when_enough_time_has_passed_and_at_the_end(tmp_path, monkeypatch):
+    """After an epoch curves.png is drawn if 10x its last drawing time has passed since the
+    last drawing (0.3 s assumed before the first), and always at the end: short epochs do
+    not spend their time drawing, and the last epoch is always in the picture."""
+    now = [0.0]
+    drawn = []  # rows in each drawing
+    real_plot = callbacks.pictures.plot_curves
+
+    def plot(rows, path):
+        now[0] += 0.5  # each drawing takes 0.5 s
+        drawn.append(len(rows))
+        real_plot(rows, path)
+
+    monkeypatch.setattr(callbacks.pictures, "plot_curves", plot)
+    csv_path, png = tmp_path / "metrics.csv", tmp_path / "curves.png"
+    curves = callbacks.Curves(csv_path, png, clock=lambda: now[0])
+
+    def epoch_ends(epoch, at):
+        now[0] = at
+        csv_path.write_text("epoch,loss\n" + "".join(f"{e},{1 / (e + 1)}\n" for e in range(epoch + 1)))
+        curves.on_epoch_end(epoch)
+
+    curves.on_train_begin()
+    epoch_ends(0, at=1.0)  # 1 s < 10 x 0.3 s
+    assert drawn == [] and not png.exists()
+    epoch_ends(1, at=3.5)
+    assert drawn == [2] and png.is_file()
+    epoch_ends(2, at=8.0)  # 4 s since the drawing ended, < 10 x its 0.5 s
+    epoch_ends(3, at=8.5)
+    assert drawn == [2]
+    epoch_ends(4, at=14.0)
+    assert drawn == [2, 5]
+    epoch_ends(5, at=14.5)
+    curves.on_train_end()
+    assert drawn == [2, 5, 6]
+    curves.flush()  # nothing new: no drawing
+    assert drawn == [2, 5, 6]
+
+
 def test_sample_grids_are_tensorboard_images_too(tmp_path):
     model = toy_model("dcgan", latent_dim=4, g_width=4, d_width=4)
     latent = np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32)

@@ -171,6 +171,7 @@ def test_max_minutes_mid_epoch_then_resume_matches_an_uninterrupted_run(referenc
     assert train.main(["--config", str(config), "--max-minutes", "10"]) == 0
     stopped = stopped_step(capsys.readouterr().err)
     assert stopped == jump_at and not (run / "model.keras").exists()
+    assert (run / "curves.png").is_file()  # the epochs before the stop are drawn, however short
     monkeypatch.undo()
     assert train.main(["--config", str(config), "--resume"]) == 0
     assert_same_run(run, reference, 6 * steps, 6)

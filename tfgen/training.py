@@ -149,6 +149,7 @@ def train(cfg, run_dir, resume=False, deadline=None, prepared=None):
     )
     # in this order: the pictures (sample grids add sample_diversity) and scores join the
     # epoch's logs before the CSV logger writes them
+    curves = callbacks.Curves(run_dir / "metrics.csv", run_dir / "curves.png")
     fit_callbacks = [
         guard,
         rates,
@@ -159,7 +160,7 @@ def train(cfg, run_dir, resume=False, deadline=None, prepared=None):
         ),
         *([evaluation_callback(cfg, data, checkpoint, step, steps, run_dir)] if cfg.eval.every_epochs else []),
         keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=True),
-        callbacks.Curves(run_dir / "metrics.csv", run_dir / "curves.png"),
+        curves,
         callbacks.Checkpointer(
             manager, step, guard, cfg.train.checkpoint_every, last, steps, cfg.train.checkpoint_every_steps
         ),
@@ -185,6 +186,7 @@ def train(cfg, run_dir, resume=False, deadline=None, prepared=None):
                     )
                 return model, data, None
             except callbacks.Interrupted as stop:
+                curves.flush()  # the epochs that ended before the stop
                 path = manager.latest_checkpoint
                 if not (path or "").endswith(f"-{stop.step}"):  # an epoch end's may be saved already
                     step.assign(stop.step)
@@ -192,6 +194,7 @@ def train(cfg, run_dir, resume=False, deadline=None, prepared=None):
                 log.warning("stopped at %s: %s; saved %s", describe_step(stop.step, steps), stop.reason, path)
                 return model, data, stop
             except callbacks.NonFiniteLoss as bad:
+                curves.flush()
                 good = manager.latest_checkpoint
                 if cfg.train.on_nan == "stop" or rollbacks >= cfg.train.max_rollbacks:
                     tried = f" after {rollbacks} rollback(s)" if rollbacks else ""

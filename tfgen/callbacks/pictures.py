@@ -10,6 +10,7 @@ every `train.sample_every` epochs and the last (`picture_due`).
 
 import csv
 import math
+import time
 from pathlib import Path
 
 import keras
@@ -360,23 +361,53 @@ class CorruptedReconstructions(keras.callbacks.Callback):
 
 
 class Curves(keras.callbacks.Callback):
-    """`curves.png`: every metric in metrics.csv against the epoch, re-drawn each epoch.
+    """`curves.png`: every metric in metrics.csv against the epoch, re-drawn as epochs end.
 
     Losses share one panel; `*_score` metrics (D(x), D(G(z)) as probabilities) get their own
     panel with the 0.5 line a balanced GAN hovers around; `sample_diversity` and the
     evaluation metrics get one each.
+
+    Drawing takes about 0.3 s. After an epoch the picture is re-drawn if at least `budget`
+    times its last drawing time has passed since it was last drawn (or since training began),
+    and always when training ends (`flush`, which a stopped run calls too): epochs of a few
+    seconds or more get a picture each, and the picture never costs more than about
+    1 / `budget` of a run of very short epochs.
     """
 
-    def __init__(self, csv_path, png_path):
+    def __init__(self, csv_path, png_path, budget=10, clock=time.monotonic):
         super().__init__()
         self.csv_path = Path(csv_path)
         self.png_path = Path(png_path)
+        self.budget = budget
+        self.clock = clock
+        self.cost = 0.3  # seconds, until a drawing is timed
+        self.drawn_at = None
+        self.pending = False
+
+    def on_train_begin(self, logs=None):
+        self.drawn_at = self.clock()
 
     def on_epoch_end(self, epoch, logs=None):
+        self.pending = True
+        if self.drawn_at is None or self.clock() - self.drawn_at >= self.budget * self.cost:
+            self.draw()
+
+    def on_train_end(self, logs=None):
+        self.flush()
+
+    def flush(self):
+        """Draw the epochs that ended since the last drawing, if any."""
+        if self.pending:
+            self.draw()
+
+    def draw(self):
+        start = self.clock()
         with open(self.csv_path, newline="") as f:
             rows = list(csv.DictReader(f))
         if rows:
             plot_curves(rows, self.png_path)
+        self.drawn_at = self.clock()
+        self.cost, self.pending = self.drawn_at - start, False
 
 
 EVAL_METRICS = ("fid", "kid", "is", "precision", "recall")

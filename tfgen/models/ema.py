@@ -30,10 +30,12 @@ def update(average, network, decay):
     variable, not one per replica.
     """
 
+    rest = 1.0 - decay  # once, not once a weight (the values are the same)
+
     def move(strategy):
         for ema, weight in zip(average.weights, network.weights):
             strategy.extended.update(
-                ema.value, lambda e, w: e.assign(decay * e + (1.0 - decay) * w), args=(weight.value,)
+                ema.value, lambda e, w: e.assign(decay * e + rest * w, read_value=False), args=(weight.value,)
             )
 
     tf.distribute.get_replica_context().merge_call(move)
