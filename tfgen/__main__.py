@@ -21,7 +21,6 @@ import yaml
 
 from tfgen import __version__, cli, presets
 from tfgen.config import CONFIG_DIR, config_description, first_sentence, shipped_configs
-from tfgen.models import registry
 
 COMMANDS = {
     "train": ("tfgen.train", "train a model from a YAML config"),
@@ -51,6 +50,8 @@ def models_command(argv):
 
     Read from the constructor signatures that are the config schema (`registry.model_params`).
     """
+    from tfgen.models import registry  # noqa: PLC0415  (imports TensorFlow, which the other listings skip)
+
     parser = argparse.ArgumentParser(prog="tfgen models", description=LISTINGS["models"][1])
     parser.add_argument("names", nargs="*", metavar="NAME", help="only these models")
     names = parser.parse_args(argv).names

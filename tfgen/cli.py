@@ -7,6 +7,8 @@ TensorFlow's C++ log lines (oneDNN and CUDA notices, a failed cuInit on a CPU ma
 the `tfgen:` lines that matter, so a command shows them only with `--verbose`. TensorFlow reads
 its log level once, when it is imported, which `import tfgen` does before any parser runs:
 `tfgen/__init__.py` therefore asks `hides_tensorflow_logs()`, which reads the command line itself.
+It also asks `needs_tensorflow()`: `tfgen configs`, `presets`, `--version` and `--help` read
+only shipped files, and answer in a fraction of a second without TensorFlow.
 """
 
 import argparse
@@ -93,6 +95,31 @@ def started_as_command():
         return False
     module = args[args.index("-m") + 1]
     return module == "tfgen" or module.startswith("tfgen.")
+
+
+# `tfgen` invocations that only read what tfgen ships (the listings of configs and presets,
+# the version, the help): they need neither TensorFlow nor the model classes.
+READS_ONLY_SHIPPED_FILES = ("configs", "presets", "--version", "-h", "--help")
+
+
+def command_arguments():
+    """The arguments after `tfgen` (the console script or `python -m tfgen`); None when this
+    process is not the `tfgen` command (a `tfgen-<command>` script, `python -m tfgen.<command>`,
+    or tfgen imported as a library)."""
+    if os.path.basename(sys.argv[0]) == "tfgen":
+        return sys.argv[1:]
+    args = sys.orig_argv  # while `python -m tfgen` imports the package, sys.argv[0] is "-m"
+    if sys.argv[0] == "-m" and "-m" in args[:-1] and args[args.index("-m") + 1] == "tfgen":
+        return args[args.index("-m") + 2 :]
+    return None
+
+
+def needs_tensorflow():
+    """False only for `tfgen configs`, `tfgen presets`, `tfgen --version` and `tfgen --help`:
+    `import tfgen` then skips TensorFlow and the models (about 8 s of a core), so they answer
+    at once."""
+    args = command_arguments()
+    return not (args and args[0] in READS_ONLY_SHIPPED_FILES)
 
 
 def hides_tensorflow_logs():

@@ -25,9 +25,7 @@ from typing import Literal, Optional
 
 import yaml
 
-from tfgen import metrics
 from tfgen.errors import ConfigError
-from tfgen.models import registry
 
 # The shipped configs are package data, so a wheel installed anywhere finds them by bare name.
 # pip installs packages as files, so this is a pathlib.Path: `tfgen sweep` hands it to its
@@ -162,6 +160,8 @@ class EvalConfig:
         if self.num_samples < 10:
             yield "num_samples", "an integer >= 10"
         try:
+            from tfgen import metrics  # noqa: PLC0415  (TensorFlow: `tfgen configs` stays light)
+
             names = metrics.parse_metric_names(self.metrics)
         except ValueError as exc:
             yield "metrics", f"comma-separated metric names ({exc})"
@@ -370,6 +370,8 @@ def _build(raw, path, origins):
             own_keys = [k for k in shared if k not in SHARED_DATA_KEYS]
             _reject_unknown(values, own_keys, f"data.{domain}.", where)
             setattr(data, domain, _dataclass(DataConfig, values, f"data.{domain}", where, preset=shared))
+
+    from tfgen.models import registry  # noqa: PLC0415  (the models import TensorFlow: `tfgen configs` stays light)
 
     model_raw = dict(_section(raw, "model", where))
     model_name = model_raw.pop("name", "dcgan")
