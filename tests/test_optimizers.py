@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfgen import optimizers
+from tfgen import distribute, optimizers
 from tfgen.config import load_config
 from tfgen.experiment import build_model
 
@@ -80,7 +80,8 @@ def train_mirrored(strategy, cls, values, gradients):
 def test_under_mirrored_strategy_replicas_match_keras():
     """Two replicas (conftest's two logical CPUs), the gradients summed across them: each copy
     of each variable ends as under Keras' Adam."""
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = distribute.make_strategy("mirrored")  # one per process: their collectives would clash
+    assert strategy.num_replicas_in_sync == 2
     values, gradients = initial_values_and_gradients(steps=3)
     want = train_mirrored(strategy, keras.optimizers.Adam, values, gradients)
     got = train_mirrored(strategy, optimizers.Adam, values, gradients)
