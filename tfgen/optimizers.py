@@ -16,7 +16,10 @@ The toy U-Net's step fell to 3,193 ops and a toy mnist5k_ddpm run from 8.3 s to 
 mnist5k_ddpm's full size the step is first traced in 4.7 s instead of 6.7 s, and then runs
 as fast as before (2-core AVX2 EPYC, one core). The arguments, slot variables and
 checkpoints are Keras'. What this path does not cover (amsgrad, sparse `IndexedSlices`
-gradients) goes through Keras' own.
+gradients) goes through Keras' own. It overrides a private method of Keras' TensorFlow
+optimizer, `_distributed_tf_update_step` (after the gradients are all-reduced, once per
+step): should a Keras release rename it, this class would quietly be Keras' Adam again, which
+the op count in tests/test_optimizers.py catches.
 
 TensorFlow's fused `ResourceApplyAdam` kernel would take one op a variable, but it computes
 1 - beta in float32 from float32 betas where Keras computes it in Python floats, so its
