@@ -14,7 +14,8 @@ from tfgen import cli
 
 # TensorFlow's C++ INFO/WARNING lines (CUDA probing, CPU features) drown the training log.
 # TensorFlow reads TF_CPP_MIN_LOG_LEVEL when it is imported, so this must come first.
-if not cli.needs_tensorflow():
+_NEEDS_TENSORFLOW = cli.needs_tensorflow()  # read once: it parses the command line
+if not _NEEDS_TENSORFLOW:
     pass  # `tfgen configs`, `presets`, `--version`, `--help`: only shipped files are read
 elif cli.hides_tensorflow_logs():
     # A tfgen command without --verbose: also hide C++ ERROR lines (a failed cuInit on a CPU
@@ -28,6 +29,6 @@ elif not cli.started_as_command():
 
 __version__ = "0.1.0"
 
-if cli.needs_tensorflow():
+if _NEEDS_TENSORFLOW:
     from tfgen import models  # noqa: F401  (registers the model classes)
     from tfgen.api import build, load  # noqa: F401

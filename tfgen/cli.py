@@ -82,19 +82,24 @@ def add_verbose_argument(parser):
     return parser
 
 
+def _python_m():
+    """(module, its arguments) of `python -m MODULE ...` while MODULE's package is imported, or
+    (None, None): Python has then set sys.argv[0] to "-m", and the rest is in sys.orig_argv."""
+    args = sys.orig_argv
+    if sys.argv[0] != "-m" or "-m" not in args[:-1]:
+        return None, None
+    at = args.index("-m") + 1
+    return args[at], args[at + 1 :]
+
+
 def started_as_command():
     """Whether this process is a tfgen command: `tfgen <command>`, `tfgen-<command>`,
     `python -m tfgen <command>` or `python -m tfgen.<command>`."""
     name = os.path.basename(sys.argv[0])
     if name == "tfgen" or name.startswith("tfgen-"):
         return True
-    # While `python -m tfgen[.<command>]` imports the tfgen package, Python has set sys.argv[0]
-    # to "-m"; the module's name is still in sys.orig_argv.
-    args = sys.orig_argv
-    if sys.argv[0] != "-m" or "-m" not in args[:-1]:
-        return False
-    module = args[args.index("-m") + 1]
-    return module == "tfgen" or module.startswith("tfgen.")
+    module, _ = _python_m()
+    return module is not None and (module == "tfgen" or module.startswith("tfgen."))
 
 
 # `tfgen` invocations that only read what tfgen ships (the listings of configs and presets,
@@ -108,10 +113,8 @@ def command_arguments():
     or tfgen imported as a library)."""
     if os.path.basename(sys.argv[0]) == "tfgen":
         return sys.argv[1:]
-    args = sys.orig_argv  # while `python -m tfgen` imports the package, sys.argv[0] is "-m"
-    if sys.argv[0] == "-m" and "-m" in args[:-1] and args[args.index("-m") + 1] == "tfgen":
-        return args[args.index("-m") + 2 :]
-    return None
+    module, args = _python_m()
+    return args if module == "tfgen" else None
 
 
 def needs_tensorflow():

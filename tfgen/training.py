@@ -147,9 +147,9 @@ def train(cfg, run_dir, resume=False, deadline=None, prepared=None):
         last,
         cfg.train.lr_schedule,
     )
+    curves = callbacks.Curves(run_dir / "metrics.csv", run_dir / "curves.png")  # flushed on a stop, below
     # in this order: the pictures (sample grids add sample_diversity) and scores join the
     # epoch's logs before the CSV logger writes them
-    curves = callbacks.Curves(run_dir / "metrics.csv", run_dir / "curves.png")
     fit_callbacks = [
         guard,
         rates,
